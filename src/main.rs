@@ -1,1 +1,68 @@
-fn main(){}
+//! `perfpipe`: the command-line edge of the pipeline. Parses arguments, sets up logging, and
+//! hands each subcommand to its module; errors from below become one `anyhow` report here.
+//!
+//! Subcommands (the fixed interface of ARCHITECTURE.md that exists so far):
+//! - `perfpipe serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs a node;
+//! - `perfpipe parse [--summary]`: reads perfdata strings from stdin, one a line, and prints one
+//!   JSON object a line in READING.md's schema, or with `--summary` only counts and speed.
+
+mod parse;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "perfpipe", version, about = "A performance-data pipeline for monitoring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the HTTP API on `listen`.
+    Serve(server::ServeArgs),
+    /// Read perfdata strings from stdin (one a line) and print what they hold as JSON lines.
+    Parse {
+        /// Print only the counts of lines, metrics and errors and the MB/s read.
+        #[arg(long)]
+        summary: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        Command::Serve(args) => server::serve(args),
+        Command::Parse { summary } => parse::run(summary),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("perfpipe: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays data. A closed
+/// stderr must not bring the node down: the subscriber's own report of a failed write would go
+/// through `eprintln!`, which panics then, so that report is off.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .init();
+}
+
+/// Where a node keeps its files when neither flag nor config says.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
