@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "perfpipe", version, about = "A performance-data pipeline for monitoring")]
+#[command(
+    name = "perfpipe",
+    version,
+    about = "A performance-data pipeline for monitoring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -54,7 +54,11 @@ fn every_case_through_the_binary() {
     for (case, got) in cases.iter().zip(&got) {
         // Value equality compares numbers as f64: a printed number that did not parse back to
         // the same f64 fails here.
-        assert_eq!(got, &case["expect"], "case {}: {:?}", case["id"], case["input"]);
+        assert_eq!(
+            got, &case["expect"],
+            "case {}: {:?}",
+            case["id"], case["input"]
+        );
     }
 }
 
@@ -81,7 +85,11 @@ fn acceptance_example() {
 fn malformed_lines_get_errors_with_offsets_and_reading_goes_on() {
     let input = b"ok=1 bad=x 'open=2\n\xff\xfe=1\n\nlast=3;U;;;9";
     let got = json_lines(&perfpipe_parse(&[], input));
-    assert_eq!(got.len(), 4, "an empty line is a line; a last line without newline too");
+    assert_eq!(
+        got.len(),
+        4,
+        "an empty line is a line; a last line without newline too"
+    );
     assert_eq!(got[0]["metrics"][0]["label"], "ok");
     assert_eq!(
         got[0]["errors"],
@@ -96,12 +104,22 @@ fn malformed_lines_get_errors_with_offsets_and_reading_goes_on() {
     );
     assert_eq!(got[2], serde_json::json!({"metrics": [], "errors": []}));
     assert_eq!(got[3]["metrics"][0]["max"], 9.0);
-    assert_eq!(got[3]["metrics"][0]["warn_range"], serde_json::json!({"invalid": true}));
+    assert_eq!(
+        got[3]["metrics"][0]["warn_range"],
+        serde_json::json!({"invalid": true})
+    );
 }
 
 #[test]
 fn numbers_print_as_round_trip_json_numbers() {
-    let values = ["0.1", "1e-7", "123456789123456789", "2.2250738585072014e-308", "-0", "1,25"];
+    let values = [
+        "0.1",
+        "1e-7",
+        "123456789123456789",
+        "2.2250738585072014e-308",
+        "-0",
+        "1,25",
+    ];
     let input: String = values.iter().map(|v| format!("v={v}\n")).collect();
     let output = perfpipe_parse(&[], input.as_bytes());
     let text = String::from_utf8(output.stdout).unwrap();
@@ -113,7 +131,11 @@ fn numbers_print_as_round_trip_json_numbers() {
             .unwrap();
         let expected: f64 = value.replace(',', ".").parse().unwrap();
         let reparsed: f64 = printed.parse().unwrap();
-        assert_eq!(reparsed.to_bits(), expected.to_bits(), "{value} printed as {printed}");
+        assert_eq!(
+            reparsed.to_bits(),
+            expected.to_bits(),
+            "{value} printed as {printed}"
+        );
     }
 }
 

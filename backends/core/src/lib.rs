@@ -125,7 +125,9 @@ pub struct WriteReport {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// A name whose encoded form cannot be a file name.
-    #[error("name too long for a file name once encoded ({encoded_len} bytes, limit {limit}): {name:?}")]
+    #[error(
+        "name too long for a file name once encoded ({encoded_len} bytes, limit {limit}): {name:?}"
+    )]
     NameTooLong {
         /// The name as given.
         name: String,
@@ -218,7 +220,10 @@ mod tests {
     fn long_names_are_refused_with_their_length() {
         assert!(encode_name(&"a".repeat(255), 0).is_ok());
         let error = encode_name(&"a".repeat(252), 4).unwrap_err();
-        assert!(error.to_string().contains("252 bytes, limit 251"), "{error}");
+        assert!(
+            error.to_string().contains("252 bytes, limit 251"),
+            "{error}"
+        );
         assert!(encode_name(&"/".repeat(1400), 0).is_err());
         assert!(matches!(encode_name("", 0), Err(BackendError::EmptyName)));
     }

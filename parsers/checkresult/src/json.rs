@@ -101,8 +101,8 @@ pub fn read_result(text: &str, location: Location) -> RecordResult<'_> {
 
 fn timestamp_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let seconds = f64::deserialize(deserializer)?;
-    // i64::MAX as f64 rounds up to 2^63, so the bound is exclusive.
-    if !(0.0..9.223_372_036_854_775_807e18).contains(&seconds) {
+    // `i64::MAX as f64` rounds up to 2^63, so the bound is exclusive.
+    if !(0.0..i64::MAX as f64).contains(&seconds) {
         return Err(de::Error::custom(format!(
             "timestamp {seconds} is not a time in seconds since 1970"
         )));

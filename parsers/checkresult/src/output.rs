@@ -44,7 +44,11 @@ pub fn split(raw: &str) -> PluginOutput<'_> {
 
     let mut pieces = first_perfdata
         .into_iter()
-        .chain(long_perfdata.into_iter().flat_map(|block| block.split('\n')))
+        .chain(
+            long_perfdata
+                .into_iter()
+                .flat_map(|block| block.split('\n')),
+        )
         .map(str::trim)
         .filter(|piece| !piece.is_empty());
     let perfdata = match (pieces.next(), pieces.next()) {

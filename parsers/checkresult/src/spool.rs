@@ -68,8 +68,12 @@ pub fn read_opsview_line(line: &str, location: Location) -> RecordResult<'_> {
     let output = field(separators[2] + width, last);
     let perfdata = field(last + width, line.len());
 
-    let timestamp = epoch_seconds(lastcheck)
-        .ok_or_else(|| error(Some("lastcheck"), format!("not a time in epoch seconds: {lastcheck:?}")))?;
+    let timestamp = epoch_seconds(lastcheck).ok_or_else(|| {
+        error(
+            Some("lastcheck"),
+            format!("not a time in epoch seconds: {lastcheck:?}"),
+        )
+    })?;
     if host.is_empty() {
         return Err(error(Some("host"), "host is empty".into()));
     }
@@ -136,14 +140,18 @@ pub fn read_nagios_line<'a>(line: &'a str, location: Location) -> RecordResult<'
         *slot = Some(value);
     }
 
-    let required = |value: Option<&'a str>, key: &str| value.ok_or_else(|| error(key, "missing".into()));
+    let required =
+        |value: Option<&'a str>, key: &str| value.ok_or_else(|| error(key, "missing".into()));
     let is_service = match fields.datatype {
         Some("SERVICEPERFDATA") => true,
         Some("HOSTPERFDATA") => false,
         other => {
             return Err(error(
                 "DATATYPE",
-                format!("expected SERVICEPERFDATA or HOSTPERFDATA, found {:?}", other.unwrap_or("")),
+                format!(
+                    "expected SERVICEPERFDATA or HOSTPERFDATA, found {:?}",
+                    other.unwrap_or("")
+                ),
             ))
         }
     };
@@ -162,14 +170,25 @@ pub fn read_nagios_line<'a>(line: &'a str, location: Location) -> RecordResult<'
         }
         let state = fields
             .servicestate
-            .map(|text| service_state(text).ok_or_else(|| error("SERVICESTATE", format!("unknown state {text:?}"))))
+            .map(|text| {
+                service_state(text)
+                    .ok_or_else(|| error("SERVICESTATE", format!("unknown state {text:?}")))
+            })
             .transpose()?;
         let perfdata = required(fields.serviceperfdata, "SERVICEPERFDATA")?;
-        (Some(Cow::Borrowed(service)), perfdata, fields.serviceoutput, state)
+        (
+            Some(Cow::Borrowed(service)),
+            perfdata,
+            fields.serviceoutput,
+            state,
+        )
     } else {
         let state = fields
             .hoststate
-            .map(|text| host_state(text).ok_or_else(|| error("HOSTSTATE", format!("unknown state {text:?}"))))
+            .map(|text| {
+                host_state(text)
+                    .ok_or_else(|| error("HOSTSTATE", format!("unknown state {text:?}")))
+            })
             .transpose()?;
         let perfdata = required(fields.hostperfdata, "HOSTPERFDATA")?;
         (None, perfdata, fields.hostoutput, state)

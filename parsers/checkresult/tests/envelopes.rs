@@ -41,9 +41,19 @@ fn opsview_lines() {
             ("gw-03", "Interface: Gi0/1", 1764590406),
         ]
     );
-    assert_eq!(good[0].perfdata, "time=0.031204s;5.000000;10.000000;0.000000 size=5120B;;;0");
-    assert_eq!(good[2].perfdata, "", "a check without perfdata is still a result");
-    assert_eq!(good[3].output.as_deref(), Some("a||b||c"), "output keeps its own '||'");
+    assert_eq!(
+        good[0].perfdata,
+        "time=0.031204s;5.000000;10.000000;0.000000 size=5120B;;;0"
+    );
+    assert_eq!(
+        good[2].perfdata, "",
+        "a check without perfdata is still a result"
+    );
+    assert_eq!(
+        good[3].output.as_deref(),
+        Some("a||b||c"),
+        "output keeps its own '||'"
+    );
     assert_eq!(good[3].perfdata, "x=1;2;3");
 
     let located: Vec<_> = bad.iter().map(where_and_field).collect();
@@ -73,13 +83,18 @@ fn nagios_lines() {
     assert_eq!(good[0].timestamp, 1764590400);
     assert_eq!(good[0].state, Some(1));
     assert_eq!(good[0].output.as_deref(), Some("LOAD WARNING"));
-    assert!(good[0].perfdata.starts_with("load1=0.390;8.000;12.000;0; load5="));
+    assert!(good[0]
+        .perfdata
+        .starts_with("load1=0.390;8.000;12.000;0; load5="));
 
     assert_eq!(good[1].service, None, "host perfdata has no service");
     assert_eq!(good[1].state, Some(0));
     assert!(good[1].perfdata.starts_with("rta=0.298000ms"));
 
-    assert_eq!(good[2].perfdata, "'check_multi::check_load::load1'=0.1;5;10;0");
+    assert_eq!(
+        good[2].perfdata,
+        "'check_multi::check_load::load1'=0.1;5;10;0"
+    );
 
     let located: Vec<_> = bad.iter().map(where_and_field).collect();
     assert_eq!(
@@ -92,7 +107,11 @@ fn nagios_lines() {
             (Location::Line(8), None),
         ]
     );
-    assert!(bad[4].message.contains("field 5 is not KEY::VALUE"), "{}", bad[4]);
+    assert!(
+        bad[4].message.contains("field 5 is not KEY::VALUE"),
+        "{}",
+        bad[4]
+    );
 }
 
 #[test]
@@ -113,7 +132,10 @@ fn json_body() {
     assert_eq!(good[0].state, Some(0));
     assert_eq!(good[0].output.as_deref(), Some("HTTP OK"));
     assert_eq!(good[1].service, None);
-    assert_eq!(good[1].timestamp, 1764590400, "fractions of a second are cut");
+    assert_eq!(
+        good[1].timestamp, 1764590400,
+        "fractions of a second are cut"
+    );
     assert_eq!(good[2].service.as_deref(), Some("C:\\ Used \"Space\""));
     assert_eq!(good[2].state, None);
 
@@ -128,14 +150,28 @@ fn json_body() {
             (Location::Result(6), Some("host")),
         ]
     );
-    assert!(bad[1].message.contains("missing field `host`"), "{}", bad[1]);
+    assert!(
+        bad[1].message.contains("missing field `host`"),
+        "{}",
+        bad[1]
+    );
     assert!(bad[2].message.contains("state 7"), "{}", bad[2]);
-    assert!(bad[3].message.contains("unknown field `perfdta`"), "{}", bad[3]);
+    assert!(
+        bad[3].message.contains("unknown field `perfdta`"),
+        "{}",
+        bad[3]
+    );
 }
 
 #[test]
 fn json_body_that_is_not_a_results_object() {
-    for body in ["", "[]", "{\"result\": []}", "{\"results\": [}", "{\"results\": 5}"] {
+    for body in [
+        "",
+        "[]",
+        "{\"result\": []}",
+        "{\"results\": [}",
+        "{\"results\": 5}",
+    ] {
         let error = json::read_body(body).unwrap_err();
         assert_eq!(error.location, Location::Body, "{body:?}");
     }

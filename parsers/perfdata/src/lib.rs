@@ -131,10 +131,33 @@ pub struct Reader<'a> {
     stopped: bool,
 }
 
-/// The reading's whitespace: ASCII space, `\t`, `\n`, `\v`, `\f`, `\r`.
+/// What a byte means inside a value text; see [`BYTE_CLASS`].
+const ORDINARY: u8 = 0;
+const WHITESPACE: u8 = 1;
+const SEMICOLON: u8 = 2;
+const EQUALS: u8 = 3;
+const QUOTE: u8 = 4;
+
+/// Byte classes for the label and value-text scans, one table load per byte instead of a chain
+/// of comparisons (these scans are the reader's hottest loops). Whitespace is the reading's:
+/// ASCII space, `\t`, `\n`, `\v`, `\f`, `\r`.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [ORDINARY; 256];
+    table[b' ' as usize] = WHITESPACE;
+    table[b'\t' as usize] = WHITESPACE;
+    table[b'\n' as usize] = WHITESPACE;
+    table[0x0b] = WHITESPACE;
+    table[0x0c] = WHITESPACE;
+    table[b'\r' as usize] = WHITESPACE;
+    table[b';' as usize] = SEMICOLON;
+    table[b'=' as usize] = EQUALS;
+    table[b'\'' as usize] = QUOTE;
+    table
+};
+
 #[inline]
 fn is_whitespace(byte: u8) -> bool {
-    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+    BYTE_CLASS[usize::from(byte)] == WHITESPACE
 }
 
 impl<'a> Reader<'a> {
@@ -182,22 +205,65 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads the value text between `value_start` and `value_end` into a metric.
+    /// Reads the value text starting at `value_start` into a metric. Returns the metric (or
+    /// why it was skipped) and where the value text ends.
+    ///
+    /// One pass finds both the end of the value text (the next whitespace) and the `;` that
+    /// separate its fields `value[uom];warn;crit;min;max`; fields after the fifth are ignored.
     fn metric(
         &self,
         label: Cow<'a, str>,
         offset: usize,
         value_start: usize,
-        value_end: usize,
+    ) -> (Result<Metric<'a>, ParseError>, usize) {
+        let bytes = self.input.as_bytes();
+        let mut separators = [0usize; 5];
+        let mut separator_count = 0;
+        let mut value_end = value_start;
+        while value_end < bytes.len() {
+            let class = BYTE_CLASS[usize::from(bytes[value_end])];
+            if class != ORDINARY {
+                if class == WHITESPACE {
+                    break;
+                }
+                if class == SEMICOLON && separator_count < separators.len() {
+                    separators[separator_count] = value_end;
+                    separator_count += 1;
+                }
+            }
+            value_end += 1;
+        }
+        // Field `i` runs from after separator `i - 1` to separator `i` (or the end).
+        let field = |i: usize| -> Option<&'a str> {
+            if i > separator_count {
+                return None;
+            }
+            let start = if i == 0 {
+                value_start
+            } else {
+                separators[i - 1] + 1
+            };
+            let end = if i < separator_count {
+                separators[i]
+            } else {
+                value_end
+            };
+            Some(&self.input[start..end])
+        };
+        (self.fields(label, offset, field), value_end)
+    }
+
+    fn fields(
+        &self,
+        label: Cow<'a, str>,
+        offset: usize,
+        field: impl Fn(usize) -> Option<&'a str>,
     ) -> Result<Metric<'a>, ParseError> {
         let error = |kind| ParseError { offset, kind };
         if label.is_empty() {
             return Err(error(ErrorKind::EmptyLabel));
         }
-        let text = &self.input[value_start..value_end];
-        let mut fields = text.splitn(6, ';');
-        let first = fields.next().unwrap_or_default();
-
+        let first = field(0).unwrap_or_default();
         let (value, uom) = if let Some(unit) = first.strip_prefix('U') {
             (None, unit)
         } else {
@@ -208,26 +274,18 @@ impl<'a> Reader<'a> {
             }
             (Some(value), &first[len..])
         };
-        if memchr::memchr(b'=', uom.as_bytes()).is_some() {
+        if uom.as_bytes().contains(&b'=') {
             return Err(error(ErrorKind::UnitContainsEquals));
         }
-
-        let warn = fields.next().and_then(Threshold::read);
-        let crit = fields.next().and_then(Threshold::read);
-        let min = fields
-            .next()
-            .and_then(|field| number::parse_whole(field.as_bytes()));
-        let max = fields
-            .next()
-            .and_then(|field| number::parse_whole(field.as_bytes()));
+        let number = |i| field(i).and_then(|text: &str| number::parse_whole(text.as_bytes()));
         Ok(Metric {
             label,
             value,
             uom,
-            warn,
-            crit,
-            min,
-            max,
+            warn: field(1).and_then(Threshold::read),
+            crit: field(2).and_then(Threshold::read),
+            min: number(3),
+            max: number(4),
             offset,
         })
     }
@@ -256,33 +314,37 @@ impl<'a> Iterator for Reader<'a> {
                 None => return self.stop(start, ErrorKind::UnterminatedQuotedLabel),
             }
         } else {
-            let Some(equals) = memchr::memchr(b'=', &bytes[start..]).map(|i| start + i) else {
-                return self.stop(start, ErrorKind::TextWithoutEquals);
-            };
-            // A quote that begins a word before the `=` starts a quoted label: the text before
-            // it is garbage, reported, and reading restarts at the quote. (`bytes[start]` is not
-            // a quote, so any quote found lies after `start` and has a byte before it.)
-            let mut search_from = start;
-            while let Some(i) = memchr::memchr(b'\'', &bytes[search_from..equals]) {
-                let quote = search_from + i;
-                if is_whitespace(bytes[quote - 1]) {
-                    self.pos = quote;
-                    return Some(Err(ParseError {
-                        offset: start,
-                        kind: ErrorKind::TextWithoutEquals,
-                    }));
+            // The label runs to the next `=`. A quote that begins a word before it starts a
+            // quoted label: the text before that quote is garbage, reported, and reading
+            // restarts at the quote. Both are found in one pass; `bytes[start]` is not a quote.
+            let mut equals = start;
+            let mut word_quote = None;
+            loop {
+                let Some(&byte) = bytes.get(equals) else {
+                    return self.stop(start, ErrorKind::TextWithoutEquals);
+                };
+                match BYTE_CLASS[usize::from(byte)] {
+                    EQUALS => break,
+                    QUOTE if word_quote.is_none() && is_whitespace(bytes[equals - 1]) => {
+                        word_quote = Some(equals);
+                    }
+                    _ => {}
                 }
-                search_from = quote + 1;
+                equals += 1;
+            }
+            if let Some(quote) = word_quote {
+                self.pos = quote;
+                return Some(Err(ParseError {
+                    offset: start,
+                    kind: ErrorKind::TextWithoutEquals,
+                }));
             }
             (Cow::Borrowed(&self.input[start..equals]), equals + 1)
         };
 
-        let value_end = bytes[value_start..]
-            .iter()
-            .position(|&b| is_whitespace(b))
-            .map_or(bytes.len(), |i| value_start + i);
+        let (metric, value_end) = self.metric(label, start, value_start);
         self.pos = value_end;
-        Some(self.metric(label, start, value_start, value_end))
+        Some(metric)
     }
 }
 

@@ -7,7 +7,7 @@
 //! Why not `str::parse` alone, or a crate: neither takes `,` as the decimal point nor reports how
 //! long the matching prefix is under this grammar (they accept `inf`, `nan`, reject `1,5`), and
 //! the reader calls this for up to five fields per metric, so the scan and the common-case
-//! conversion are done in one pass here. Values with at most 19 significant digits whose
+//! conversion are done in one pass here. Values with at most 19 digits whose
 //! mantissa fits in 53 bits and whose decimal exponent lies in `-22..=22` are converted exactly
 //! with one IEEE multiplication or division (Clinger's fast path: both operands are exact, so the
 //! one rounding is the correct one); every other number goes to `str::parse`, which is correctly
@@ -44,35 +44,30 @@ pub fn scan(field: &[u8]) -> Option<(f64, usize)> {
 
     let mut mantissa: u64 = 0;
     // Digits that went into `mantissa`; past 19 it may have overflowed and the slow path decides.
-    let mut significant_digits = 0u32;
-    let mut leading_zeros_done = false;
+    let mut digits = 0usize;
     let mut decimal_exponent: i64 = 0;
 
     let integer_start = pos;
     while let Some(&digit @ b'0'..=b'9') = field.get(pos) {
-        accumulate(
-            digit,
-            &mut mantissa,
-            &mut significant_digits,
-            &mut leading_zeros_done,
-        );
+        mantissa = mantissa
+            .wrapping_mul(10)
+            .wrapping_add(u64::from(digit - b'0'));
         pos += 1;
     }
     let integer_digits = pos - integer_start;
+    digits += integer_digits;
 
     if let Some(b'.' | b',') = field.get(pos) {
         let fraction_start = pos + 1;
         let mut end = fraction_start;
         while let Some(&digit @ b'0'..=b'9') = field.get(end) {
-            accumulate(
-                digit,
-                &mut mantissa,
-                &mut significant_digits,
-                &mut leading_zeros_done,
-            );
+            mantissa = mantissa
+                .wrapping_mul(10)
+                .wrapping_add(u64::from(digit - b'0'));
             end += 1;
         }
         let fraction_digits = end - fraction_start;
+        digits += fraction_digits;
         if integer_digits == 0 && fraction_digits == 0 {
             return None; // a lone separator is no number
         }
@@ -113,19 +108,19 @@ pub fn scan(field: &[u8]) -> Option<(f64, usize)> {
         }
     }
 
-    let value = if significant_digits <= 19
-        && mantissa <= MAX_EXACT_MANTISSA
-        && (-22..=22).contains(&decimal_exponent)
-    {
-        let mantissa = mantissa as f64;
-        if decimal_exponent < 0 {
-            mantissa / EXACT_POWERS_OF_TEN[(-decimal_exponent) as usize]
+    // Leading zeros count as digits here: that only sends rare inputs to the exact slow path.
+    let value =
+        if digits <= 19 && mantissa <= MAX_EXACT_MANTISSA && (-22..=22).contains(&decimal_exponent)
+        {
+            let mantissa = mantissa as f64;
+            if decimal_exponent < 0 {
+                mantissa / EXACT_POWERS_OF_TEN[(-decimal_exponent) as usize]
+            } else {
+                mantissa * EXACT_POWERS_OF_TEN[decimal_exponent as usize]
+            }
         } else {
-            mantissa * EXACT_POWERS_OF_TEN[decimal_exponent as usize]
-        }
-    } else {
-        return Some((parse_slow(&field[..pos]), pos));
-    };
+            return Some((parse_slow(&field[..pos]), pos));
+        };
     Some((if negative { -value } else { value }, pos))
 }
 
@@ -137,16 +132,6 @@ pub fn parse_whole(field: &[u8]) -> Option<f64> {
         Some((value, len)) if len == field.len() && value.is_finite() => Some(value),
         _ => None,
     }
-}
-
-#[inline]
-fn accumulate(digit: u8, mantissa: &mut u64, significant_digits: &mut u32, started: &mut bool) {
-    if digit == b'0' && !*started {
-        return; // leading zeros carry no precision
-    }
-    *started = true;
-    *significant_digits += 1;
-    *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
 }
 
 /// Converts a prefix already validated by [`scan`] through the standard library's correctly
@@ -187,7 +172,9 @@ mod tests {
 
     #[test]
     fn non_numbers_are_refused() {
-        for text in ["", "-", "+", ".", ",", "-.", "e5", "inf", "NaN", "-kW", "\u{a0}1", "U"] {
+        for text in [
+            "", "-", "+", ".", ",", "-.", "e5", "inf", "NaN", "-kW", "\u{a0}1", "U",
+        ] {
             assert_eq!(scanned(text), None, "{text:?}");
         }
     }
@@ -197,10 +184,7 @@ mod tests {
         assert_eq!(scanned("1e309"), Some((f64::INFINITY, 5)));
         assert_eq!(scanned("-1e309"), Some((f64::NEG_INFINITY, 6)));
         assert_eq!(scanned("1e-400"), Some((0.0, 6)));
-        assert_eq!(
-            scanned("1e99999999999999999999"),
-            Some((f64::INFINITY, 22))
-        );
+        assert_eq!(scanned("1e99999999999999999999"), Some((f64::INFINITY, 22)));
     }
 
     #[test]

@@ -26,15 +26,16 @@ impl Range {
             None => (false, text),
         };
         let body = body.as_bytes();
-        let (start, end) = match memchr::memchr(b':', body) {
+        // Thresholds are a few bytes long: a plain scan beats a `memchr` call here.
+        let (start, end) = match body.iter().position(|&b| b == b':') {
             Some(colon) => {
                 let start = match &body[..colon] {
-                    b"" => 0.0,
-                    b"~" => f64::NEG_INFINITY,
+                    [] => 0.0,
+                    [b'~'] => f64::NEG_INFINITY,
                     start => number::parse_whole(start)?,
                 };
                 let end = match &body[colon + 1..] {
-                    b"" => f64::INFINITY,
+                    [] => f64::INFINITY,
                     end => number::parse_whole(end)?,
                 };
                 (start, end)

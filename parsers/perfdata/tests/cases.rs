@@ -5,7 +5,10 @@ use serde_json::Value;
 
 #[test]
 fn every_case_of_the_reading() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/perfdata/cases.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/perfdata/cases.jsonl"
+    );
     let text = std::fs::read_to_string(path).expect("cases.jsonl is in fixtures/perfdata");
     let mut checked = 0;
     let mut failures = Vec::new();

@@ -36,7 +36,10 @@ fn check_offsets(input: &str) {
             Err(error) => error.offset,
         };
         assert!(offset < input.len(), "offset {offset} outside {input:?}");
-        assert!(input.is_char_boundary(offset), "offset {offset} in {input:?}");
+        assert!(
+            input.is_char_boundary(offset),
+            "offset {offset} in {input:?}"
+        );
     }
 }
 
