@@ -24,6 +24,7 @@
 mod json;
 pub mod number;
 mod range;
+mod swar;
 
 use std::borrow::Cow;
 
@@ -219,19 +220,40 @@ impl<'a> Reader<'a> {
         let bytes = self.input.as_bytes();
         let mut separators = [0usize; 5];
         let mut separator_count = 0;
+        let mut note = |class: u8, at: usize| -> bool {
+            if class == WHITESPACE {
+                return true;
+            }
+            if class == SEMICOLON && separator_count < separators.len() {
+                separators[separator_count] = at;
+                separator_count += 1;
+            }
+            false
+        };
         let mut value_end = value_start;
-        while value_end < bytes.len() {
-            let class = BYTE_CLASS[usize::from(bytes[value_end])];
-            if class != ORDINARY {
-                if class == WHITESPACE {
+        // Eight bytes at a time while they last: only bytes that may be whitespace or `;` are
+        // looked at one by one.
+        'words: while let Some(chunk) = bytes.get(value_end..value_end + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("an 8-byte slice"));
+            let mut candidates = swar::whitespace_or_semicolon(word);
+            while candidates != 0 {
+                let at = value_end + swar::first_byte(candidates);
+                if note(BYTE_CLASS[usize::from(bytes[at])], at) {
+                    value_end = at;
+                    break 'words;
+                }
+                candidates &= candidates - 1;
+            }
+            value_end += 8;
+        }
+        if value_end + 8 > bytes.len() {
+            while value_end < bytes.len() {
+                let class = BYTE_CLASS[usize::from(bytes[value_end])];
+                if class != ORDINARY && note(class, value_end) {
                     break;
                 }
-                if class == SEMICOLON && separator_count < separators.len() {
-                    separators[separator_count] = value_end;
-                    separator_count += 1;
-                }
+                value_end += 1;
             }
-            value_end += 1;
         }
         // Field `i` runs from after separator `i - 1` to separator `i` (or the end).
         let field = |i: usize| -> Option<&'a str> {

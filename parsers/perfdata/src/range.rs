@@ -20,27 +20,28 @@ pub struct Range {
 
 impl Range {
     /// Reads a range; `None` when `text` is not a range under the reading.
+    ///
+    /// One pass: the first part is read as `~`, nothing, or a number, and what follows it
+    /// decides the form (end of text: that number was the end; `:`: an end follows).
     pub fn parse(text: &str) -> Option<Range> {
-        let (inside, body) = match text.strip_prefix('@') {
-            Some(rest) => (true, rest),
-            None => (false, text),
+        let (inside, body) = match text.as_bytes() {
+            [b'@', rest @ ..] => (true, rest),
+            body => (false, body),
         };
-        let body = body.as_bytes();
-        // Thresholds are a few bytes long: a plain scan beats a `memchr` call here.
-        let (start, end) = match body.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let start = match &body[..colon] {
-                    [] => 0.0,
-                    [b'~'] => f64::NEG_INFINITY,
-                    start => number::parse_whole(start)?,
-                };
-                let end = match &body[colon + 1..] {
-                    [] => f64::INFINITY,
-                    end => number::parse_whole(end)?,
-                };
-                (start, end)
-            }
-            None => (0.0, number::parse_whole(body)?),
+        let (first, rest) = match body {
+            [b'~', rest @ ..] => (f64::NEG_INFINITY, rest),
+            [b':', ..] => (0.0, body),
+            _ => match number::scan(body)? {
+                (value, len) if value.is_finite() => (value, &body[len..]),
+                _ => return None, // overflow
+            },
+        };
+        let (start, end) = match rest {
+            // Without `:` the text is the end, and it must be a number (not `~`).
+            [] if first.is_finite() => (0.0, first),
+            [b':'] => (first, f64::INFINITY),
+            [b':', end @ ..] => (first, number::parse_whole(end)?),
+            _ => return None,
         };
         (start <= end).then_some(Range { inside, start, end })
     }
@@ -78,7 +79,7 @@ mod tests {
     fn non_ranges() {
         for text in [
             "", "@", "10:~", "10:20:30", "-5", "20:10", "foo", "1-10", "0..5", "90%", "U", "~",
-            "1e999", "@@1",
+            "1e999", "@@1", "~5", "-1e999:5", "1e999:", "1:1e999", ":~",
         ] {
             assert_eq!(Range::parse(text), None, "{text:?}");
         }
