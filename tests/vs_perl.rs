@@ -12,7 +12,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use perfpipe_perfdata::Metric;
-use serde_json::Value;
 
 /// Lines (by a substring) where READING.md reads differently from the Perl parser, and why.
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
