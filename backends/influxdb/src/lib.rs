@@ -1,0 +1,1 @@
+//! Placeholder: the influxdb backend is being written.

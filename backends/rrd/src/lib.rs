@@ -1,0 +1,1 @@
+//! Placeholder: the rrd backend is being written.

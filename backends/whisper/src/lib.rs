@@ -1,0 +1,1 @@
+//! Placeholder: the whisper backend is being written.
