@@ -1,0 +1,377 @@
+//! The series catalogue: one SQLite row per series a node has stored, with its unit,
+//! data-source type, first and last time seen and last value. It answers the listing APIs (hosts,
+//! a host's services and metrics, search) and replaces Opsview's per-metric `uom` files.
+//!
+//! Guarantees: the database runs in WAL mode, so readers (queries from the HTTP API, other
+//! processes) never block the writer; [`Catalogue::record`] applies a whole flush in one
+//! transaction, so a crash leaves either all or none of it; a series' `first_seen` only moves
+//! back, `last_seen` only forward, and `last_value` is the value at `last_seen`. Deleting marks
+//! rows (`deleted_at`) instead of removing them, and a later write of the series revives it.
+//! The schema version is kept in `PRAGMA user_version`; opening a newer database is refused.
+//!
+//! One [`Catalogue`] is one connection: it is `Send` but not shared between threads; open one
+//! per thread (SQLite serialises the writers).
+
+use std::path::Path;
+
+use perfpipe_backend::{DataSourceType, SeriesKey};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema this code writes and reads.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE series (
+    id          INTEGER PRIMARY KEY,
+    host        TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    uom         TEXT NOT NULL,
+    ds_type     TEXT NOT NULL CHECK (ds_type IN ('GAUGE', 'COUNTER')),
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    last_value  REAL,
+    deleted_at  INTEGER,
+    UNIQUE (host, service, metric)
+);
+CREATE INDEX series_by_metric ON series (metric);
+";
+
+/// Why the catalogue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    /// SQLite failed; the context names the database and the operation.
+    #[error("catalogue {context}: {source}")]
+    Sqlite {
+        /// What was being done.
+        context: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer perfpipe.
+    #[error("catalogue {path}: schema version {found} is newer than this perfpipe's {supported}")]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest this code knows.
+        supported: i64,
+    },
+}
+
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, CatalogueError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, CatalogueError> {
+        self.map_err(|source| CatalogueError::Sqlite {
+            context: what(),
+            source,
+        })
+    }
+}
+
+/// What one flush learned about one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesUpdate {
+    /// The series.
+    pub key: SeriesKey,
+    /// Its unit, as perfdata gave it.
+    pub uom: String,
+    /// How its values are stored.
+    pub ds_type: DataSourceType,
+    /// Oldest timestamp in the flush.
+    pub first_seen: i64,
+    /// Newest timestamp in the flush.
+    pub last_seen: i64,
+    /// The value at `last_seen`.
+    pub last_value: f64,
+}
+
+/// A series as the catalogue knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesInfo {
+    /// The series.
+    pub key: SeriesKey,
+    /// Its unit.
+    pub uom: String,
+    /// How its values are stored.
+    pub ds_type: DataSourceType,
+    /// Oldest timestamp stored.
+    pub first_seen: i64,
+    /// Newest timestamp stored.
+    pub last_seen: i64,
+    /// The value at `last_seen`.
+    pub last_value: Option<f64>,
+}
+
+/// A host and how many live series it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSummary {
+    /// The host.
+    pub host: String,
+    /// Live (not deleted) series of the host.
+    pub series: u64,
+    /// Newest timestamp over its series.
+    pub last_seen: i64,
+}
+
+/// A connection to the catalogue database.
+pub struct Catalogue {
+    connection: Connection,
+    path: String,
+}
+
+fn ds_type_name(ds_type: DataSourceType) -> &'static str {
+    match ds_type {
+        DataSourceType::Gauge => "GAUGE",
+        DataSourceType::Counter => "COUNTER",
+    }
+}
+
+fn ds_type_from(name: &str) -> DataSourceType {
+    // The CHECK constraint admits only these two.
+    if name == "COUNTER" {
+        DataSourceType::Counter
+    } else {
+        DataSourceType::Gauge
+    }
+}
+
+/// The smallest string greater than every string that starts with `prefix`, for index range
+/// scans (`column >= prefix AND column < upper`). `None` when no such bound is needed.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    // U+10FFFF is the largest char; SQLite's BINARY collation compares UTF-8 bytes, and no
+    // valid UTF-8 sequence starts with a byte above 0xF4.
+    (!prefix.is_empty()).then(|| format!("{prefix}\u{10FFFF}\u{10FFFF}"))
+}
+
+impl Catalogue {
+    /// Opens (creating if needed) the catalogue at `path`, in WAL mode.
+    pub fn open(path: &Path) -> Result<Catalogue, CatalogueError> {
+        let shown = path.display().to_string();
+        let connection = Connection::open(path).context(|| format!("{shown}: open"))?;
+        Catalogue::init(connection, shown)
+    }
+
+    /// An in-memory catalogue (tests, `ingest` dry runs).
+    pub fn in_memory() -> Result<Catalogue, CatalogueError> {
+        let connection = Connection::open_in_memory().context(|| "in memory: open".into())?;
+        Catalogue::init(connection, ":memory:".into())
+    }
+
+    fn init(connection: Connection, path: String) -> Result<Catalogue, CatalogueError> {
+        let at = |what: &str| format!("{path}: {what}");
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .context(|| at("enable WAL"))?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .context(|| at("set synchronous"))?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .context(|| at("set busy timeout"))?;
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .context(|| at("read schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogueError::NewerSchema {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            connection
+                .execute_batch(SCHEMA)
+                .context(|| at("create schema"))?;
+            connection
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+                .context(|| at("write schema version"))?;
+        }
+        Ok(Catalogue { connection, path })
+    }
+
+    fn at(&self, what: &str) -> String {
+        format!("{}: {what}", self.path)
+    }
+
+    /// Records one flush: every series in `updates`, in one transaction.
+    pub fn record(&mut self, updates: &[SeriesUpdate]) -> Result<(), CatalogueError> {
+        let path = self.path.clone();
+        let transaction = self
+            .connection
+            .transaction()
+            .context(|| format!("{path}: begin"))?;
+        {
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT INTO series
+                        (host, service, metric, uom, ds_type, first_seen, last_seen, last_value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (host, service, metric) DO UPDATE SET
+                        uom = excluded.uom,
+                        ds_type = excluded.ds_type,
+                        first_seen = min(first_seen, excluded.first_seen),
+                        last_value = CASE WHEN excluded.last_seen >= last_seen
+                                          THEN excluded.last_value ELSE last_value END,
+                        last_seen = max(last_seen, excluded.last_seen),
+                        deleted_at = NULL",
+                )
+                .context(|| format!("{path}: prepare upsert"))?;
+            for update in updates {
+                upsert
+                    .execute(params![
+                        update.key.host,
+                        update.key.service,
+                        update.key.metric,
+                        update.uom,
+                        ds_type_name(update.ds_type),
+                        update.first_seen,
+                        update.last_seen,
+                        update.last_value,
+                    ])
+                    .context(|| format!("{path}: record {}", update.key))?;
+            }
+        }
+        transaction.commit().context(|| format!("{path}: commit"))
+    }
+
+    /// Hosts with live series, by name; only those starting with `prefix` when it is not empty.
+    pub fn hosts(&self, prefix: &str) -> Result<Vec<HostSummary>, CatalogueError> {
+        let upper = prefix_upper_bound(prefix);
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT host, count(*), max(last_seen) FROM series
+                 WHERE deleted_at IS NULL AND host >= ?1 AND (?2 IS NULL OR host < ?2)
+                 GROUP BY host ORDER BY host",
+            )
+            .context(|| self.at("prepare hosts"))?;
+        let rows = statement
+            .query_map(params![prefix, upper], |row| {
+                Ok(HostSummary {
+                    host: row.get(0)?,
+                    series: row.get(1)?,
+                    last_seen: row.get(2)?,
+                })
+            })
+            .context(|| self.at("list hosts"))?;
+        rows.collect::<Result<_, _>>()
+            .context(|| self.at("list hosts"))
+    }
+
+    /// The live services of `host`, by name.
+    pub fn services(&self, host: &str) -> Result<Vec<String>, CatalogueError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT DISTINCT service FROM series
+                 WHERE host = ?1 AND deleted_at IS NULL ORDER BY service",
+            )
+            .context(|| self.at("prepare services"))?;
+        let rows = statement
+            .query_map([host], |row| row.get(0))
+            .context(|| self.at("list services"))?;
+        rows.collect::<Result<_, _>>()
+            .context(|| self.at("list services"))
+    }
+
+    /// The live series of `host`, by service and metric.
+    pub fn metrics(&self, host: &str) -> Result<Vec<SeriesInfo>, CatalogueError> {
+        self.select(
+            "WHERE host = ?1 AND deleted_at IS NULL ORDER BY service, metric",
+            params![host],
+        )
+    }
+
+    /// One series, if the catalogue knows it and it is not deleted.
+    pub fn series(&self, key: &SeriesKey) -> Result<Option<SeriesInfo>, CatalogueError> {
+        Ok(self
+            .select(
+                "WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL",
+                params![key.host, key.service, key.metric],
+            )?
+            .pop())
+    }
+
+    /// Live series whose host, service or metric contains `text` (case-sensitive), at most
+    /// `limit`, by host, service and metric.
+    pub fn search(&self, text: &str, limit: u32) -> Result<Vec<SeriesInfo>, CatalogueError> {
+        self.select(
+            "WHERE deleted_at IS NULL
+               AND (instr(host, ?1) > 0 OR instr(service, ?1) > 0 OR instr(metric, ?1) > 0)
+             ORDER BY host, service, metric LIMIT ?2",
+            params![text, limit],
+        )
+    }
+
+    fn select(
+        &self,
+        condition: &str,
+        parameters: impl rusqlite::Params,
+    ) -> Result<Vec<SeriesInfo>, CatalogueError> {
+        let sql = format!(
+            "SELECT host, service, metric, uom, ds_type, first_seen, last_seen, last_value
+             FROM series {condition}"
+        );
+        let mut statement = self
+            .connection
+            .prepare_cached(&sql)
+            .context(|| self.at("prepare series query"))?;
+        let rows = statement
+            .query_map(parameters, |row| {
+                Ok(SeriesInfo {
+                    key: SeriesKey {
+                        host: row.get(0)?,
+                        service: row.get(1)?,
+                        metric: row.get(2)?,
+                    },
+                    uom: row.get(3)?,
+                    ds_type: ds_type_from(&row.get::<_, String>(4)?),
+                    first_seen: row.get(5)?,
+                    last_seen: row.get(6)?,
+                    last_value: row.get(7)?,
+                })
+            })
+            .context(|| self.at("query series"))?;
+        rows.collect::<Result<_, _>>()
+            .context(|| self.at("query series"))
+    }
+
+    /// Marks a series deleted at `now`. Returns whether a live series was marked.
+    pub fn delete_series(&mut self, key: &SeriesKey, now: i64) -> Result<bool, CatalogueError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE series SET deleted_at = ?4
+                 WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL",
+                params![key.host, key.service, key.metric, now],
+            )
+            .context(|| self.at(&format!("delete {key}")))?;
+        Ok(changed > 0)
+    }
+
+    /// Marks every series of `host` deleted at `now`. Returns how many were marked.
+    pub fn delete_host(&mut self, host: &str, now: i64) -> Result<u64, CatalogueError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE series SET deleted_at = ?2 WHERE host = ?1 AND deleted_at IS NULL",
+                params![host, now],
+            )
+            .context(|| self.at(&format!("delete host {host:?}")))?;
+        Ok(changed as u64)
+    }
+
+    /// Whether the database is in WAL mode (for tests and `/status`).
+    pub fn journal_mode(&self) -> Result<String, CatalogueError> {
+        self.connection
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .optional()
+            .context(|| self.at("read journal mode"))
+            .map(Option::unwrap_or_default)
+    }
+}

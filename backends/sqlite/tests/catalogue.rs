@@ -1,0 +1,171 @@
+//! The catalogue on a real SQLite file: upserts keep first/last seen and last value right
+//! across flushes, listing and search find what was recorded, deletes mark and writes revive,
+//! and a second connection (another process's view) reads it while WAL is on.
+
+use perfpipe_backend::{DataSourceType, SeriesKey};
+use perfpipe_sqlite::{Catalogue, CatalogueError, SeriesUpdate};
+
+fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
+    SeriesKey {
+        host: host.into(),
+        service: service.into(),
+        metric: metric.into(),
+    }
+}
+
+fn update(key: SeriesKey, first: i64, last: i64, value: f64) -> SeriesUpdate {
+    SeriesUpdate {
+        key,
+        uom: "ms".into(),
+        ds_type: DataSourceType::Gauge,
+        first_seen: first,
+        last_seen: last,
+        last_value: value,
+    }
+}
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("perfpipe-catalogue-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("catalogue.sqlite")
+}
+
+#[test]
+fn upserts_move_first_back_and_last_forward() {
+    let path = temp_db("upsert");
+    let mut catalogue = Catalogue::open(&path).unwrap();
+    assert_eq!(catalogue.journal_mode().unwrap(), "wal");
+    let rta = key("web-01", "PING", "rta");
+
+    catalogue
+        .record(&[update(rta.clone(), 1000, 1300, 0.5)])
+        .unwrap();
+    // A late flush: older points only. first_seen moves back; last stays.
+    catalogue
+        .record(&[update(rta.clone(), 700, 900, 9.0)])
+        .unwrap();
+    // A newer flush with a new unit and type.
+    let mut newer = update(rta.clone(), 1400, 1600, 0.7);
+    newer.uom = "s".into();
+    newer.ds_type = DataSourceType::Counter;
+    catalogue.record(&[newer]).unwrap();
+
+    let info = catalogue.series(&rta).unwrap().unwrap();
+    assert_eq!((info.first_seen, info.last_seen), (700, 1600));
+    assert_eq!(info.last_value, Some(0.7));
+    assert_eq!(info.uom, "s");
+    assert_eq!(info.ds_type, DataSourceType::Counter);
+
+    // Another connection sees the same rows.
+    let other = Catalogue::open(&path).unwrap();
+    assert_eq!(other.series(&rta).unwrap(), Some(info));
+}
+
+#[test]
+fn listing_search_and_delete() {
+    let mut catalogue = Catalogue::open(&temp_db("listing")).unwrap();
+    catalogue
+        .record(&[
+            update(key("web-01", "PING", "rta"), 1, 10, 1.0),
+            update(key("web-01", "PING", "pl"), 1, 10, 0.0),
+            update(key("web-01", "Disk: /var", "/var"), 1, 20, 5.0),
+            update(key("web-02", "PING", "rta"), 1, 30, 2.0),
+            update(key("db-01", "Load", "load1"), 1, 40, 0.3),
+            update(key("C:\\ host", "Disk", "C:\\ Used Space"), 1, 50, 13.5),
+        ])
+        .unwrap();
+
+    let hosts: Vec<(String, u64, i64)> = catalogue
+        .hosts("")
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.host, h.series, h.last_seen))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("C:\\ host".to_string(), 1, 50),
+            ("db-01".to_string(), 1, 40),
+            ("web-01".to_string(), 3, 20),
+            ("web-02".to_string(), 1, 30),
+        ]
+    );
+    let web: Vec<String> = catalogue
+        .hosts("web-")
+        .unwrap()
+        .into_iter()
+        .map(|h| h.host)
+        .collect();
+    assert_eq!(web, ["web-01", "web-02"]);
+    assert!(catalogue.hosts("zzz").unwrap().is_empty());
+
+    assert_eq!(
+        catalogue.services("web-01").unwrap(),
+        ["Disk: /var", "PING"]
+    );
+    let metrics: Vec<String> = catalogue
+        .metrics("web-01")
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}/{}", s.key.service, s.key.metric))
+        .collect();
+    assert_eq!(metrics, ["Disk: /var//var", "PING/pl", "PING/rta"]);
+
+    let found: Vec<String> = catalogue
+        .search("rta", 10)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    assert_eq!(found, ["web-01::PING::rta", "web-02::PING::rta"]);
+    assert_eq!(catalogue.search("Used", 10).unwrap().len(), 1);
+    assert_eq!(
+        catalogue.search("%", 10).unwrap().len(),
+        0,
+        "no LIKE wildcards"
+    );
+    assert_eq!(catalogue.search("", 2).unwrap().len(), 2, "limit holds");
+
+    assert!(catalogue
+        .delete_series(&key("web-01", "PING", "pl"), 99)
+        .unwrap());
+    assert!(!catalogue
+        .delete_series(&key("web-01", "PING", "pl"), 99)
+        .unwrap());
+    assert_eq!(catalogue.metrics("web-01").unwrap().len(), 2);
+    assert_eq!(catalogue.delete_host("web-02", 99).unwrap(), 1);
+    let hosts: Vec<String> = catalogue
+        .hosts("")
+        .unwrap()
+        .into_iter()
+        .map(|h| h.host)
+        .collect();
+    assert_eq!(hosts, ["C:\\ host", "db-01", "web-01"]);
+
+    // Writing a deleted series again brings it back.
+    catalogue
+        .record(&[update(key("web-02", "PING", "rta"), 40, 60, 3.0)])
+        .unwrap();
+    let revived = catalogue
+        .series(&key("web-02", "PING", "rta"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((revived.first_seen, revived.last_seen), (1, 60));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let path = temp_db("newer");
+    drop(Catalogue::open(&path).unwrap());
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.pragma_update(None, "user_version", 99).unwrap();
+    drop(raw);
+    match Catalogue::open(&path) {
+        Err(error @ CatalogueError::NewerSchema { found: 99, .. }) => {
+            assert!(error.to_string().contains("catalogue.sqlite"), "{error}")
+        }
+        other => panic!("expected NewerSchema, got {:?}", other.map(|_| ())),
+    }
+}
