@@ -3,16 +3,15 @@
 //!
 //! Subcommands (the fixed interface of ARCHITECTURE.md that exists so far):
 //! - `perfpipe serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs a node;
+//! - `perfpipe ingest --local [--config FILE] FILE|-`: stores spool or JSON check results
+//!   straight into the configured stores;
 //! - `perfpipe parse [--summary]`: reads perfdata strings from stdin, one a line, and prints one
 //!   JSON object a line in READING.md's schema, or with `--summary` only counts and speed.
 
-mod parse;
-mod server;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use perfpipe::{ingest, parse, server};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run a node: the HTTP API on `listen`.
     Serve(server::ServeArgs),
+    /// Read spool or JSON check results and store their points.
+    Ingest(ingest::IngestArgs),
     /// Read perfdata strings from stdin (one a line) and print what they hold as JSON lines.
     Parse {
         /// Print only the counts of lines, metrics and errors and the MB/s read.
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Command::Serve(args) => server::serve(args),
+        Command::Ingest(args) => ingest::run(args),
         Command::Parse { summary } => parse::run(summary),
     };
     match outcome {
@@ -64,9 +66,4 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .init();
-}
-
-/// Where a node keeps its files when neither flag nor config says.
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
 }

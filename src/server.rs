@@ -11,12 +11,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::info;
 
-/// Where `serve` listens when neither flag nor config says.
-const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
+use crate::config::Config;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -31,32 +29,16 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
-/// The settings `serve` reads so far. Other keys of the config file are accepted and left for
-/// the parts of the node that own them.
-#[derive(Deserialize, Default)]
-struct ServeConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-}
-
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config {}", path.display()))?;
-            toml::from_str::<ServeConfig>(&text)
-                .with_context(|| format!("config {}", path.display()))?
-        }
-        None => ServeConfig::default(),
+    let config = Config::load(args.config.as_deref())?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => config
+            .listen
+            .parse()
+            .with_context(|| format!("listen = {:?} is not an address", config.listen))?,
     };
-    let listen = args
-        .listen
-        .or(config.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses"));
-    let data_dir = args
-        .data_dir
-        .or(config.data_dir)
-        .unwrap_or_else(crate::default_data_dir);
+    let data_dir = args.data_dir.unwrap_or(config.data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 

@@ -1,0 +1,218 @@
+//! [`WhisperBackend`]: perfpipe's [`Backend`] over a directory of whisper files.
+//!
+//! A series lives at `<data dir>/<host>/<service>/<metric>.wsp`, each name encoded with
+//! [`encode_name`] (so `..`, `/` and any other byte stay inside one path component, and a name
+//! too long for a file name is refused, never truncated). A file is created on the first write
+//! of its series with the configured archives, aggregation method and xFilesFactor; an existing
+//! file keeps the configuration it was created with.
+//!
+//! Writes go through [`WhisperFile::update_many`] with `now` from the clock (the system clock
+//! unless another is injected): points older than the coarsest retention are reported as
+//! `late`. Values are stored verbatim whatever the data-source type: graphite derives rates of
+//! counters when rendering, not when storing.
+//!
+//! Reads go through [`WhisperFile::fetch`] with `from = start`, `until = end`, so the result
+//! follows whisper's conventions: it starts at the interval after the one holding `start`, its
+//! step is the step of the finest archive covering `start` (or, if the query names a step that
+//! is exactly one archive's step, that archive's), and a range wholly in the future or beyond the
+//! retention reads as no values. The query's consolidation is not applied: whisper consolidated
+//! with its own aggregation method when it wrote the coarser archives.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use perfpipe_backend::{
+    encode_name, Backend, BackendError, RangeQuery, SeriesBatch, SeriesKey, SeriesRange,
+    WriteReport,
+};
+
+use crate::aggregation::AggregationMethod;
+use crate::error::WhisperError;
+use crate::format::{Preallocation, WhisperFile, DEFAULT_X_FILES_FACTOR};
+use crate::retention::{parse_retentions, validate_archive_list, ArchiveSpec};
+
+/// The retentions new files get unless configured otherwise.
+pub const DEFAULT_RETENTIONS: &str = "60s:1d,5m:30d,1h:3y";
+
+/// Bytes reserved in a metric's file name for the `.wsp` extension.
+const EXTENSION_BYTES: usize = 4;
+
+/// How new files are made and where they live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhisperConfig {
+    /// The directory holding one sub-directory per host.
+    pub data_dir: PathBuf,
+    /// Archives of new files.
+    pub archives: Vec<ArchiveSpec>,
+    /// Aggregation method of new files.
+    pub aggregation: AggregationMethod,
+    /// xFilesFactor of new files.
+    pub x_files_factor: f64,
+    /// How new files are zero-filled.
+    pub preallocation: Preallocation,
+}
+
+impl WhisperConfig {
+    /// Whisper's defaults (`60s:1d,5m:30d,1h:3y`, average, 0.5, zero-filled) under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> WhisperConfig {
+        WhisperConfig {
+            data_dir: data_dir.into(),
+            archives: parse_retentions(DEFAULT_RETENTIONS)
+                .expect("the default retentions are valid"),
+            aggregation: AggregationMethod::Average,
+            x_files_factor: DEFAULT_X_FILES_FACTOR,
+            preallocation: Preallocation::Zeros,
+        }
+    }
+}
+
+/// The source of "now", in seconds since the epoch.
+pub type Clock = Box<dyn Fn() -> i64 + Send>;
+
+/// perfpipe's Whisper storage backend.
+pub struct WhisperBackend {
+    config: WhisperConfig,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for WhisperBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperBackend")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WhisperBackend {
+    /// A backend with `config`, reading the system clock. Checks the configuration now rather
+    /// than at the first write.
+    pub fn new(mut config: WhisperConfig) -> Result<WhisperBackend, WhisperError> {
+        validate_archive_list(&mut config.archives)?;
+        if !(0.0..=1.0).contains(&config.x_files_factor) {
+            return Err(WhisperError::InvalidXFilesFactor(config.x_files_factor));
+        }
+        Ok(WhisperBackend {
+            config,
+            clock: Box::new(system_now),
+        })
+    }
+
+    /// Replaces the clock (for tests and replays).
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + 'static) -> WhisperBackend {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+
+    /// The file of a series: `<data dir>/<host>/<service>/<metric>.wsp`, names encoded.
+    pub fn series_path(&self, key: &SeriesKey) -> Result<PathBuf, BackendError> {
+        let mut path = self.config.data_dir.clone();
+        path.push(encode_name(&key.host, 0)?);
+        path.push(encode_name(&key.service, 0)?);
+        path.push(encode_name(&key.metric, EXTENSION_BYTES)? + ".wsp");
+        Ok(path)
+    }
+
+    fn write_series(&self, batch: &SeriesBatch, now: i64) -> Result<(u64, u64), BackendError> {
+        let path = self.series_path(&batch.key)?;
+        if batch.points.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut file = self.open_or_create(&path)?;
+        let points: Vec<(i64, f64)> = batch
+            .points
+            .iter()
+            .map(|point| (point.timestamp, point.value))
+            .collect();
+        let summary = file.update_many(&points, now)?;
+        Ok((summary.stored, summary.dropped))
+    }
+
+    fn open_or_create(&self, path: &Path) -> Result<WhisperFile, WhisperError> {
+        match WhisperFile::open(path) {
+            Ok(file) => return Ok(file),
+            Err(WhisperError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(other) => return Err(other),
+        }
+        if let Some(directory) = path.parent() {
+            std::fs::create_dir_all(directory)
+                .map_err(|error| WhisperError::io("create directory", directory, error))?;
+        }
+        let config = &self.config;
+        match WhisperFile::create_with(
+            path,
+            &config.archives,
+            config.aggregation,
+            config.x_files_factor,
+            config.preallocation,
+        ) {
+            // Another writer created it meanwhile.
+            Err(WhisperError::AlreadyExists(_)) => WhisperFile::open(path),
+            other => other,
+        }
+    }
+}
+
+fn system_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+impl Backend for WhisperBackend {
+    fn name(&self) -> &'static str {
+        "whisper"
+    }
+
+    fn write(&mut self, batches: &[SeriesBatch]) -> Result<WriteReport, BackendError> {
+        let now = (self.clock)();
+        let mut report = WriteReport::default();
+        for batch in batches {
+            match self.write_series(batch, now) {
+                Ok((written, late)) => {
+                    report.written += written;
+                    report.late += late;
+                }
+                Err(error) => report.failed.push((batch.key.clone(), error)),
+            }
+        }
+        Ok(report)
+    }
+
+    fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
+        let path = self.series_path(key)?;
+        let file = match WhisperFile::open_read_only(&path) {
+            Ok(file) => file,
+            Err(WhisperError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(BackendError::NotFound(key.clone()));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let now = (self.clock)();
+        let archive_step = range.step.filter(|&step| {
+            file.info()
+                .archives
+                .iter()
+                .any(|archive| archive.seconds_per_point == step)
+        });
+        match file.fetch_archive(range.start, range.end, now, archive_step)? {
+            Some(fetched) => Ok(SeriesRange {
+                start: fetched.from,
+                step: fetched.step,
+                values: fetched.values,
+            }),
+            None => Ok(SeriesRange {
+                start: range.start,
+                step: archive_step.unwrap_or(file.info().archives[0].seconds_per_point),
+                values: Vec::new(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,809 @@
+//! The Whisper file format, and the three operations of whisper 1.1.4 that touch it:
+//! `create`, `update_many` and `fetch`, reproduced byte for byte.
+//!
+//! # Layout (all integers and floats big-endian)
+//!
+//! ```text
+//! File     = Metadata ArchiveInfo{archiveCount} Archive{archiveCount}
+//! Metadata = aggregationType:u32 maxRetention:u32 xFilesFactor:f32 archiveCount:u32   (16 bytes)
+//! ArchiveInfo = offset:u32 secondsPerPoint:u32 points:u32                              (12 bytes)
+//! Archive  = Point{points}
+//! Point    = timestamp:u32 value:f64                                                   (12 bytes)
+//! ```
+//!
+//! Archives follow the header back to back, finest precision first. An archive is a ring: the
+//! point in its first slot is its *base*; a point for interval `t` lives in slot
+//! `((t - base) / secondsPerPoint) mod points`. A base timestamp of 0 means the archive is empty,
+//! and its first write goes to slot 0. A slot whose stored timestamp is not the interval asked
+//! for reads as unknown (`None`).
+//!
+//! # Writing (`update_many`)
+//!
+//! Points are sorted newest first (stably). Walking them, each point goes to the finest archive
+//! whose retention covers its age `now - timestamp` (points in the future go to the finest
+//! archive); once a point is too old for the coarsest archive, it and all older ones are dropped.
+//! Each archive's points are written in time order: aligned down to the archive's step, for
+//! several points in one interval the last one in that order wins, and runs of consecutive
+//! intervals are written with one write (two where the ring wraps). Then the update propagates:
+//! for each coarser archive in turn, every distinct coarser interval touched is recomputed from
+//! the next finer archive if at least `xFilesFactor` of its slots are known, using the
+//! aggregation method; propagation stops at the first archive where nothing was written.
+//!
+//! Quirks of whisper kept on purpose because they are visible in the bytes: the distinct coarser
+//! intervals are visited in CPython `set` order ([`crate::python_set_order`]); an interval of 0
+//! joins any run (Python's `not previousInterval`); a run longer than the ring is written past
+//! its end exactly as whisper does.
+//!
+//! # I/O
+//!
+//! The header is read once per [`WhisperFile`] value. All access is positional
+//! (`pread`/`pwrite`). An `update_many` performs whisper's reads and writes against a page cache
+//! (`page_cache`): each 4 KiB page is read at most once and the modified bytes are written back
+//! at the end, one `pwrite` per contiguous run.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::aggregation::AggregationMethod;
+use crate::error::WhisperError;
+use crate::page_cache::PageCache;
+use crate::python_set_order::python_set_order;
+use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
+
+/// Bytes of the metadata block.
+pub const METADATA_SIZE: u64 = 16;
+/// Bytes of one archive-info block.
+pub const ARCHIVE_INFO_SIZE: u64 = 12;
+/// Bytes of one point.
+pub const POINT_SIZE: u64 = 12;
+
+/// The xFilesFactor whisper uses when none is given.
+pub const DEFAULT_X_FILES_FACTOR: f64 = 0.5;
+
+/// The decoded header of a whisper file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// How points are consolidated into coarser archives.
+    pub aggregation: AggregationMethod,
+    /// Seconds covered by the coarsest archive, as stored.
+    pub max_retention: u32,
+    /// Fraction of known slots needed for a consolidation, as stored (single precision).
+    pub x_files_factor: f32,
+    /// The archives, finest first.
+    pub archives: Vec<ArchiveInfo>,
+}
+
+/// Where an archive lives in the file and its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// Byte offset of the archive's first slot.
+    pub offset: u32,
+    /// Seconds between points.
+    pub seconds_per_point: u32,
+    /// Number of slots.
+    pub points: u32,
+}
+
+impl ArchiveInfo {
+    /// Seconds the archive covers.
+    pub fn retention(&self) -> u64 {
+        u64::from(self.seconds_per_point) * u64::from(self.points)
+    }
+
+    /// Bytes the archive occupies.
+    pub fn size(&self) -> u64 {
+        u64::from(self.points) * POINT_SIZE
+    }
+
+    fn start(&self) -> u64 {
+        u64::from(self.offset)
+    }
+
+    fn end(&self) -> u64 {
+        self.start() + self.size()
+    }
+
+    fn step(&self) -> i64 {
+        i64::from(self.seconds_per_point)
+    }
+
+    /// File offset of the slot for `interval`, given the archive's base interval (non-zero).
+    fn slot_offset(&self, base: i64, interval: i64) -> u64 {
+        let point_distance = (interval - base).div_euclid(self.step());
+        // Python's `%` on a positive modulus: always in [0, points).
+        let slot = point_distance.rem_euclid(i64::from(self.points));
+        self.start() + slot as u64 * POINT_SIZE
+    }
+}
+
+impl Header {
+    /// The header's size in bytes.
+    pub fn size(&self) -> u64 {
+        METADATA_SIZE + ARCHIVE_INFO_SIZE * self.archives.len() as u64
+    }
+
+    /// The header for a new file with `archives` (validated and sorted), laid out back to back.
+    fn for_new_file(
+        archives: &[ArchiveSpec],
+        aggregation: AggregationMethod,
+        x_files_factor: f64,
+    ) -> Result<Header, WhisperError> {
+        let mut archives = archives.to_vec();
+        validate_archive_list(&mut archives)?;
+        if !(0.0..=1.0).contains(&x_files_factor) {
+            return Err(WhisperError::InvalidXFilesFactor(x_files_factor));
+        }
+        let max_retention = archives.iter().map(ArchiveSpec::retention).max();
+        let header_size = METADATA_SIZE + ARCHIVE_INFO_SIZE * archives.len() as u64;
+        let mut offset = header_size;
+        let mut infos = Vec::with_capacity(archives.len());
+        for archive in &archives {
+            infos.push(ArchiveInfo {
+                // validate_archive_list guarantees the whole file fits in u32.
+                offset: offset as u32,
+                seconds_per_point: archive.seconds_per_point,
+                points: archive.points,
+            });
+            offset += u64::from(archive.points) * POINT_SIZE;
+        }
+        Ok(Header {
+            aggregation,
+            max_retention: max_retention.unwrap_or(0) as u32,
+            // struct.pack('!f', x) rounds to nearest, as `as f32` does.
+            x_files_factor: x_files_factor as f32,
+            archives: infos,
+        })
+    }
+
+    /// The header's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.size() as usize);
+        bytes.extend_from_slice(&self.aggregation.type_code().to_be_bytes());
+        bytes.extend_from_slice(&self.max_retention.to_be_bytes());
+        bytes.extend_from_slice(&self.x_files_factor.to_be_bytes());
+        bytes.extend_from_slice(&(self.archives.len() as u32).to_be_bytes());
+        for archive in &self.archives {
+            bytes.extend_from_slice(&archive.offset.to_be_bytes());
+            bytes.extend_from_slice(&archive.seconds_per_point.to_be_bytes());
+            bytes.extend_from_slice(&archive.points.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// Reads and checks the header of `file` (of `file_len` bytes). Beyond whisper's own checks
+    /// (known aggregation type, xFilesFactor in `[0, 1]`), the archives must obey whisper's
+    /// validation rules and lie inside the file, so that no later operation can misbehave.
+    fn read(file: &File, path: &Path, file_len: u64) -> Result<Header, WhisperError> {
+        let corrupt = |reason: String| WhisperError::corrupt(path, reason);
+        if file_len < METADATA_SIZE {
+            return Err(corrupt(format!("{file_len} bytes, shorter than a header")));
+        }
+        let mut metadata = [0u8; METADATA_SIZE as usize];
+        read_exact_at(file, path, &mut metadata, 0)?;
+        let field = |i: usize| u32::from_be_bytes(metadata[i * 4..i * 4 + 4].try_into().unwrap());
+        let aggregation = AggregationMethod::from_type_code(field(0))
+            .ok_or_else(|| corrupt(format!("unknown aggregation type {}", field(0))))?;
+        let max_retention = field(1);
+        let x_files_factor = f32::from_bits(field(2));
+        if !(0.0..=1.0).contains(&x_files_factor) {
+            return Err(corrupt(format!(
+                "xFilesFactor {x_files_factor} not in [0, 1]"
+            )));
+        }
+        let archive_count = u64::from(field(3));
+        let header_size = METADATA_SIZE + ARCHIVE_INFO_SIZE * archive_count;
+        if archive_count == 0 || header_size > file_len {
+            return Err(corrupt(format!(
+                "{archive_count} archives announced in a file of {file_len} bytes"
+            )));
+        }
+        let mut infos = vec![0u8; (header_size - METADATA_SIZE) as usize];
+        read_exact_at(file, path, &mut infos, METADATA_SIZE)?;
+        let archives: Vec<ArchiveInfo> = infos
+            .chunks_exact(ARCHIVE_INFO_SIZE as usize)
+            .map(|info| {
+                let field =
+                    |i: usize| u32::from_be_bytes(info[i * 4..i * 4 + 4].try_into().unwrap());
+                ArchiveInfo {
+                    offset: field(0),
+                    seconds_per_point: field(1),
+                    points: field(2),
+                }
+            })
+            .collect();
+        let specs: Vec<ArchiveSpec> = archives
+            .iter()
+            .map(|archive| ArchiveSpec {
+                seconds_per_point: archive.seconds_per_point,
+                points: archive.points,
+            })
+            .collect();
+        check_archive_order(&specs)
+            .map_err(|reason| corrupt(format!("bad archive list: {reason}")))?;
+        for (i, archive) in archives.iter().enumerate() {
+            if archive.start() < header_size || archive.end() > file_len {
+                return Err(corrupt(format!(
+                    "archive {i} spans bytes {}..{} outside the data area {header_size}..{file_len}",
+                    archive.start(),
+                    archive.end()
+                )));
+            }
+        }
+        Ok(Header {
+            aggregation,
+            max_retention,
+            x_files_factor,
+            archives,
+        })
+    }
+}
+
+/// How `create` fills the archives with zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// Write every zero byte, as whisper does by default (`sparse=False`): the disk space is
+    /// reserved at creation.
+    #[default]
+    Zeros,
+    /// Only extend the file, leaving a hole (whisper's `sparse=True`); same bytes when read.
+    Sparse,
+}
+
+/// What one `update_many` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateSummary {
+    /// Points handed to an archive (several in one interval count separately).
+    pub stored: u64,
+    /// Points dropped because they are older than the coarsest archive's retention.
+    pub dropped: u64,
+}
+
+/// What `fetch` returns: values for the intervals `from, from + step, ...` up to `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedSeries {
+    /// First interval (whisper's `fromInterval`: the interval after the one holding `from`).
+    pub from: i64,
+    /// End interval, exclusive.
+    pub until: i64,
+    /// Seconds between values.
+    pub step: u32,
+    /// One value per interval, `None` where nothing is stored.
+    pub values: Vec<Option<f64>>,
+}
+
+/// An open whisper file with its header.
+#[derive(Debug)]
+pub struct WhisperFile {
+    file: File,
+    path: PathBuf,
+    header: Header,
+}
+
+impl WhisperFile {
+    /// Creates a new file at `path`, as `whisper.create(path, archives, xff, aggregation)`:
+    /// archives sorted and validated, header written, archives zero-filled. Refuses an existing
+    /// file. The file is opened for reading and writing.
+    pub fn create(
+        path: impl AsRef<Path>,
+        archives: &[ArchiveSpec],
+        aggregation: AggregationMethod,
+        x_files_factor: f64,
+    ) -> Result<WhisperFile, WhisperError> {
+        Self::create_with(
+            path,
+            archives,
+            aggregation,
+            x_files_factor,
+            Preallocation::Zeros,
+        )
+    }
+
+    /// [`WhisperFile::create`] with a choice of how the archives are zero-filled.
+    pub fn create_with(
+        path: impl AsRef<Path>,
+        archives: &[ArchiveSpec],
+        aggregation: AggregationMethod,
+        x_files_factor: f64,
+        preallocation: Preallocation,
+    ) -> Result<WhisperFile, WhisperError> {
+        let path = path.as_ref();
+        let header = Header::for_new_file(archives, aggregation, x_files_factor)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|error| match error.kind() {
+                ErrorKind::AlreadyExists => WhisperError::AlreadyExists(path.to_path_buf()),
+                _ => WhisperError::io("create", path, error),
+            })?;
+        let file_len = header
+            .archives
+            .last()
+            .map_or(header.size(), ArchiveInfo::end);
+        let written = write_new_file(&file, &header, file_len, preallocation);
+        if let Err(error) = written {
+            // Like whisper: a half-created file is worse than none.
+            let _ = std::fs::remove_file(path);
+            return Err(WhisperError::io("create", path, error));
+        }
+        Ok(WhisperFile {
+            file,
+            path: path.to_path_buf(),
+            header,
+        })
+    }
+
+    /// Opens an existing file for reading and writing and reads its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<WhisperFile, WhisperError> {
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Opens an existing file for reading only and reads its header.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<WhisperFile, WhisperError> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, write: bool) -> Result<WhisperFile, WhisperError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map_err(|error| WhisperError::io("open", path, error))?;
+        let file_len = file
+            .metadata()
+            .map_err(|error| WhisperError::io("stat", path, error))?
+            .len();
+        let header = Header::read(&file, path, file_len)?;
+        Ok(WhisperFile {
+            file,
+            path: path.to_path_buf(),
+            header,
+        })
+    }
+
+    /// The file's header (whisper's `info`).
+    pub fn info(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores `points` (timestamp, value) exactly as `whisper.update_many(path, points, now)`.
+    ///
+    /// Nothing is written if a point that would be stored has a timestamp outside whisper's
+    /// unsigned 32-bit range (whisper itself fails half-way in that case).
+    pub fn update_many(
+        &mut self,
+        points: &[(i64, f64)],
+        now: i64,
+    ) -> Result<UpdateSummary, WhisperError> {
+        let mut summary = UpdateSummary::default();
+        if points.is_empty() {
+            return Ok(summary);
+        }
+        let mut newest_first = points.to_vec();
+        newest_first.sort_by_key(|&(timestamp, _)| std::cmp::Reverse(timestamp));
+
+        // Assign consecutive runs of the sorted points to archives: (archive, range).
+        let archives = &self.header.archives;
+        let mut assignments: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut archive_index = 0;
+        let mut group_start = 0;
+        let mut kept = newest_first.len();
+        'points: for (i, &(timestamp, _)) in newest_first.iter().enumerate() {
+            let age = i128::from(now) - i128::from(timestamp);
+            while i128::from(archives[archive_index].retention()) < age {
+                if i > group_start {
+                    assignments.push((archive_index, group_start..i));
+                }
+                group_start = i;
+                archive_index += 1;
+                if archive_index == archives.len() {
+                    kept = i;
+                    break 'points;
+                }
+            }
+        }
+        if kept == newest_first.len() && group_start < kept {
+            assignments.push((archive_index, group_start..kept));
+        }
+        summary.stored = kept as u64;
+        summary.dropped = (newest_first.len() - kept) as u64;
+
+        // Refuse the whole update before writing if any kept point cannot be stored.
+        for (archive_index, range) in &assignments {
+            let step = archives[*archive_index].step();
+            for &(timestamp, _) in &newest_first[range.clone()] {
+                let interval = timestamp - timestamp.rem_euclid(step);
+                if u32::try_from(interval).is_err() {
+                    return Err(WhisperError::TimestampOutOfRange {
+                        path: self.path.clone(),
+                        timestamp,
+                    });
+                }
+            }
+        }
+
+        let mut writer = ArchiveWriter {
+            cache: PageCache::new(&self.file, &self.path),
+            header: &self.header,
+            bases: vec![None; self.header.archives.len()],
+        };
+        let mut oldest_first = Vec::new();
+        for (archive_index, range) in assignments {
+            oldest_first.clear();
+            oldest_first.extend(newest_first[range].iter().rev());
+            writer.archive_update_many(archive_index, &oldest_first)?;
+        }
+        writer.cache.flush()?;
+        Ok(summary)
+    }
+
+    /// Reads `[from, until]` exactly as `whisper.fetch(path, from, until, now)`: `None` when the
+    /// range lies in the future or entirely beyond the retention; otherwise the range clamped to
+    /// `[now - maxRetention, now]` and read from the finest archive covering its start.
+    pub fn fetch(
+        &self,
+        from: i64,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<FetchedSeries>, WhisperError> {
+        self.fetch_archive(from, until, now, None)
+    }
+
+    /// [`WhisperFile::fetch`] from the archive with `seconds_per_point` if given (whisper's
+    /// `archiveToSelect`), which must exist.
+    pub fn fetch_archive(
+        &self,
+        from: i64,
+        until: i64,
+        now: i64,
+        seconds_per_point: Option<u32>,
+    ) -> Result<Option<FetchedSeries>, WhisperError> {
+        if from > until {
+            return Err(WhisperError::InvalidTimeInterval { from, until });
+        }
+        let oldest = now - i64::from(self.header.max_retention);
+        if from > now || until < oldest {
+            return Ok(None);
+        }
+        let from = from.max(oldest);
+        let until = until.min(now);
+        let archives = &self.header.archives;
+        let archive = match seconds_per_point {
+            Some(wanted) => archives
+                .iter()
+                .find(|archive| archive.seconds_per_point == wanted)
+                .ok_or_else(|| WhisperError::InvalidGranularity {
+                    path: self.path.clone(),
+                    seconds_per_point: wanted,
+                })?,
+            None => {
+                let age = now - from;
+                archives
+                    .iter()
+                    .find(|archive| archive.retention() as i64 >= age)
+                    .unwrap_or(&archives[archives.len() - 1])
+            }
+        };
+        self.archive_fetch(archive, from, until).map(Some)
+    }
+
+    fn archive_fetch(
+        &self,
+        archive: &ArchiveInfo,
+        from: i64,
+        until: i64,
+    ) -> Result<FetchedSeries, WhisperError> {
+        let step = archive.step();
+        let from_interval = from - from.rem_euclid(step) + step;
+        let mut until_interval = until - until.rem_euclid(step) + step;
+        if from_interval == until_interval {
+            // Zero-length range: whisper always includes the next point.
+            until_interval += step;
+        }
+        let mut read =
+            |buffer: &mut [u8], offset| read_exact_at(&self.file, &self.path, buffer, offset);
+        let base = i64::from(read_base(&mut read, archive)?);
+        if base == 0 {
+            let count = (until_interval - from_interval).div_euclid(step);
+            return Ok(FetchedSeries {
+                from: from_interval,
+                until: until_interval,
+                step: archive.seconds_per_point,
+                values: vec![None; count.max(0) as usize],
+            });
+        }
+        let from_offset = archive.slot_offset(base, from_interval);
+        let until_offset = archive.slot_offset(base, until_interval);
+        let bytes = read_ring(&mut read, archive, from_offset, until_offset)?;
+        let values = decode_slots(&bytes, from_interval, step);
+        Ok(FetchedSeries {
+            from: from_interval,
+            until: until_interval,
+            step: archive.seconds_per_point,
+            values,
+        })
+    }
+}
+
+/// Writes a new file's header and zero-filled archives.
+fn write_new_file(
+    file: &File,
+    header: &Header,
+    file_len: u64,
+    preallocation: Preallocation,
+) -> std::io::Result<()> {
+    let header_bytes = header.encode();
+    file.write_all_at(&header_bytes, 0)?;
+    match preallocation {
+        Preallocation::Sparse => file.set_len(file_len),
+        Preallocation::Zeros => {
+            const CHUNK: u64 = 1 << 20;
+            let zeros = vec![0u8; (file_len - header.size()).min(CHUNK) as usize];
+            let mut offset = header.size();
+            while offset < file_len {
+                let len = (file_len - offset).min(CHUNK) as usize;
+                file.write_all_at(&zeros[..len], offset)?;
+                offset += len as u64;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The writes of one `update_many`, with each archive's base cached once read.
+struct ArchiveWriter<'a> {
+    cache: PageCache<'a>,
+    header: &'a Header,
+    /// Base interval of each archive, once read; kept current by [`ArchiveWriter::write`].
+    bases: Vec<Option<u32>>,
+}
+
+impl ArchiveWriter<'_> {
+    fn base(&mut self, archive_index: usize) -> Result<i64, WhisperError> {
+        let base = match self.bases[archive_index] {
+            Some(base) => base,
+            None => {
+                let archive = &self.header.archives[archive_index];
+                let base = read_base(
+                    &mut |buffer, offset| self.cache.read_exact_at(buffer, offset),
+                    archive,
+                )?;
+                self.bases[archive_index] = Some(base);
+                base
+            }
+        };
+        Ok(i64::from(base))
+    }
+
+    /// One positional write; forgets the cached base of any archive whose first timestamp it
+    /// touches.
+    fn write(&mut self, bytes: &[u8], offset: u64) -> Result<(), WhisperError> {
+        self.cache.write_all_at(bytes, offset)?;
+        let end = offset + bytes.len() as u64;
+        for (archive, base) in self.header.archives.iter().zip(&mut self.bases) {
+            if archive.start() < end && offset < archive.start() + 4 {
+                *base = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// whisper's `__archive_update_many`: `points` (oldest first, all assigned to this archive)
+    /// written as runs, then propagated to the coarser archives.
+    fn archive_update_many(
+        &mut self,
+        archive_index: usize,
+        points: &[(i64, f64)],
+    ) -> Result<(), WhisperError> {
+        let archive = self.header.archives[archive_index];
+        let step = archive.step();
+        let aligned: Vec<(i64, f64)> = points
+            .iter()
+            .map(|&(timestamp, value)| (timestamp - timestamp.rem_euclid(step), value))
+            .collect();
+
+        // Pack runs of consecutive intervals; of several points in one interval keep the last.
+        let mut packed = Vec::with_capacity(aligned.len() * POINT_SIZE as usize);
+        let mut runs: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+        let mut run_start = 0;
+        let mut previous: Option<i64> = None;
+        for (i, &(interval, value)) in aligned.iter().enumerate() {
+            if aligned.get(i + 1).is_some_and(|next| next.0 == interval) {
+                continue;
+            }
+            // Python's `not previousInterval` is also true for an interval of 0.
+            let continues_run = match previous {
+                None | Some(0) => true,
+                Some(previous) => interval == previous + step,
+            };
+            if !continues_run {
+                runs.push(finish_run(previous, step, run_start, packed.len()));
+                run_start = packed.len();
+            }
+            push_point(&mut packed, interval, value);
+            previous = Some(interval);
+        }
+        runs.push(finish_run(previous, step, run_start, packed.len()));
+
+        let mut base = self.base(archive_index)?;
+        if base == 0 {
+            // The file's first update: the earliest run starts at slot 0.
+            base = runs[0].0;
+        }
+        for (start_interval, range) in runs {
+            let bytes = &packed[range];
+            let offset = archive.slot_offset(base, start_interval);
+            let beyond = (offset + bytes.len() as u64).saturating_sub(archive.end());
+            if beyond > 0 {
+                let split = bytes.len() - beyond as usize;
+                self.write(&bytes[..split], offset)?;
+                // As whisper: the rest from the archive's start, however long it is.
+                self.write(&bytes[split..], archive.start())?;
+            } else {
+                self.write(bytes, offset)?;
+            }
+        }
+
+        let mut higher = archive_index;
+        for lower in archive_index + 1..self.header.archives.len() {
+            let lower_step = self.header.archives[lower].step();
+            if lower_step <= step {
+                continue;
+            }
+            let intervals = python_set_order(
+                aligned
+                    .iter()
+                    .map(|&(interval, _)| (interval - interval.rem_euclid(lower_step)) as u64),
+            );
+            let mut propagated = false;
+            for interval in intervals {
+                propagated |= self.propagate(interval as i64, higher, lower)?;
+            }
+            if !propagated {
+                break;
+            }
+            higher = lower;
+        }
+        Ok(())
+    }
+
+    /// whisper's `__propagate`: recomputes the `lower` archive's point for the interval holding
+    /// `timestamp` from the `higher` archive. Returns whether a point was written.
+    fn propagate(
+        &mut self,
+        timestamp: i64,
+        higher_index: usize,
+        lower_index: usize,
+    ) -> Result<bool, WhisperError> {
+        let higher = self.header.archives[higher_index];
+        let lower = self.header.archives[lower_index];
+        let lower_interval = timestamp - timestamp.rem_euclid(lower.step());
+
+        let higher_base = self.base(higher_index)?;
+        let first = if higher_base == 0 {
+            higher.start()
+        } else {
+            higher.slot_offset(higher_base, lower_interval)
+        };
+        let span = (lower.step() / higher.step()) as u64 * POINT_SIZE;
+        let last = higher.start() + (first - higher.start() + span) % higher.size();
+        let bytes = read_ring(
+            &mut |buffer, offset| self.cache.read_exact_at(buffer, offset),
+            &higher,
+            first,
+            last,
+        )?;
+        let neighbors = decode_slots(&bytes, lower_interval, higher.step());
+
+        let known = neighbors.iter().filter(|value| value.is_some()).count();
+        if known == 0 {
+            return Ok(false);
+        }
+        let known_fraction = known as f64 / neighbors.len() as f64;
+        if known_fraction < f64::from(self.header.x_files_factor) {
+            return Ok(false);
+        }
+        let aggregate = self.header.aggregation.aggregate(&neighbors);
+        let mut point = Vec::with_capacity(POINT_SIZE as usize);
+        push_point(&mut point, lower_interval, aggregate);
+        let lower_base = self.base(lower_index)?;
+        let offset = if lower_base == 0 {
+            lower.start()
+        } else {
+            lower.slot_offset(lower_base, lower_interval)
+        };
+        self.write(&point, offset)?;
+        Ok(true)
+    }
+}
+
+/// The (start interval, byte range) of a finished run ending at interval `last`.
+fn finish_run(
+    last: Option<i64>,
+    step: i64,
+    start: usize,
+    end: usize,
+) -> (i64, std::ops::Range<usize>) {
+    let count = ((end - start) as u64 / POINT_SIZE) as i64;
+    let start_interval = last.unwrap_or(0) - step * (count - 1);
+    (start_interval, start..end)
+}
+
+/// Appends one encoded point; the interval has been checked to fit in `u32`.
+fn push_point(bytes: &mut Vec<u8>, interval: i64, value: f64) {
+    bytes.extend_from_slice(&(interval as u32).to_be_bytes());
+    bytes.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Values of consecutive slots expected to hold `first, first + step, ...`.
+fn decode_slots(bytes: &[u8], first: i64, step: i64) -> Vec<Option<f64>> {
+    let mut expected = first;
+    bytes
+        .chunks_exact(POINT_SIZE as usize)
+        .map(|point| {
+            let timestamp = u32::from_be_bytes(point[..4].try_into().unwrap());
+            let value = f64::from_be_bytes(point[4..].try_into().unwrap());
+            let known = i64::from(timestamp) == expected;
+            expected += step;
+            known.then_some(value)
+        })
+        .collect()
+}
+
+/// The timestamp of an archive's first slot (0 if the archive was never written).
+/// Positional exact reads, from the file or from a [`PageCache`].
+type ReadAt<'r> = dyn FnMut(&mut [u8], u64) -> Result<(), WhisperError> + 'r;
+
+fn read_base(read: &mut ReadAt<'_>, archive: &ArchiveInfo) -> Result<u32, WhisperError> {
+    let mut timestamp = [0u8; 4];
+    read(&mut timestamp, archive.start())?;
+    Ok(u32::from_be_bytes(timestamp))
+}
+
+/// The ring bytes from `first` up to `last`, wrapping at the archive's end when `last` is not
+/// after `first` (equal offsets read the whole ring, as whisper does).
+fn read_ring(
+    read: &mut ReadAt<'_>,
+    archive: &ArchiveInfo,
+    first: u64,
+    last: u64,
+) -> Result<Vec<u8>, WhisperError> {
+    if first < last {
+        let mut bytes = vec![0u8; (last - first) as usize];
+        read(&mut bytes, first)?;
+        Ok(bytes)
+    } else {
+        let tail = (archive.end() - first) as usize;
+        let mut bytes = vec![0u8; tail + (last - archive.start()) as usize];
+        read(&mut bytes[..tail], first)?;
+        read(&mut bytes[tail..], archive.start())?;
+        Ok(bytes)
+    }
+}
+
+fn read_exact_at(
+    file: &File,
+    path: &Path,
+    buffer: &mut [u8],
+    offset: u64,
+) -> Result<(), WhisperError> {
+    file.read_exact_at(buffer, offset)
+        .map_err(|error| match error.kind() {
+            ErrorKind::UnexpectedEof => WhisperError::corrupt(
+                path,
+                format!(
+                    "truncated: {} bytes expected at offset {offset}",
+                    buffer.len()
+                ),
+            ),
+            _ => WhisperError::io("read", path, error),
+        })
+}

@@ -1,0 +1,284 @@
+//! perfpipe's settings: the TOML file of `--config`, with a default for every key, so a node
+//! runs with no file at all. Key names are fixed by the design (outside tests write them).
+//!
+//! Sizes accept units (`10MB` = 10^7 bytes, `10MiB` = 10 × 2^20), durations too (`30s`,
+//! `10ms`, `5m`). Unknown keys are errors that name the key and list the known ones, so a
+//! misspelt key never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use perfpipe_influxdb::InfluxConfig;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// Directory for everything stored locally unless a section names its own.
+    pub data_dir: PathBuf,
+    /// Storage backends that receive every point: any of `whisper`, `rrd`, `influxdb`.
+    pub backends: Vec<BackendKind>,
+    pub whisper: WhisperConfig,
+    pub rrd: RrdConfig,
+    /// The InfluxDB backend's own settings (see `perfpipe_influxdb::InfluxConfig`).
+    pub influxdb: InfluxConfig,
+    pub cluster: ClusterConfig,
+    pub enqueuer: EnqueuerConfig,
+    pub cache: CacheConfig,
+    pub state: StateConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8480".into(),
+            data_dir: PathBuf::from("./data"),
+            backends: vec![BackendKind::Whisper],
+            whisper: WhisperConfig::default(),
+            rrd: RrdConfig::default(),
+            influxdb: InfluxConfig::default(),
+            cluster: ClusterConfig::default(),
+            enqueuer: EnqueuerConfig::default(),
+            cache: CacheConfig::default(),
+            state: StateConfig::default(),
+        }
+    }
+}
+
+/// A storage backend by its config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Whisper,
+    Rrd,
+    Influxdb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhisperConfig {
+    /// Default `<data_dir>/whisper`.
+    pub dir: Option<PathBuf>,
+    /// Archives, finest first: `precision:retention` pairs.
+    pub retentions: String,
+    /// average, sum, last, max, min, avg_zero, absmax, absmin.
+    pub aggregation: String,
+    /// Fraction of known points needed to propagate to a coarser archive.
+    pub xff: f64,
+}
+
+impl Default for WhisperConfig {
+    fn default() -> Self {
+        WhisperConfig {
+            dir: None,
+            retentions: "60s:1d,5m:30d,1h:3y".into(),
+            aggregation: "average".into(),
+            xff: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RrdConfig {
+    /// Default `<data_dir>/rrd`.
+    pub dir: Option<PathBuf>,
+    /// Seconds between primary data points.
+    pub step: u32,
+    /// Seconds without an update before a slot is unknown.
+    pub heartbeat: u32,
+    /// Round-robin archives, `RRA:CF:xff:steps:rows`.
+    pub rras: Vec<String>,
+}
+
+impl Default for RrdConfig {
+    fn default() -> Self {
+        RrdConfig {
+            dir: None,
+            step: 300,
+            heartbeat: 600,
+            rras: [
+                "RRA:AVERAGE:0.5:1:600",
+                "RRA:AVERAGE:0.5:6:700",
+                "RRA:AVERAGE:0.5:24:775",
+                "RRA:AVERAGE:0.5:288:797",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Every node's base URL, in the same order on every node; empty = single node.
+    pub nodes: Vec<String>,
+    /// This node's entry in `nodes`.
+    #[serde(rename = "self")]
+    pub self_node: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnqueuerConfig {
+    pub shards: usize,
+    pub max_batch_points: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_batch_age: Duration,
+    pub max_queued_points: usize,
+}
+
+impl Default for EnqueuerConfig {
+    fn default() -> Self {
+        EnqueuerConfig {
+            shards: 2,
+            max_batch_points: 1000,
+            max_batch_age: Duration::from_secs(5),
+            max_queued_points: 10_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    pub max_cache_size: ByteSize,
+    pub max_item_size: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub peer_refresh_time: Duration,
+    #[serde(with = "humantime_serde")]
+    pub peer_connection_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timestamp_error_margin: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cache_purge_time: Duration,
+    /// Default: `cluster.nodes`.
+    pub peer_nodes: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            worker_timeout: Duration::from_secs(30),
+            max_cache_size: ByteSize::gb(1),
+            max_item_size: ByteSize::mb(10),
+            peer_refresh_time: Duration::from_secs(30),
+            peer_connection_timeout: Duration::from_secs(2),
+            timestamp_error_margin: Duration::from_secs(60),
+            cache_purge_time: Duration::from_secs(60),
+            peer_nodes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub max_persistent_data_item_size: ByteSize,
+    pub max_persistent_data_items: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            max_persistent_data_item_size: ByteSize::kb(16),
+            max_persistent_data_items: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses config text and checks what the types alone cannot.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.whisper.xff),
+            "whisper.xff must be between 0 and 1, not {}",
+            self.whisper.xff
+        );
+        if self.backends.contains(&BackendKind::Influxdb) {
+            self.influxdb.validate()?;
+        }
+        anyhow::ensure!(self.rrd.step > 0, "rrd.step must be positive");
+        anyhow::ensure!(self.enqueuer.shards > 0, "enqueuer.shards must be positive");
+        Ok(())
+    }
+
+    /// Where Whisper files live.
+    pub fn whisper_dir(&self) -> PathBuf {
+        self.whisper
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("whisper"))
+    }
+
+    /// Where RRD files live.
+    pub fn rrd_dir(&self) -> PathBuf {
+        self.rrd
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("rrd"))
+    }
+
+    /// The series catalogue's database file.
+    pub fn catalogue_path(&self) -> PathBuf {
+        self.data_dir.join("catalogue.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_is_the_defaults() {
+        let shipped = include_str!("../config/perfpipe.toml");
+        let config = Config::parse(shipped).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn units_and_errors() {
+        let config = Config::parse(
+            "backends = [\"whisper\", \"rrd\"]\n[cache]\nmax_item_size = \"2MiB\"\nworker_timeout = \"1500ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.backends, [BackendKind::Whisper, BackendKind::Rrd]);
+        assert_eq!(config.cache.max_item_size.as_u64(), 2 << 20);
+        assert_eq!(config.cache.worker_timeout, Duration::from_millis(1500));
+
+        let error = Config::parse("[whisper]\nretention = \"1m:1d\"\n").unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("unknown field `retention`"), "{message}");
+        assert!(message.contains("retentions"), "{message}");
+
+        let error = Config::parse("backends = [\"mysql\"]").unwrap_err();
+        assert!(format!("{error:#}").contains("mysql"), "{error:#}");
+        let error = Config::parse("[whisper]\nxff = 2.0").unwrap_err();
+        assert!(format!("{error:#}").contains("whisper.xff"), "{error:#}");
+    }
+}

@@ -1,0 +1,295 @@
+//! `perfpipe ingest --local [--config FILE] FILE|-`: check results from a file (or stdin)
+//! straight into the stores a config names, without a running node.
+//!
+//! Input, line by line: Opsview spool lines (`lastcheck||host||service||output||perfdata`),
+//! Nagios/Naemon/Icinga/PNP spool lines (`DATATYPE::…`), JSON result objects (NDJSON); or a
+//! whole `{"results":[…]}` body. Host perfdata is stored under the service `_HOST_` (as
+//! PNP4Nagios does). Each metric with a value becomes a point of the series
+//! host/service/label; unknown values (`U`) are counted and not stored.
+//!
+//! The points of each series are sorted by time and duplicate timestamps dropped (the first
+//! one read is kept), then every backend is written in batches of many series, and the
+//! catalogue records each batch in one transaction. Every bad record or metric is reported
+//! with its line; the rest is stored. A summary line ends the run; the exit status is non-zero
+//! when anything was refused or failed to store.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
+use perfpipe_checkresult::{json, spool, CheckResult, EnvelopeError, Location};
+use perfpipe_sqlite::{Catalogue, SeriesUpdate};
+
+use crate::config::Config;
+
+/// The service name host perfdata is stored under.
+pub const HOST_SERVICE: &str = "_HOST_";
+
+/// Series handed to the backends per write call.
+const SERIES_PER_WRITE: usize = 1000;
+
+/// How many individual problems are printed before only counting them.
+const SHOWN_PROBLEMS: u64 = 50;
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// Write straight into the stores of the config (no running node needed).
+    #[arg(long)]
+    local: bool,
+    /// Send to a running node's write API instead.
+    #[arg(long, conflicts_with = "local")]
+    url: Option<String>,
+    /// The config naming the stores (default: the embedded defaults).
+    #[arg(long, requires = "local")]
+    config: Option<PathBuf>,
+    /// The file to read, or `-` for stdin.
+    input: String,
+}
+
+/// What one run did, for the summary line.
+#[derive(Debug, Default)]
+struct Totals {
+    results: u64,
+    points: u64,
+    unknown_values: u64,
+    duplicates: u64,
+    problems: u64,
+    /// Per backend, in config order: name, points written, points refused as late.
+    stored: Vec<(&'static str, u64, u64)>,
+}
+
+impl Totals {
+    fn problem(&mut self, message: impl std::fmt::Display) {
+        self.problems += 1;
+        if self.problems <= SHOWN_PROBLEMS {
+            eprintln!("perfpipe ingest: {message}");
+        } else if self.problems == SHOWN_PROBLEMS + 1 {
+            eprintln!("perfpipe ingest: more problems; counting only");
+        }
+    }
+}
+
+/// The points read so far for one series.
+struct SeriesPoints {
+    uom: String,
+    points: Vec<Point>,
+}
+
+pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+    if let Some(url) = args.url {
+        anyhow::bail!(
+            "ingest --url {url}: sending to a node needs the node's write API, which is not built \
+             yet; use --local"
+        );
+    }
+    anyhow::ensure!(
+        args.local,
+        "say where to: --local (or --url when the node has a write API)"
+    );
+    let config = Config::load(args.config.as_deref())?;
+    let input = read_input(&args.input)?;
+    let progress = progress_bar(input.len() as u64);
+
+    let mut totals = Totals::default();
+    let mut series: HashMap<SeriesKey, SeriesPoints> = HashMap::new();
+    read_results(
+        &input,
+        &mut totals,
+        &progress,
+        |result, location, totals| add_result(&result, location, &mut series, totals),
+    );
+    progress.finish_and_clear();
+
+    let mut backends = crate::storage::open_backends(&config)?;
+    let mut catalogue = crate::storage::open_catalogue(&config)?;
+    store(series, &mut backends, &mut catalogue, &mut totals)?;
+
+    let stored: String = totals
+        .stored
+        .iter()
+        .map(|(name, written, late)| format!("; {name}: written {written}, late {late}"))
+        .collect();
+    println!(
+        "results {}, points {}, duplicates {}, unknown values {}, errors {}{stored}",
+        totals.results, totals.points, totals.duplicates, totals.unknown_values, totals.problems
+    );
+    anyhow::ensure!(
+        totals.problems == 0,
+        "{} problems (shown above); everything else was stored",
+        totals.problems
+    );
+    Ok(())
+}
+
+fn read_input(name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut input = Vec::new();
+    if name == "-" {
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("reading stdin")?;
+    } else {
+        input = std::fs::read(name).with_context(|| format!("reading {name}"))?;
+    }
+    Ok(input)
+}
+
+fn progress_bar(bytes: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(bytes);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("a valid progress template"),
+    );
+    bar
+}
+
+/// Reads every check result of `input`, handing each to `accept` and reporting bad records.
+fn read_results<'a>(
+    input: &'a [u8],
+    totals: &mut Totals,
+    progress: &ProgressBar,
+    mut accept: impl FnMut(CheckResult<'a>, Location, &mut Totals),
+) {
+    // A whole `{"results": [...]}` body, if that is what the input is.
+    if let Ok(text) = std::str::from_utf8(input) {
+        if text.trim_start().starts_with('{') {
+            if let Ok(records) = json::read_body(text) {
+                for (index, record) in records.into_iter().enumerate() {
+                    match record {
+                        Ok(result) => accept(result, Location::Result(index), totals),
+                        Err(error) => totals.problem(error),
+                    }
+                }
+                progress.inc(input.len() as u64);
+                return;
+            }
+        }
+    }
+    for (index, line) in input.split(|&b| b == b'\n').enumerate() {
+        progress.inc(line.len() as u64 + 1);
+        let location = Location::Line(index + 1);
+        let Ok(line) = std::str::from_utf8(line) else {
+            totals.problem(EnvelopeError {
+                location,
+                field: None,
+                message: "not valid UTF-8".into(),
+            });
+            continue;
+        };
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = if line.starts_with('{') {
+            json::read_result(line, location)
+        } else {
+            spool::read_line(line, location)
+        };
+        match record {
+            Ok(result) => accept(result, location, totals),
+            Err(error) => totals.problem(error),
+        }
+    }
+}
+
+fn add_result(
+    result: &CheckResult<'_>,
+    location: Location,
+    series: &mut HashMap<SeriesKey, SeriesPoints>,
+    totals: &mut Totals,
+) {
+    totals.results += 1;
+    let service = result.service.as_deref().unwrap_or(HOST_SERVICE);
+    for metric in perfpipe_perfdata::Reader::new(&result.perfdata) {
+        let metric = match metric {
+            Ok(metric) => metric,
+            Err(error) => {
+                totals.problem(format!("{location}, perfdata: {error}"));
+                continue;
+            }
+        };
+        let Some(value) = metric.value else {
+            totals.unknown_values += 1;
+            continue;
+        };
+        totals.points += 1;
+        let key = SeriesKey {
+            host: result.host.to_string(),
+            service: service.to_string(),
+            metric: metric.label.into_owned(),
+        };
+        let entry = series.entry(key).or_insert_with(|| SeriesPoints {
+            uom: metric.uom.to_string(),
+            points: Vec::new(),
+        });
+        // The unit of the newest result wins, as the catalogue keeps the latest unit.
+        metric.uom.clone_into(&mut entry.uom);
+        entry.points.push(Point {
+            timestamp: result.timestamp,
+            value,
+        });
+    }
+}
+
+/// Sorts and de-duplicates every series, writes them to every backend in batches, and records
+/// them in the catalogue.
+fn store(
+    series: HashMap<SeriesKey, SeriesPoints>,
+    backends: &mut [Box<dyn Backend>],
+    catalogue: &mut Catalogue,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let mut batches: Vec<SeriesBatch> = series
+        .into_iter()
+        .map(|(key, mut series)| {
+            // Stable sort: among equal timestamps the first read stays first and is kept.
+            series.points.sort_by_key(|point| point.timestamp);
+            let before = series.points.len();
+            series.points.dedup_by_key(|point| point.timestamp);
+            totals.duplicates += (before - series.points.len()) as u64;
+            SeriesBatch {
+                ds_type: DataSourceType::for_unit(&series.uom),
+                key,
+                uom: series.uom,
+                points: series.points,
+            }
+        })
+        .collect();
+    batches.sort_by(|a, b| a.key.cmp(&b.key));
+
+    totals.stored = backends.iter().map(|b| (b.name(), 0, 0)).collect();
+    for chunk in batches.chunks(SERIES_PER_WRITE) {
+        for (backend, stored) in backends.iter_mut().zip(0..) {
+            let report = backend
+                .write(chunk)
+                .with_context(|| format!("writing to {}", backend.name()))?;
+            totals.stored[stored].1 += report.written;
+            totals.stored[stored].2 += report.late;
+            for (key, error) in report.failed {
+                totals.problem(format!("{}: {key}: {error}", backend.name()));
+            }
+        }
+        let updates: Vec<SeriesUpdate> = chunk
+            .iter()
+            .filter_map(|batch| {
+                let first = batch.points.first()?;
+                let last = batch.points.last()?;
+                Some(SeriesUpdate {
+                    key: batch.key.clone(),
+                    uom: batch.uom.clone(),
+                    ds_type: batch.ds_type,
+                    first_seen: first.timestamp,
+                    last_seen: last.timestamp,
+                    last_value: last.value,
+                })
+            })
+            .collect();
+        catalogue.record(&updates)?;
+    }
+    Ok(())
+}

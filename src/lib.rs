@@ -1,0 +1,13 @@
+//! The perfpipe node and its commands, as a library the `perfpipe` binary drives: settings,
+//! the commands (`serve`, `ingest`, `parse`), cluster routing and access to the stores. The
+//! formats live in `parsers/*` and the stores in `backends/*`; this crate wires them.
+//!
+//! Errors reach the binary as `anyhow::Error` (this is the application edge); the crates below
+//! keep typed errors.
+
+pub mod config;
+pub mod ingest;
+pub mod parse;
+pub mod routing;
+pub mod server;
+pub mod storage;
