@@ -55,6 +55,21 @@ pub fn open_catalogue(config: &Config) -> anyhow::Result<Catalogue> {
 }
 
 #[cfg(feature = "rrd")]
-fn open_rrd(_config: &Config) -> anyhow::Result<Box<dyn Backend>> {
-    anyhow::bail!("the RRD backend is not wired into this build yet")
+fn open_rrd(config: &Config) -> anyhow::Result<Box<dyn Backend>> {
+    let settings = &config.rrd;
+    let rras = settings
+        .rras
+        .iter()
+        .map(|rra| rra.parse().with_context(|| format!("rrd.rras: {rra:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    let rrd = perfpipe_rrd::RrdConfig {
+        step: settings.step,
+        heartbeat: settings.heartbeat,
+        rras,
+    };
+    rrd.validate().context("rrd settings")?;
+    Ok(Box::new(perfpipe_rrd::RrdBackend::new(
+        config.rrd_dir(),
+        rrd,
+    )?))
 }

@@ -1,17 +1,22 @@
-//! Throughput of `update_many` through files, as perfpipe drives it: for each of many series,
-//! open its file and store the series' new points (1, 10 or 100 per call), time advancing between
-//! calls so every call writes new intervals and propagates.
+//! Throughput of Whisper writes as perfpipe drives them: `WhisperBackend::write` handed the
+//! batches of many series at once (1,000 series, 1, 10 or 100 new points each per call), time
+//! advancing between calls so every call writes new intervals and propagates. The backend keeps
+//! files open between calls, as it does in a node.
 //!
 //! `cargo bench --bench update` runs it under criterion (throughput in points/s). With
 //! `WHISPER_BENCH_PLAIN=1` it runs the exact workload `vs-python.sh` gives graphite's whisper
 //! instead and prints `rust <points per call> <median points/s>` lines.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
 use perfpipe_whisper::{
-    parse_retentions, AggregationMethod, Preallocation, WhisperFile, DEFAULT_RETENTIONS,
+    parse_retentions, AggregationMethod, Preallocation, WhisperBackend, WhisperConfig, WhisperFile,
+    DEFAULT_RETENTIONS,
 };
 
 /// Series (files) written per pass.
@@ -23,36 +28,69 @@ const START: i64 = 1_700_000_040;
 /// Timed passes in plain mode (the median is reported).
 const PLAIN_PASSES: usize = 7;
 
-/// `FILES` fresh files with whisper's default archives (sparse, so setup stays cheap; the bytes
-/// are the same as zero-filled).
-fn create_files(dir: &Path) -> Vec<PathBuf> {
-    let archives = parse_retentions(DEFAULT_RETENTIONS).unwrap();
+/// The series written: `FILES` of them.
+fn series_keys() -> Vec<SeriesKey> {
     (0..FILES)
-        .map(|i| {
-            let path = dir.join(format!("series-{i}.wsp"));
-            WhisperFile::create_with(
-                &path,
-                &archives,
-                AggregationMethod::Average,
-                0.5,
-                Preallocation::Sparse,
-            )
-            .unwrap();
-            path
+        .map(|i| SeriesKey {
+            host: format!("host-{}", i / 10),
+            service: "service".into(),
+            metric: format!("metric-{}", i % 10),
         })
         .collect()
 }
 
-/// One pass: every file gets `batch` points ending at the pass's "now" (60 s apart).
-fn pass(paths: &[PathBuf], batch: i64, pass_number: i64) {
-    let now = START + (pass_number + 1) * batch * 60;
-    let points: Vec<(i64, f64)> = (0..batch)
-        .map(|i| (now - (batch - 1 - i) * 60, (i + pass_number) as f64))
-        .collect();
-    for path in paths {
-        let mut file = WhisperFile::open(path).unwrap();
-        file.update_many(&points, now).unwrap();
+/// A backend over `dir` whose files exist already, with whisper's default archives (sparse, so
+/// setup stays cheap; the bytes are the same as zero-filled), and its clock.
+fn backend_with_files(dir: &Path, keys: &[SeriesKey]) -> (WhisperBackend, Arc<AtomicI64>) {
+    let archives = parse_retentions(DEFAULT_RETENTIONS).unwrap();
+    let now = Arc::new(AtomicI64::new(START));
+    let clock = now.clone();
+    let backend = WhisperBackend::new(WhisperConfig::new(dir))
+        .unwrap()
+        .with_clock(move || clock.load(Ordering::Relaxed));
+    for key in keys {
+        let path = backend.series_path(key).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        WhisperFile::create_with(
+            &path,
+            &archives,
+            AggregationMethod::Average,
+            0.5,
+            Preallocation::Sparse,
+        )
+        .unwrap();
     }
+    (backend, now)
+}
+
+/// One pass: every series gets `batch` points ending at the pass's "now" (60 s apart), all in
+/// one `write` call.
+fn pass(
+    backend: &mut WhisperBackend,
+    clock: &AtomicI64,
+    keys: &[SeriesKey],
+    batch: i64,
+    pass_number: i64,
+) {
+    let now = START + (pass_number + 1) * batch * 60;
+    clock.store(now, Ordering::Relaxed);
+    let points: Vec<Point> = (0..batch)
+        .map(|i| Point {
+            timestamp: now - (batch - 1 - i) * 60,
+            value: (i + pass_number) as f64,
+        })
+        .collect();
+    let batches: Vec<SeriesBatch> = keys
+        .iter()
+        .map(|key| SeriesBatch {
+            key: key.clone(),
+            uom: String::new(),
+            ds_type: DataSourceType::Gauge,
+            points: points.clone(),
+        })
+        .collect();
+    let report = backend.write(&batches).unwrap();
+    assert!(report.failed.is_empty());
 }
 
 fn bench_update(criterion: &mut Criterion) {
@@ -60,14 +98,15 @@ fn bench_update(criterion: &mut Criterion) {
     group.sample_size(10);
     for batch in BATCH_SIZES {
         let dir = tempfile::tempdir().unwrap();
-        let paths = create_files(dir.path());
+        let keys = series_keys();
+        let (mut backend, clock) = backend_with_files(dir.path(), &keys);
         let mut pass_number = 0;
         group.throughput(Throughput::Elements(FILES as u64 * batch as u64));
         group.bench_function(
             BenchmarkId::new(format!("{FILES}_files"), format!("{batch}_points_per_call")),
             |b| {
                 b.iter(|| {
-                    pass(&paths, batch, pass_number);
+                    pass(&mut backend, &clock, &keys, batch, pass_number);
                     pass_number += 1;
                 })
             },
@@ -79,11 +118,12 @@ fn bench_update(criterion: &mut Criterion) {
 fn plain() {
     for batch in BATCH_SIZES {
         let dir = tempfile::tempdir().unwrap();
-        let paths = create_files(dir.path());
+        let keys = series_keys();
+        let (mut backend, clock) = backend_with_files(dir.path(), &keys);
         let mut rates: Vec<f64> = (0..PLAIN_PASSES as i64)
             .map(|pass_number| {
                 let started = Instant::now();
-                pass(&paths, batch, pass_number);
+                pass(&mut backend, &clock, &keys, batch, pass_number);
                 (FILES as i64 * batch) as f64 / started.elapsed().as_secs_f64()
             })
             .collect();

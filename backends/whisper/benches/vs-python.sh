@@ -5,12 +5,12 @@
 # call writes new intervals. Prints the median points/s of 7 passes for both and the ratio.
 #
 # Usage: backends/whisper/benches/vs-python.sh   (from anywhere; CARGO_TARGET_DIR is honoured,
-# default /work/target-whisper; WORKSPACE_DIR names the Cargo workspace to build in, default the
+# default the workspace's target/; WORKSPACE_DIR names the Cargo workspace to build in, default the
 # repository root two levels above this crate)
 set -eu
 crate_dir=$(cd "$(dirname "$0")/.." && pwd)
 : "${WORKSPACE_DIR:=$crate_dir/../..}"
-: "${CARGO_TARGET_DIR:=/work/target-whisper}"
+: "${CARGO_TARGET_DIR:=$WORKSPACE_DIR/target}"
 export CARGO_TARGET_DIR
 
 /usr/bin/python3 -c 'import whisper' 2>/dev/null || {

@@ -18,6 +18,7 @@
 //! retention reads as no values. The query's consolidation is not applied: whisper consolidated
 //! with its own aggregation method when it wrote the coarser archives.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,10 +70,22 @@ impl WhisperConfig {
 /// The source of "now", in seconds since the epoch.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
+/// Files kept open between calls, at most. Enough for every series of a busy shard between
+/// two flushes; well under the usual descriptor limits.
+pub const MAX_OPEN_FILES: usize = 4096;
+
 /// perfpipe's Whisper storage backend.
+///
+/// Files stay open between calls (at most [`MAX_OPEN_FILES`]; when full, half are closed), so a
+/// write costs no path lookup, `open`, header read or `close`: the header of a Whisper file
+/// never changes after creation, and the points are read afresh at every update. This relies
+/// on the backend's contract that it is a series' only writer. A file removed or replaced
+/// behind its back (by an operator, or a delete that moves it to the trash) must be followed by
+/// [`WhisperBackend::close_files`], or writes would go to the old file.
 pub struct WhisperBackend {
     config: WhisperConfig,
     clock: Clock,
+    open_files: HashMap<SeriesKey, WhisperFile>,
 }
 
 impl std::fmt::Debug for WhisperBackend {
@@ -94,6 +107,7 @@ impl WhisperBackend {
         Ok(WhisperBackend {
             config,
             clock: Box::new(system_now),
+            open_files: HashMap::new(),
         })
     }
 
@@ -117,18 +131,48 @@ impl WhisperBackend {
         Ok(path)
     }
 
-    fn write_series(&self, batch: &SeriesBatch, now: i64) -> Result<(u64, u64), BackendError> {
-        let path = self.series_path(&batch.key)?;
+    /// Closes every file kept open; the next write of each series opens it again.
+    pub fn close_files(&mut self) {
+        self.open_files.clear();
+    }
+
+    fn write_series(
+        &mut self,
+        batch: &SeriesBatch,
+        now: i64,
+        points: &mut Vec<(i64, f64)>,
+    ) -> Result<(u64, u64), BackendError> {
         if batch.points.is_empty() {
             return Ok((0, 0));
         }
+        points.clear();
+        points.extend(
+            batch
+                .points
+                .iter()
+                .map(|point| (point.timestamp, point.value)),
+        );
+        if let Some(file) = self.open_files.get_mut(&batch.key) {
+            return match file.update_many(points, now) {
+                Ok(summary) => Ok((summary.stored, summary.dropped)),
+                Err(error) => {
+                    // Reopen next time: the file may have been repaired or replaced.
+                    self.open_files.remove(&batch.key);
+                    Err(error.into())
+                }
+            };
+        }
+        let path = self.series_path(&batch.key)?;
         let mut file = self.open_or_create(&path)?;
-        let points: Vec<(i64, f64)> = batch
-            .points
-            .iter()
-            .map(|point| (point.timestamp, point.value))
-            .collect();
-        let summary = file.update_many(&points, now)?;
+        let summary = file.update_many(points, now)?;
+        if self.open_files.len() >= MAX_OPEN_FILES {
+            let mut kept = 0;
+            self.open_files.retain(|_, _| {
+                kept += 1;
+                kept % 2 == 0
+            });
+        }
+        self.open_files.insert(batch.key.clone(), file);
         Ok((summary.stored, summary.dropped))
     }
 
@@ -172,8 +216,9 @@ impl Backend for WhisperBackend {
     fn write(&mut self, batches: &[SeriesBatch]) -> Result<WriteReport, BackendError> {
         let now = (self.clock)();
         let mut report = WriteReport::default();
+        let mut points = Vec::new();
         for batch in batches {
-            match self.write_series(batch, now) {
+            match self.write_series(batch, now, &mut points) {
                 Ok((written, late)) => {
                     report.written += written;
                     report.late += late;

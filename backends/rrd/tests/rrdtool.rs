@@ -1,0 +1,416 @@
+//! The backend checked against the real `rrdtool`: files it writes are read back with
+//! `rrdtool info` and `rrdtool fetch`, and its own reads are compared with `rrdtool fetch`.
+
+#![cfg(feature = "rrd")]
+
+mod common;
+
+use common::*;
+use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery};
+use perfpipe_rrd::{RrdBackend, RrdConfig};
+
+fn opsview_backend(dir: &std::path::Path) -> RrdBackend {
+    RrdBackend::new(dir, RrdConfig::default()).expect("default config is valid")
+}
+
+/// `n` points every 300 s from `T0` with values `f(i)`.
+fn series(n: usize, f: impl Fn(usize) -> f64) -> Vec<(i64, f64)> {
+    (0..n).map(|i| (T0 + 300 * i as i64, f(i))).collect()
+}
+
+#[test]
+fn gauge_file_has_opsviews_layout_and_the_written_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let key = key("web 01", "HTTP", "time");
+    let points = series(12, |i| i as f64 * 1.5 + 0.25);
+
+    let report = backend.write(&[batch(&key, "s", &points)]).unwrap();
+    assert_eq!((report.written, report.late), (12, 0));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let file = dir.path().join("web%2001/HTTP/time/value.rrd");
+    assert_eq!(backend.series_path(&key).unwrap(), file);
+    let info = info(&file);
+    let expected = [
+        ("step", "300"),
+        ("ds[value].type", "\"GAUGE\""),
+        ("ds[value].minimal_heartbeat", "600"),
+        ("ds[value].min", "NaN"),
+        ("ds[value].max", "NaN"),
+        ("last_update", &(T0 + 300 * 11).to_string()),
+        ("rra[0].cf", "\"AVERAGE\""),
+        ("rra[0].pdp_per_row", "1"),
+        ("rra[0].rows", "600"),
+        ("rra[0].xff", "5.0000000000e-01"),
+        ("rra[1].cf", "\"AVERAGE\""),
+        ("rra[1].pdp_per_row", "6"),
+        ("rra[1].rows", "700"),
+        ("rra[1].xff", "5.0000000000e-01"),
+        ("rra[2].cf", "\"AVERAGE\""),
+        ("rra[2].pdp_per_row", "24"),
+        ("rra[2].rows", "775"),
+        ("rra[2].xff", "5.0000000000e-01"),
+        ("rra[3].cf", "\"AVERAGE\""),
+        ("rra[3].pdp_per_row", "288"),
+        ("rra[3].rows", "797"),
+        ("rra[3].xff", "5.0000000000e-01"),
+    ];
+    for (field, value) in expected {
+        assert_eq!(info.get(field).map(String::as_str), Some(value), "{field}");
+    }
+    assert!(!info.contains_key("rra[4].cf"), "only four archives");
+    assert_eq!(
+        info.keys()
+            .filter(|k| k.starts_with("ds["))
+            .map(|k| &k[..9])
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        1,
+        "one data source"
+    );
+
+    // Each row ending at T0 + 300 i holds the gauge value written at that time; the first
+    // point only covers the one second since the file's start, so its row is unknown.
+    let rows = fetch(&file, "AVERAGE", T0 - 600, T0 + 300 * 11, None);
+    assert_eq!(rows.first().map(|r| r.0), Some(T0 - 300));
+    assert_rows_hold(&rows, &points[1..]);
+}
+
+#[test]
+fn counter_series_from_unit_c_stores_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let key = key("router", "eth0", "octets");
+    // +600 per 300 s (2/s) for four steps, then +900 per 300 s (3/s).
+    let mut count = 1_000_000.0;
+    let mut points = vec![(T0, count)];
+    for i in 1..=8 {
+        count += if i <= 4 { 600.0 } else { 900.0 };
+        points.push((T0 + 300 * i, count));
+    }
+    let report = backend.write(&[batch(&key, "c", &points)]).unwrap();
+    assert_eq!(report.written, 9);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let file = backend.series_path(&key).unwrap();
+    assert_eq!(info(&file)["ds[value].type"], "\"COUNTER\"");
+    let rows = fetch(&file, "AVERAGE", T0 - 300, T0 + 300 * 8, None);
+    let rates: Vec<_> = (1..=8)
+        .map(|i| (T0 + 300 * i, if i <= 4 { 2.0 } else { 3.0 }))
+        .collect();
+    assert_rows_hold(&rows, &rates);
+}
+
+#[test]
+fn counter_values_that_are_not_whole_numbers_fail_that_series_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let bad = key("h", "s", "fractional");
+    let good = key("h", "s", "fine");
+    let report = backend
+        .write(&[
+            batch(&bad, "c", &[(T0, 10.0), (T0 + 300, 12.5)]),
+            batch(&good, "c", &[(T0, 10.0), (T0 + 300, 610.0)]),
+        ])
+        .unwrap();
+    assert_eq!(report.written, 2);
+    assert_eq!(report.failed.len(), 1);
+    let (failed_key, error) = &report.failed[0];
+    assert_eq!(failed_key, &bad);
+    let message = error.to_string();
+    assert!(message.contains("fractional/value.rrd"), "{message}");
+    assert!(message.contains("12.5"), "{message}");
+    let good_file = backend.series_path(&good).unwrap();
+    assert_rows_hold(
+        &fetch(&good_file, "AVERAGE", T0 - 300, T0 + 300, None),
+        &[(T0 + 300, 2.0)],
+    );
+}
+
+#[test]
+fn late_points_are_counted_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key("db", "load", "load1");
+    let mut backend = opsview_backend(dir.path());
+    let first = series(4, |i| 10.0 + i as f64); // T0 .. T0+900
+    assert_eq!(
+        backend.write(&[batch(&key, "", &first)]).unwrap().written,
+        4
+    );
+
+    // T0+600 is before the last update, T0+900 equal to it: both late; T0+1200 is new.
+    let report = backend
+        .write(&[batch(
+            &key,
+            "",
+            &[(T0 + 600, 99.0), (T0 + 900, 99.0), (T0 + 1200, 20.0)],
+        )])
+        .unwrap();
+    assert_eq!((report.written, report.late), (1, 2));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    // A new backend learns the last update from the file itself.
+    let mut reopened = opsview_backend(dir.path());
+    let report = reopened
+        .write(&[batch(&key, "", &[(T0 + 1200, 77.0), (T0 + 1500, 30.0)])])
+        .unwrap();
+    assert_eq!((report.written, report.late), (1, 1));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let file = backend.series_path(&key).unwrap();
+    assert_eq!(info(&file)["last_update"], (T0 + 1500).to_string());
+    assert_rows_hold(
+        &fetch(&file, "AVERAGE", T0 - 300, T0 + 1500, None),
+        &[
+            (T0 + 300, 11.0),
+            (T0 + 600, 12.0),
+            (T0 + 900, 13.0),
+            (T0 + 1200, 20.0),
+            (T0 + 1500, 30.0),
+        ],
+    );
+
+    // A batch that is all late writes nothing and touches nothing.
+    let report = reopened.write(&[batch(&key, "", &[(T0, 1.0)])]).unwrap();
+    assert_eq!((report.written, report.late), (0, 1));
+    assert_eq!(info(&file)["last_update"], (T0 + 1500).to_string());
+}
+
+#[test]
+fn batches_across_several_calls_and_series_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let keys: Vec<_> = (0..5)
+        .map(|i| key("host", "svc", &format!("m{i}")))
+        .collect();
+    let value = |series: usize, i: usize| (series * 1000 + i) as f64 / 8.0;
+    for call in 0..3 {
+        let batches: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(s, key)| {
+                let points: Vec<_> = (call * 4..call * 4 + 4)
+                    .map(|i| (T0 + 300 * i as i64, value(s, i)))
+                    .collect();
+                batch(key, "B", &points)
+            })
+            .collect();
+        let report = backend.write(&batches).unwrap();
+        assert_eq!((report.written, report.late), (20, 0), "call {call}");
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+    }
+    for (s, key) in keys.iter().enumerate() {
+        let file = backend.series_path(key).unwrap();
+        let expected: Vec<_> = (1..12)
+            .map(|i| (T0 + 300 * i as i64, value(s, i)))
+            .collect();
+        assert_rows_hold(
+            &fetch(&file, "AVERAGE", T0 - 300, T0 + 300 * 11, None),
+            &expected,
+        );
+    }
+}
+
+#[test]
+fn hostile_names_stay_inside_the_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut backend = opsview_backend(&data);
+    let hostile = key("../../etc", "a/b", "..");
+    let too_long = key("h", "s", &"x".repeat(300));
+    let report = backend
+        .write(&[
+            batch(&hostile, "", &[(T0, 1.0), (T0 + 300, 2.0)]),
+            batch(&too_long, "", &[(T0, 1.0)]),
+        ])
+        .unwrap();
+    assert_eq!(report.written, 2);
+    assert_eq!(report.failed.len(), 1);
+    let (failed_key, error) = &report.failed[0];
+    assert_eq!(failed_key, &too_long);
+    assert!(
+        matches!(error, BackendError::NameTooLong { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("300 bytes, limit 255"),
+        "{error}"
+    );
+
+    // Exactly one file, under the data directory, nothing beside it, nothing truncated.
+    assert_eq!(
+        files_under(root.path()),
+        [std::path::PathBuf::from(
+            "data/%2E%2E%2F%2E%2E%2Fetc/a%2Fb/%2E%2E/value.rrd"
+        )]
+    );
+    let file = backend.series_path(&hostile).unwrap();
+    assert_eq!(info(&file)["last_update"], (T0 + 300).to_string());
+}
+
+#[test]
+fn one_broken_file_fails_its_series_with_the_file_named_and_others_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let broken = key("h", "s", "broken");
+    let fine = key("h", "s", "fine");
+    let broken_file = backend.series_path(&broken).unwrap();
+    std::fs::create_dir_all(broken_file.parent().unwrap()).unwrap();
+    std::fs::write(&broken_file, b"this is not an RRD file").unwrap();
+
+    let report = backend
+        .write(&[
+            batch(&broken, "", &[(T0, 1.0)]),
+            batch(&fine, "", &[(T0, 1.0), (T0 + 300, 5.0)]),
+        ])
+        .unwrap();
+    assert_eq!(report.written, 2);
+    assert_eq!(report.failed.len(), 1);
+    let (failed_key, error) = &report.failed[0];
+    assert_eq!(failed_key, &broken);
+    assert!(
+        error.to_string().contains(broken_file.to_str().unwrap()),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&broken_file).unwrap(),
+        b"this is not an RRD file"
+    );
+    let fine_file = backend.series_path(&fine).unwrap();
+    assert_eq!(info(&fine_file)["last_update"], (T0 + 300).to_string());
+}
+
+fn read_rows(
+    backend: &mut RrdBackend,
+    key: &perfpipe_backend::SeriesKey,
+    query: RangeQuery,
+) -> Vec<(i64, Option<f64>)> {
+    let range = backend.read(key, &query).unwrap();
+    range
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (range.start + i as i64 * i64::from(range.step), v))
+        .collect()
+}
+
+#[test]
+fn reads_equal_rrdtool_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RrdConfig {
+        rras: [
+            "RRA:AVERAGE:0.5:1:600",
+            "RRA:AVERAGE:0.5:6:700",
+            "RRA:MAX:0.5:1:600",
+            "RRA:MIN:0.5:6:700",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect(),
+        ..RrdConfig::default()
+    };
+    let mut backend = RrdBackend::new(dir.path(), config).unwrap();
+    let key = key("h", "s", "wave");
+    let points = series(60, |i| ((i * 7) % 11) as f64 + 0.5);
+    backend.write(&[batch(&key, "", &points)]).unwrap();
+    let file = backend.series_path(&key).unwrap();
+    let end = T0 + 300 * 59;
+
+    for (consolidation, cf, step) in [
+        (Consolidation::Average, "AVERAGE", None),
+        (Consolidation::Average, "AVERAGE", Some(1800)),
+        (Consolidation::Max, "MAX", None),
+        (Consolidation::Min, "MIN", Some(1800)),
+    ] {
+        let query = RangeQuery {
+            start: T0,
+            end,
+            step,
+            consolidation,
+        };
+        let ours = read_rows(&mut backend, &key, query);
+        let theirs = fetch(&file, cf, T0, end, step);
+        assert!(theirs.len() >= 10, "{cf} {step:?}: {theirs:?}");
+        assert!(
+            theirs.iter().filter(|r| r.1.is_some()).count() >= 9,
+            "{theirs:?}"
+        );
+        assert_rows_eq(&ours, &theirs);
+    }
+
+    // The 1800 s row ending at T0 + 1800 is the mean of the six 300 s values after T0 (T0 is a multiple of 1800).
+    let coarse = read_rows(
+        &mut backend,
+        &key,
+        RangeQuery {
+            start: T0,
+            end,
+            step: Some(1800),
+            consolidation: Consolidation::Average,
+        },
+    );
+    let (time, value) = coarse[0];
+    assert_eq!(
+        time,
+        T0 + 1800,
+        "the first row ends one step after the start"
+    );
+    let mean = points[1..=6].iter().map(|p| p.1).sum::<f64>() / 6.0;
+    assert!(close(value.unwrap(), mean), "{value:?} vs {mean}");
+}
+
+#[test]
+fn reading_a_consolidation_without_its_archive_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let key = key("h", "s", "m");
+    backend
+        .write(&[batch(&key, "", &series(4, |i| i as f64))])
+        .unwrap();
+    let query = RangeQuery {
+        start: T0,
+        end: T0 + 900,
+        step: None,
+        consolidation: Consolidation::Max,
+    };
+    let error = backend.read(&key, &query).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("has no MAX archive"), "{message}");
+    assert!(message.contains("h/s/m/value.rrd"), "{message}");
+
+    let missing = backend
+        .read(&common::key("h", "s", "nothing"), &query)
+        .unwrap_err();
+    assert!(matches!(missing, BackendError::NotFound(_)), "{missing:?}");
+    let reversed = RangeQuery {
+        start: T0,
+        end: T0,
+        step: None,
+        consolidation: Consolidation::Average,
+    };
+    assert!(backend.read(&key, &reversed).is_err());
+}
+
+#[test]
+fn configured_step_and_heartbeat_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: RrdConfig =
+        toml::from_str("step = 60\nheartbeat = 120\nrras = [\"RRA:LAST:0.5:1:100\"]").unwrap();
+    let mut backend = RrdBackend::new(dir.path(), config).unwrap();
+    let key = key("h", "s", "m");
+    let report = backend
+        .write(&[batch(
+            &key,
+            "",
+            &[(T0, 1.0), (T0 + 60, 2.0), (T0 + 120, 3.0)],
+        )])
+        .unwrap();
+    assert_eq!(report.written, 3);
+    let info = info(&backend.series_path(&key).unwrap());
+    assert_eq!(info["step"], "60");
+    assert_eq!(info["ds[value].minimal_heartbeat"], "120");
+    assert_eq!(info["rra[0].cf"], "\"LAST\"");
+    assert_eq!(info["rra[0].rows"], "100");
+    assert!(!info.contains_key("rra[1].cf"));
+}
