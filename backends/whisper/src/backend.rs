@@ -76,12 +76,13 @@ pub const MAX_OPEN_FILES: usize = 4096;
 
 /// perfpipe's Whisper storage backend.
 ///
-/// Files stay open between calls (at most [`MAX_OPEN_FILES`]; when full, half are closed), so a
-/// write costs no path lookup, `open`, header read or `close`: the header of a Whisper file
-/// never changes after creation, and the points are read afresh at every update. This relies
-/// on the backend's contract that it is a series' only writer. A file removed or replaced
-/// behind its back (by an operator, or a delete that moves it to the trash) must be followed by
-/// [`WhisperBackend::close_files`], or writes would go to the old file.
+/// Files stay open and memory-mapped between calls (at most [`MAX_OPEN_FILES`]; when full, half
+/// are closed), so a write costs no `open`, header read, `mmap` or `close`: the header of a
+/// Whisper file never changes after creation, and the points are read afresh at every update.
+/// Before each write one `stat` checks that the path still names the open file at its length
+/// ([`WhisperFile::is_current`]); a file replaced (`whisper-resize`), truncated or removed by
+/// someone else is reopened, so no write goes to a file nobody reads. This relies on the
+/// backend's contract that it is a series' only writer.
 pub struct WhisperBackend {
     config: WhisperConfig,
     clock: Clock,
@@ -152,6 +153,13 @@ impl WhisperBackend {
                 .iter()
                 .map(|point| (point.timestamp, point.value)),
         );
+        if self
+            .open_files
+            .get(&batch.key)
+            .is_some_and(|file| !file.is_current())
+        {
+            self.open_files.remove(&batch.key);
+        }
         if let Some(file) = self.open_files.get_mut(&batch.key) {
             return match file.update_many(points, now) {
                 Ok(summary) => Ok((summary.stored, summary.dropped)),

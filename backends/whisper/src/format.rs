@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
 use crate::page_cache::PageCache;
+use memmap2::MmapMut;
 use crate::python_set_order::python_set_order;
 use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
 
@@ -279,6 +280,10 @@ pub struct WhisperFile {
     file: File,
     path: PathBuf,
     header: Header,
+    /// The whole file mapped, for files opened for writing (see `page_cache`).
+    map: Option<MmapMut>,
+    /// Device, inode and length when opened, to notice a file replaced or truncated since.
+    identity: (u64, u64, u64),
 }
 
 impl WhisperFile {
@@ -329,10 +334,14 @@ impl WhisperFile {
             let _ = std::fs::remove_file(path);
             return Err(WhisperError::io("create", path, error));
         }
+        let map = map_file(&file, path, file_len)?;
+        let identity = identity(&file, path)?;
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
+            map: Some(map),
+            identity,
         })
     }
 
@@ -357,10 +366,29 @@ impl WhisperFile {
             .map_err(|error| WhisperError::io("stat", path, error))?
             .len();
         let header = Header::read(&file, path, file_len)?;
+        let map = if write {
+            Some(map_file(&file, path, file_len)?)
+        } else {
+            None
+        };
+        let identity = identity(&file, path)?;
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
+            map,
+            identity,
+        })
+    }
+
+    /// Whether the path still names this open file, at the length it had when opened: false
+    /// once another program replaced it (`whisper-resize` renames a new file over the old one)
+    /// or changed its length. One `stat`; a file kept open across writes is checked before
+    /// each, so no write goes to a file nobody will read again.
+    pub fn is_current(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|now| {
+            use std::os::unix::fs::MetadataExt;
+            (now.dev(), now.ino(), now.len()) == self.identity
         })
     }
 
@@ -431,7 +459,7 @@ impl WhisperFile {
         }
 
         let mut writer = ArchiveWriter {
-            cache: PageCache::new(&self.file, &self.path),
+            cache: PageCache::new(&self.file, &self.path, self.map.as_mut()),
             header: &self.header,
             bases: vec![None; self.header.archives.len()],
         };
@@ -756,6 +784,28 @@ fn decode_slots(bytes: &[u8], first: i64, step: i64) -> Vec<Option<f64>> {
             known.then_some(value)
         })
         .collect()
+}
+
+fn identity(file: &File, path: &Path) -> Result<(u64, u64, u64), WhisperError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = file
+        .metadata()
+        .map_err(|error| WhisperError::io("stat", path, error))?;
+    Ok((metadata.dev(), metadata.ino(), metadata.len()))
+}
+
+/// Maps a file opened for writing. Whisper files never change size after creation, and the
+/// header was checked to lie inside `file_len`, so every access through the map is in bounds.
+/// (A file truncated by another process while mapped would fault: perfpipe is a series' only
+/// writer, and nothing truncates Whisper files.)
+fn map_file(file: &File, path: &Path, file_len: u64) -> Result<MmapMut, WhisperError> {
+    let len = usize::try_from(file_len)
+        .map_err(|_| WhisperError::corrupt(path, format!("{file_len} bytes do not fit memory")))?;
+    // SAFETY: the mapping is shared and writable; the only writer of the file is this process
+    // through this mapping (the backend's contract), and no one shrinks Whisper files, so the
+    // mapped bytes stay valid for the mapping's life.
+    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
+        .map_err(|error| WhisperError::io("map", path, error))
 }
 
 /// The timestamp of an archive's first slot (0 if the archive was never written).

@@ -369,3 +369,40 @@ fn corrupt_files_give_errors_naming_them() {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: file changed");
     }
 }
+
+#[test]
+fn a_file_replaced_behind_the_backend_is_reopened() {
+    // The backend keeps files open between writes; an operator's tool that renames a new file
+    // over the old one (as whisper-resize does) must not make later writes go to the old one.
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_800_000_000;
+    let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
+        .unwrap()
+        .with_clock(move || now);
+    let series = key("h", "s", "m");
+    backend
+        .write(&[batch(&series, &[(now - 120, 1.0)])])
+        .unwrap();
+    let path = backend.series_path(&series).unwrap();
+
+    let replacement = dir.path().join("replacement.wsp");
+    std::fs::copy(&path, &replacement).unwrap();
+    std::fs::rename(&replacement, &path).unwrap();
+    let report = backend
+        .write(&[batch(&series, &[(now - 60, 2.0)])])
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let query = RangeQuery {
+        start: now - 180,
+        end: now,
+        step: None,
+        consolidation: Consolidation::Average,
+    };
+    let mut fresh = WhisperBackend::new(WhisperConfig::new(dir.path()))
+        .unwrap()
+        .with_clock(move || now);
+    let range = fresh.read(&series, &query).unwrap();
+    let known: Vec<f64> = range.values.iter().flatten().copied().collect();
+    assert_eq!(known, [1.0, 2.0], "both points are in the file at the path");
+}
