@@ -79,7 +79,7 @@ pub const MAX_OPEN_FILES: usize = 4096;
 /// Files stay open and memory-mapped between calls (at most [`MAX_OPEN_FILES`]; when full, half
 /// are closed), so a write costs no `open`, header read, `mmap` or `close`: the header of a
 /// Whisper file never changes after creation, and the points are read afresh at every update.
-/// Before each write one `stat` checks that the path still names the open file at its length
+/// Before each write one `fstat` checks that the open file still has a name and its length
 /// ([`WhisperFile::is_current`]); a file replaced (`whisper-resize`), truncated or removed by
 /// someone else is reopened, so no write goes to a file nobody reads. This relies on the
 /// backend's contract that it is a series' only writer.

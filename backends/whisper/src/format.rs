@@ -49,9 +49,9 @@ use std::path::{Path, PathBuf};
 use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
 use crate::page_cache::PageCache;
-use memmap2::MmapMut;
 use crate::python_set_order::python_set_order;
 use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
+use memmap2::MmapMut;
 
 /// Bytes of the metadata block.
 pub const METADATA_SIZE: u64 = 16;
@@ -282,8 +282,8 @@ pub struct WhisperFile {
     header: Header,
     /// The whole file mapped, for files opened for writing (see `page_cache`).
     map: Option<MmapMut>,
-    /// Device, inode and length when opened, to notice a file replaced or truncated since.
-    identity: (u64, u64, u64),
+    /// Length when opened, to notice a file truncated or extended since.
+    opened_len: u64,
 }
 
 impl WhisperFile {
@@ -335,13 +335,12 @@ impl WhisperFile {
             return Err(WhisperError::io("create", path, error));
         }
         let map = map_file(&file, path, file_len)?;
-        let identity = identity(&file, path)?;
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
             map: Some(map),
-            identity,
+            opened_len: file_len,
         })
     }
 
@@ -371,25 +370,26 @@ impl WhisperFile {
         } else {
             None
         };
-        let identity = identity(&file, path)?;
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
             map,
-            identity,
+            opened_len: file_len,
         })
     }
 
-    /// Whether the path still names this open file, at the length it had when opened: false
-    /// once another program replaced it (`whisper-resize` renames a new file over the old one)
-    /// or changed its length. One `stat`; a file kept open across writes is checked before
-    /// each, so no write goes to a file nobody will read again.
+    /// Whether this open file is still the one its path names, at the length it had when
+    /// opened: false once it was unlinked (removed, or replaced by a rename over it, as
+    /// `whisper-resize` does: the old inode then has no links) or its length changed. One
+    /// `fstat`, no path lookup; a file kept open across writes is checked before each, so no
+    /// write goes to a file nobody will read again. (A new file copied *into* the old one keeps
+    /// the inode, and the map sees its bytes: that is not a stale file.)
     pub fn is_current(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|now| {
-            use std::os::unix::fs::MetadataExt;
-            (now.dev(), now.ino(), now.len()) == self.identity
-        })
+        use std::os::unix::fs::MetadataExt;
+        self.file
+            .metadata()
+            .is_ok_and(|now| now.nlink() > 0 && now.len() == self.opened_len)
     }
 
     /// The file's header (whisper's `info`).
@@ -784,14 +784,6 @@ fn decode_slots(bytes: &[u8], first: i64, step: i64) -> Vec<Option<f64>> {
             known.then_some(value)
         })
         .collect()
-}
-
-fn identity(file: &File, path: &Path) -> Result<(u64, u64, u64), WhisperError> {
-    use std::os::unix::fs::MetadataExt;
-    let metadata = file
-        .metadata()
-        .map_err(|error| WhisperError::io("stat", path, error))?;
-    Ok((metadata.dev(), metadata.ino(), metadata.len()))
 }
 
 /// Maps a file opened for writing. Whisper files never change size after creation, and the
