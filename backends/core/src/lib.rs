@@ -23,6 +23,21 @@ pub struct SeriesKey {
     pub metric: String,
 }
 
+impl SeriesKey {
+    /// The series `host`/`service`/`metric`.
+    pub fn new(
+        host: impl Into<String>,
+        service: impl Into<String>,
+        metric: impl Into<String>,
+    ) -> Self {
+        SeriesKey {
+            host: host.into(),
+            service: service.into(),
+            metric: metric.into(),
+        }
+    }
+}
+
 impl fmt::Display for SeriesKey {
     /// The `host::service::metric` form of the query API.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,6 +86,24 @@ pub struct SeriesBatch {
     pub ds_type: DataSourceType,
     /// The points, oldest first.
     pub points: Vec<Point>,
+}
+
+impl SeriesBatch {
+    /// A batch of `(timestamp, value)` points, its data-source type implied by `uom`
+    /// ([`DataSourceType::for_unit`]). The caller keeps the batch's promise: sorted by time,
+    /// no duplicate timestamps.
+    pub fn new(key: SeriesKey, uom: impl Into<String>, points: &[(i64, f64)]) -> Self {
+        let uom = uom.into();
+        SeriesBatch {
+            key,
+            ds_type: DataSourceType::for_unit(&uom),
+            uom,
+            points: points
+                .iter()
+                .map(|&(timestamp, value)| Point { timestamp, value })
+                .collect(),
+        }
+    }
 }
 
 /// How values are combined when a range is read at a coarser step than stored.

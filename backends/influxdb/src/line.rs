@@ -231,7 +231,7 @@ pub fn encode_series(batch: &SeriesBatch, escaping: TagEscaping) -> Result<Serie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use perfpipe_backend::{DataSourceType, Point, SeriesKey};
+    use perfpipe_backend::{DataSourceType, SeriesKey};
     use proptest::prelude::*;
 
     fn batch(
@@ -241,19 +241,9 @@ mod tests {
         uom: &str,
         points: &[(i64, f64)],
     ) -> SeriesBatch {
-        SeriesBatch {
-            key: SeriesKey {
-                host: host.into(),
-                service: service.into(),
-                metric: metric.into(),
-            },
-            uom: uom.into(),
-            ds_type: DataSourceType::Gauge,
-            points: points
-                .iter()
-                .map(|&(timestamp, value)| Point { timestamp, value })
-                .collect(),
-        }
+        let mut batch = SeriesBatch::new(SeriesKey::new(host, service, metric), uom, points);
+        batch.ds_type = DataSourceType::Gauge;
+        batch
     }
 
     #[test]

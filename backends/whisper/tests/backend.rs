@@ -5,32 +5,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use perfpipe_backend::{
-    Backend, BackendError, Consolidation, DataSourceType, Point, RangeQuery, SeriesBatch, SeriesKey,
-};
+use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery, SeriesBatch, SeriesKey};
 use perfpipe_whisper::{
     parse_retentions, AggregationMethod, WhisperBackend, WhisperConfig, WhisperFile,
 };
 use serde_json::Value;
 
 fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
-    SeriesKey {
-        host: host.to_owned(),
-        service: service.to_owned(),
-        metric: metric.to_owned(),
-    }
+    SeriesKey::new(host, service, metric)
 }
 
 fn batch(key: &SeriesKey, points: &[(i64, f64)]) -> SeriesBatch {
-    SeriesBatch {
-        key: key.clone(),
-        uom: "ms".to_owned(),
-        ds_type: DataSourceType::Gauge,
-        points: points
-            .iter()
-            .map(|&(timestamp, value)| Point { timestamp, value })
-            .collect(),
-    }
+    SeriesBatch::new(key.clone(), "ms", points)
 }
 
 fn system_now() -> i64 {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use perfpipe_backend::{DataSourceType, Point, SeriesBatch, SeriesKey};
+use perfpipe_backend::{SeriesBatch, SeriesKey};
 use tempfile::TempDir;
 
 /// How long a server may take to answer its first ping.
@@ -240,7 +240,7 @@ impl Drop for VictoriaMetrics {
     }
 }
 
-/// A gauge series of `points`.
+/// A series of `points`, its type from `uom`.
 pub fn series(
     host: &str,
     service: &str,
@@ -248,19 +248,7 @@ pub fn series(
     uom: &str,
     points: &[(i64, f64)],
 ) -> SeriesBatch {
-    SeriesBatch {
-        key: SeriesKey {
-            host: host.into(),
-            service: service.into(),
-            metric: metric.into(),
-        },
-        uom: uom.into(),
-        ds_type: DataSourceType::for_unit(uom),
-        points: points
-            .iter()
-            .map(|&(timestamp, value)| Point { timestamp, value })
-            .collect(),
-    }
+    SeriesBatch::new(SeriesKey::new(host, service, metric), uom, points)
 }
 
 /// Labels that break naive line protocol, or InfluxDB 1.x, each in a series of its own.
