@@ -23,6 +23,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Storage backends that receive every point: any of `whisper`, `rrd`, `influxdb`.
     pub backends: Vec<BackendKind>,
+    /// Largest request body the HTTP API takes (413 beyond).
+    pub max_body_size: ByteSize,
     pub whisper: WhisperConfig,
     pub rrd: RrdConfig,
     /// The InfluxDB backend's own settings (see `perfpipe_influxdb::InfluxConfig`).
@@ -39,6 +41,7 @@ impl Default for Config {
             listen: "127.0.0.1:8480".into(),
             data_dir: PathBuf::from("./data"),
             backends: vec![BackendKind::Whisper],
+            max_body_size: ByteSize::mb(32),
             whisper: WhisperConfig::default(),
             rrd: RrdConfig::default(),
             influxdb: InfluxConfig::default(),

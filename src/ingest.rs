@@ -13,20 +13,17 @@
 //! with its line; the rest is stored. A summary line ends the run; the exit status is non-zero
 //! when anything was refused or failed to store.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
-use perfpipe_checkresult::{json, spool, CheckResult, EnvelopeError, Location};
+use perfpipe_backend::{Backend, DataSourceType, SeriesBatch};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 
 use crate::config::Config;
-
-/// The service name host perfdata is stored under.
-pub const HOST_SERVICE: &str = "_HOST_";
+use crate::enqueuer::SeriesPoints;
+use crate::intake::{self, Format};
 
 /// Series handed to the backends per write call.
 const SERIES_PER_WRITE: usize = 1000;
@@ -72,12 +69,6 @@ impl Totals {
     }
 }
 
-/// The points read so far for one series.
-struct SeriesPoints {
-    uom: String,
-    points: Vec<Point>,
-}
-
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     if let Some(url) = args.url {
         anyhow::bail!(
@@ -92,20 +83,23 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let input = read_input(&args.input)?;
     let progress = progress_bar(input.len() as u64);
-
-    let mut totals = Totals::default();
-    let mut series: HashMap<SeriesKey, SeriesPoints> = HashMap::new();
-    read_results(
-        &input,
-        &mut totals,
-        &progress,
-        |result, location, totals| add_result(&result, location, &mut series, totals),
-    );
+    let intake = intake::read(&input, Format::Detect);
+    progress.inc(input.len() as u64);
     progress.finish_and_clear();
+
+    let mut totals = Totals {
+        results: intake.results,
+        points: intake.points,
+        unknown_values: intake.unknown_values,
+        ..Totals::default()
+    };
+    for error in &intake.errors {
+        totals.problem(error);
+    }
 
     let mut backends = crate::storage::open_backends(&config)?;
     let mut catalogue = crate::storage::open_catalogue(&config)?;
-    store(series, &mut backends, &mut catalogue, &mut totals)?;
+    store(intake.series, &mut backends, &mut catalogue, &mut totals)?;
 
     let stored: String = totals
         .stored
@@ -148,105 +142,17 @@ fn progress_bar(bytes: u64) -> ProgressBar {
     bar
 }
 
-/// Reads every check result of `input`, handing each to `accept` and reporting bad records.
-fn read_results<'a>(
-    input: &'a [u8],
-    totals: &mut Totals,
-    progress: &ProgressBar,
-    mut accept: impl FnMut(CheckResult<'a>, Location, &mut Totals),
-) {
-    // A whole `{"results": [...]}` body, if that is what the input is.
-    if let Ok(text) = std::str::from_utf8(input) {
-        if text.trim_start().starts_with('{') {
-            if let Ok(records) = json::read_body(text) {
-                for (index, record) in records.into_iter().enumerate() {
-                    match record {
-                        Ok(result) => accept(result, Location::Result(index), totals),
-                        Err(error) => totals.problem(error),
-                    }
-                }
-                progress.inc(input.len() as u64);
-                return;
-            }
-        }
-    }
-    for (index, line) in input.split(|&b| b == b'\n').enumerate() {
-        progress.inc(line.len() as u64 + 1);
-        let location = Location::Line(index + 1);
-        let Ok(line) = std::str::from_utf8(line) else {
-            totals.problem(EnvelopeError {
-                location,
-                field: None,
-                message: "not valid UTF-8".into(),
-            });
-            continue;
-        };
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = if line.starts_with('{') {
-            json::read_result(line, location)
-        } else {
-            spool::read_line(line, location)
-        };
-        match record {
-            Ok(result) => accept(result, location, totals),
-            Err(error) => totals.problem(error),
-        }
-    }
-}
-
-fn add_result(
-    result: &CheckResult<'_>,
-    location: Location,
-    series: &mut HashMap<SeriesKey, SeriesPoints>,
-    totals: &mut Totals,
-) {
-    totals.results += 1;
-    let service = result.service.as_deref().unwrap_or(HOST_SERVICE);
-    for metric in perfpipe_perfdata::Reader::new(&result.perfdata) {
-        let metric = match metric {
-            Ok(metric) => metric,
-            Err(error) => {
-                totals.problem(format!("{location}, perfdata: {error}"));
-                continue;
-            }
-        };
-        let Some(value) = metric.value else {
-            totals.unknown_values += 1;
-            continue;
-        };
-        totals.points += 1;
-        let key = SeriesKey {
-            host: result.host.to_string(),
-            service: service.to_string(),
-            metric: metric.label.into_owned(),
-        };
-        let entry = series.entry(key).or_insert_with(|| SeriesPoints {
-            uom: metric.uom.to_string(),
-            points: Vec::new(),
-        });
-        // The unit of the newest result wins, as the catalogue keeps the latest unit.
-        metric.uom.clone_into(&mut entry.uom);
-        entry.points.push(Point {
-            timestamp: result.timestamp,
-            value,
-        });
-    }
-}
-
 /// Sorts and de-duplicates every series, writes them to every backend in batches, and records
 /// them in the catalogue.
 fn store(
-    series: HashMap<SeriesKey, SeriesPoints>,
+    series: Vec<SeriesPoints>,
     backends: &mut [Box<dyn Backend>],
     catalogue: &mut Catalogue,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
     let mut batches: Vec<SeriesBatch> = series
         .into_iter()
-        .map(|(key, mut series)| {
+        .map(|mut series| {
             // Stable sort: among equal timestamps the first read stays first and is kept.
             series.points.sort_by_key(|point| point.timestamp);
             let before = series.points.len();
@@ -254,7 +160,7 @@ fn store(
             totals.duplicates += (before - series.points.len()) as u64;
             SeriesBatch {
                 ds_type: DataSourceType::for_unit(&series.uom),
-                key,
+                key: series.key,
                 uom: series.uom,
                 points: series.points,
             }

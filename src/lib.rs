@@ -5,8 +5,11 @@
 //! Errors reach the binary as `anyhow::Error` (this is the application edge); the crates below
 //! keep typed errors.
 
+pub mod api;
 pub mod config;
+pub mod enqueuer;
 pub mod ingest;
+pub mod intake;
 pub mod parse;
 pub mod routing;
 pub mod server;

@@ -1,20 +1,19 @@
-//! `perfpipe serve`: the node's HTTP listener.
-//!
-//! For now the node answers `GET /health` (200 while it accepts writes) so a load balancer can
-//! watch it; the write, query and cache APIs of ARCHITECTURE.md are added on this router. The
-//! server stops cleanly on SIGINT or SIGTERM: it stops accepting, lets requests in flight
-//! finish, and exits 0.
+//! `perfpipe serve`: a node. Opens the stores, starts the enqueuer's shard threads and the
+//! HTTP API (see `api`), and runs until SIGINT or SIGTERM. Then it stops accepting, lets
+//! requests in flight finish, flushes every queue to the backends, and exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
-use axum::routing::get;
-use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::api::Node;
 use crate::config::Config;
+use crate::enqueuer::{Enqueuer, EnqueuerSettings};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -30,7 +29,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
     let listen = match args.listen {
         Some(listen) => listen,
         None => config
@@ -38,37 +37,61 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("listen = {:?} is not an address", config.listen))?,
     };
-    let data_dir = args.data_dir.unwrap_or(config.data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+
+    let settings = EnqueuerSettings {
+        shards: config.enqueuer.shards,
+        max_batch_points: config.enqueuer.max_batch_points,
+        max_batch_age: config.enqueuer.max_batch_age,
+        max_queued_points: config.enqueuer.max_queued_points,
+    };
+    let stores_config = config.clone();
+    let enqueuer = Enqueuer::start(
+        settings,
+        Arc::new(move || {
+            Ok((
+                crate::storage::open_backends(&stores_config)?,
+                crate::storage::open_catalogue(&stores_config)?,
+            ))
+        }),
+    )?;
+    let node = Arc::new(Node {
+        config,
+        enqueuer,
+        started: Instant::now(),
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(listen))
+    runtime.block_on(run(listen, node.clone()))?;
+    drop(runtime);
+
+    // Every request has finished; the node is ours alone again.
+    let node = Arc::into_inner(node).context("requests still hold the node after shutdown")?;
+    let queued = node.enqueuer.queued();
+    info!(queued, "flushing queues");
+    node.enqueuer.shutdown();
+    info!("stopped");
+    Ok(())
 }
 
-async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     info!(%address, "listening");
-    axum::serve(listener, router())
+    axum::serve(listener, crate::api::router(node))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
-    info!("stopped");
     Ok(())
-}
-
-fn router() -> Router {
-    Router::new().route("/health", get(health))
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,0 +1,67 @@
+//! The node's HTTP API: the router and the state every handler shares.
+//!
+//! The front end holds no state of its own: any node accepts any write, parses it, and hands
+//! the points to the enqueuer. Handlers do their CPU work (parsing, file reads, SQLite) on
+//! tokio's blocking pool, never on the async workers.
+
+mod query;
+mod status;
+mod write;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::config::Config;
+use crate::enqueuer::Enqueuer;
+
+/// What every handler can reach.
+pub struct Node {
+    pub config: Config,
+    pub enqueuer: Enqueuer,
+    pub started: Instant,
+}
+
+/// The router of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.config.max_body_size.as_u64() as usize;
+    Router::new()
+        .route("/health", get(status::health))
+        .route("/status", get(status::status))
+        .route("/metrics", get(status::metrics))
+        .route("/api/v1/write", post(write::write))
+        .route("/api/v1/query", get(query::query))
+        .route("/api/v1/hosts", get(query::hosts))
+        .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+/// An error answer: `{"error": "..."}` with its status.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+    }
+}
+
+/// Runs blocking work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?
+}

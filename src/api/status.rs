@@ -1,0 +1,124 @@
+//! `GET /health` (for load balancers), `GET /status` (for people and scripts) and
+//! `GET /metrics` (Prometheus text format): the node's own counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::Node;
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
+    let counters = node.enqueuer.counters();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let backends: Vec<Value> = counters
+        .backends
+        .iter()
+        .map(|backend| {
+            json!({
+                "name": backend.name,
+                "written": load(&backend.written),
+                "late": load(&backend.late),
+                "failed": load(&backend.failed),
+                "retries": load(&backend.retries),
+            })
+        })
+        .collect();
+    Json(json!({
+        "node": node.config.cluster.self_node,
+        "uptime_seconds": node.started.elapsed().as_secs(),
+        "shards": node.enqueuer.shards(),
+        "queued_points": node.enqueuer.queued(),
+        "max_queued_points": node.config.enqueuer.max_queued_points,
+        "points": {
+            "accepted": load(&counters.accepted),
+            "refused": load(&counters.refused),
+            "duplicates": load(&counters.duplicates),
+        },
+        "flushes": load(&counters.flushes),
+        "backends": backends,
+    }))
+}
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let counters = node.enqueuer.counters();
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(text, "{name}{labels} {value}");
+        }
+    };
+    let plain = |value: u64| vec![(String::new(), value)];
+    metric(
+        "perfpipe_points_accepted_total",
+        "counter",
+        "Points taken into the queues.",
+        &plain(counters.accepted.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_points_refused_total",
+        "counter",
+        "Points refused because the queues were full (503).",
+        &plain(counters.refused.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_points_duplicate_total",
+        "counter",
+        "Points dropped for a duplicate timestamp in their series.",
+        &plain(counters.duplicates.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_points_queued",
+        "gauge",
+        "Points queued and not yet written.",
+        &plain(node.enqueuer.queued() as u64),
+    );
+    metric(
+        "perfpipe_flushes_total",
+        "counter",
+        "Flushes of series queues to the backends.",
+        &plain(counters.flushes.load(Ordering::Relaxed)),
+    );
+    let per_backend = |pick: fn(&crate::enqueuer::BackendCounters) -> u64| -> Vec<(String, u64)> {
+        counters
+            .backends
+            .iter()
+            .map(|backend| (format!("{{backend=\"{}\"}}", backend.name), pick(backend)))
+            .collect()
+    };
+    metric(
+        "perfpipe_points_written_total",
+        "counter",
+        "Points stored, per backend.",
+        &per_backend(|b| b.written.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_points_late_total",
+        "counter",
+        "Points a backend refused as older than its data, per backend.",
+        &per_backend(|b| b.late.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_points_failed_total",
+        "counter",
+        "Points of series a backend could not write, per backend.",
+        &per_backend(|b| b.failed.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_backend_retries_total",
+        "counter",
+        "Backend calls that failed as a whole and were retried.",
+        &per_backend(|b| b.retries.load(Ordering::Relaxed)),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}

@@ -1,0 +1,412 @@
+//! The enqueuer: per-series queues in `shards` worker threads, each of which owns its backends'
+//! files and writes them in batches.
+//!
+//! A series always goes to the same shard (`fnv1a_64(host \0 service \0 metric) % shards`), and
+//! each shard is one OS thread that alone holds its `Backend`s and its catalogue connection, so
+//! no two threads ever write one file. A shard flushes a series when its queue reaches
+//! `max_batch_points` or its oldest point has waited `max_batch_age`; a flush sorts the points
+//! by time, drops duplicate timestamps (the first received is kept, the rest counted), writes
+//! all due series to every backend in one call each, and records them in the catalogue.
+//!
+//! Memory is bounded: [`Enqueuer::enqueue`] reserves room for its points against
+//! `max_queued_points` before handing them over and refuses the whole request when it does not
+//! fit ([`QueueFull`]); the front end answers that with 503 and `Retry-After`, never by growing
+//! or dropping. A backend call that fails as a whole (a server down) is retried with backoff,
+//! the points staying queued; per-series failures are logged with the series and counted.
+//! [`Enqueuer::shutdown`] flushes every queue and joins the threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
+use perfpipe_sqlite::{Catalogue, SeriesUpdate};
+use tracing::{error, warn};
+
+use crate::routing::fnv1a_64;
+
+/// Points of one series on their way to its shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesPoints {
+    pub key: SeriesKey,
+    pub uom: String,
+    pub points: Vec<Point>,
+}
+
+/// The queues are full: the request was not taken.
+#[derive(Debug, thiserror::Error)]
+#[error("queues full: {queued} points queued, {wanted} more would pass the limit of {limit}")]
+pub struct QueueFull {
+    pub queued: usize,
+    pub wanted: usize,
+    pub limit: usize,
+}
+
+/// Counters of the whole node, shared by the front end and the shards.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Points taken into the queues.
+    pub accepted: AtomicU64,
+    /// Points refused because the queues were full.
+    pub refused: AtomicU64,
+    /// Points dropped because an earlier point of the same series had the same timestamp.
+    pub duplicates: AtomicU64,
+    /// Flushes done.
+    pub flushes: AtomicU64,
+    /// Per backend, in config order.
+    pub backends: Vec<BackendCounters>,
+}
+
+/// What one backend did with the points handed to it.
+#[derive(Debug)]
+pub struct BackendCounters {
+    pub name: &'static str,
+    pub written: AtomicU64,
+    pub late: AtomicU64,
+    /// Points of series the backend refused (bad names, corrupt files).
+    pub failed: AtomicU64,
+    /// Whole calls that failed and were retried.
+    pub retries: AtomicU64,
+}
+
+/// Queue limits and flush policy.
+#[derive(Debug, Clone)]
+pub struct EnqueuerSettings {
+    pub shards: usize,
+    pub max_batch_points: usize,
+    pub max_batch_age: Duration,
+    pub max_queued_points: usize,
+}
+
+enum Command {
+    Points(Vec<SeriesPoints>),
+    Flush(Sender<()>),
+}
+
+/// The front end's handle on the shards.
+pub struct Enqueuer {
+    senders: Vec<Sender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+    queued: Arc<AtomicUsize>,
+    max_queued_points: usize,
+    counters: Arc<Counters>,
+}
+
+/// Opens one shard's backends and catalogue (called on the shard's own thread's behalf).
+pub type OpenStores =
+    dyn Fn() -> anyhow::Result<(Vec<Box<dyn Backend>>, Catalogue)> + Send + Sync + 'static;
+
+impl Enqueuer {
+    /// Starts `settings.shards` shard threads, each with stores from `open_stores`.
+    pub fn start(
+        settings: EnqueuerSettings,
+        open_stores: Arc<OpenStores>,
+    ) -> anyhow::Result<Enqueuer> {
+        let shards = settings.shards.max(1);
+        let mut opened = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            opened.push(open_stores()?);
+        }
+        let names: Vec<&'static str> = opened[0].0.iter().map(|b| b.name()).collect();
+        let counters = Arc::new(Counters {
+            backends: names
+                .iter()
+                .map(|&name| BackendCounters {
+                    name,
+                    written: AtomicU64::new(0),
+                    late: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    retries: AtomicU64::new(0),
+                })
+                .collect(),
+            ..Counters::default()
+        });
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::with_capacity(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for (index, (backends, catalogue)) in opened.into_iter().enumerate() {
+            let (sender, receiver) = mpsc::channel();
+            let shard = Shard {
+                backends,
+                catalogue,
+                queues: HashMap::new(),
+                settings: settings.clone(),
+                queued: queued.clone(),
+                counters: counters.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || shard.run(receiver))?;
+            senders.push(sender);
+            threads.push(thread);
+        }
+        Ok(Enqueuer {
+            senders,
+            threads,
+            queued,
+            max_queued_points: settings.max_queued_points,
+            counters,
+        })
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Points queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Takes `series` into the queues, or refuses all of it when it does not fit.
+    pub fn enqueue(&self, series: Vec<SeriesPoints>) -> Result<usize, QueueFull> {
+        let wanted: usize = series.iter().map(|s| s.points.len()).sum();
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + wanted <= self.max_queued_points).then_some(queued + wanted)
+            });
+        if let Err(queued) = reserved {
+            self.counters
+                .refused
+                .fetch_add(wanted as u64, Ordering::Relaxed);
+            return Err(QueueFull {
+                queued,
+                wanted,
+                limit: self.max_queued_points,
+            });
+        }
+        let mut per_shard: Vec<Vec<SeriesPoints>> = vec![Vec::new(); self.senders.len()];
+        for series in series {
+            per_shard[shard_of(&series.key, self.senders.len())].push(series);
+        }
+        for (sender, series) in self.senders.iter().zip(per_shard) {
+            if !series.is_empty() {
+                // A shard thread only ends when the enqueuer is dropped.
+                let _ = sender.send(Command::Points(series));
+            }
+        }
+        self.counters
+            .accepted
+            .fetch_add(wanted as u64, Ordering::Relaxed);
+        Ok(wanted)
+    }
+
+    /// Writes every queue now and waits until every shard has done so.
+    pub fn flush(&self) {
+        let acks: Vec<Receiver<()>> = self
+            .senders
+            .iter()
+            .map(|sender| {
+                let (ack, done) = mpsc::channel();
+                let _ = sender.send(Command::Flush(ack));
+                done
+            })
+            .collect();
+        for done in acks {
+            let _ = done.recv();
+        }
+    }
+
+    /// Flushes every queue and stops the shards. Commands already sent are handled first; a
+    /// backend that stays down is tried three more times per flush, then its points are counted
+    /// as failed, so shutdown cannot hang on it.
+    pub fn shutdown(self) {
+        drop(self.senders);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The shard of a series.
+pub fn shard_of(key: &SeriesKey, shards: usize) -> usize {
+    let mut bytes = Vec::with_capacity(key.host.len() + key.service.len() + key.metric.len() + 2);
+    bytes.extend_from_slice(key.host.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.service.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.metric.as_bytes());
+    (fnv1a_64(&bytes) % shards as u64) as usize
+}
+
+struct SeriesQueue {
+    uom: String,
+    points: Vec<Point>,
+    oldest: Instant,
+}
+
+struct Shard {
+    backends: Vec<Box<dyn Backend>>,
+    catalogue: Catalogue,
+    queues: HashMap<SeriesKey, SeriesQueue>,
+    settings: EnqueuerSettings,
+    queued: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+}
+
+impl Shard {
+    fn run(mut self, commands: Receiver<Command>) {
+        let tick = (self.settings.max_batch_age / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut last_age_check = Instant::now();
+        loop {
+            match commands.recv_timeout(tick) {
+                Ok(Command::Points(series)) => {
+                    let due = self.take(series);
+                    if !due.is_empty() {
+                        self.flush(due, false);
+                    }
+                }
+                Ok(Command::Flush(ack)) => {
+                    let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
+                    self.flush(all, false);
+                    let _ = ack.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
+                    self.flush(all, true);
+                    return;
+                }
+            }
+            if last_age_check.elapsed() >= tick {
+                last_age_check = Instant::now();
+                let max_age = self.settings.max_batch_age;
+                let old: Vec<SeriesKey> = self
+                    .queues
+                    .iter()
+                    .filter(|(_, queue)| queue.oldest.elapsed() >= max_age)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                if !old.is_empty() {
+                    self.flush(old, false);
+                }
+            }
+        }
+    }
+
+    /// Queues `series`; returns the series that reached `max_batch_points`.
+    fn take(&mut self, series: Vec<SeriesPoints>) -> Vec<SeriesKey> {
+        let mut due = Vec::new();
+        for series in series {
+            let queue = self
+                .queues
+                .entry(series.key.clone())
+                .or_insert_with(|| SeriesQueue {
+                    uom: String::new(),
+                    points: Vec::new(),
+                    oldest: Instant::now(),
+                });
+            queue.uom = series.uom;
+            queue.points.extend(series.points);
+            if queue.points.len() >= self.settings.max_batch_points {
+                due.push(series.key);
+            }
+        }
+        due
+    }
+
+    /// Writes the queues of `keys` to every backend and the catalogue.
+    fn flush(&mut self, keys: Vec<SeriesKey>, shutting_down: bool) {
+        let mut taken = 0usize;
+        let mut batches = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(mut queue) = self.queues.remove(&key) else {
+                continue;
+            };
+            taken += queue.points.len();
+            // Stable: among equal timestamps the first received stays first and is kept.
+            queue.points.sort_by_key(|point| point.timestamp);
+            let before = queue.points.len();
+            queue.points.dedup_by_key(|point| point.timestamp);
+            self.counters
+                .duplicates
+                .fetch_add((before - queue.points.len()) as u64, Ordering::Relaxed);
+            batches.push(SeriesBatch {
+                ds_type: DataSourceType::for_unit(&queue.uom),
+                key,
+                uom: queue.uom,
+                points: queue.points,
+            });
+        }
+        if batches.is_empty() {
+            return;
+        }
+        for (backend, counters) in self.backends.iter_mut().zip(&self.counters.backends) {
+            write_with_retries(backend.as_mut(), &batches, counters, shutting_down);
+        }
+        let updates: Vec<SeriesUpdate> = batches
+            .iter()
+            .filter_map(|batch| {
+                let (first, last) = (batch.points.first()?, batch.points.last()?);
+                Some(SeriesUpdate {
+                    key: batch.key.clone(),
+                    uom: batch.uom.clone(),
+                    ds_type: batch.ds_type,
+                    first_seen: first.timestamp,
+                    last_seen: last.timestamp,
+                    last_value: last.value,
+                })
+            })
+            .collect();
+        if let Err(failure) = self.catalogue.record(&updates) {
+            error!(%failure, series = updates.len(), "catalogue update failed");
+        }
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
+/// One backend call for the batches; a call that fails as a whole is retried with backoff
+/// (indefinitely while running, the points staying queued; three times when shutting down).
+fn write_with_retries(
+    backend: &mut dyn Backend,
+    batches: &[SeriesBatch],
+    counters: &BackendCounters,
+    shutting_down: bool,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match backend.write(batches) {
+            Ok(report) => {
+                counters
+                    .written
+                    .fetch_add(report.written, Ordering::Relaxed);
+                counters.late.fetch_add(report.late, Ordering::Relaxed);
+                for (key, failure) in &report.failed {
+                    let points = batches
+                        .iter()
+                        .find(|batch| &batch.key == key)
+                        .map_or(0, |batch| batch.points.len());
+                    counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+                    warn!(backend = backend.name(), series = %key, %failure, "series not written");
+                }
+                return;
+            }
+            Err(failure) => {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                if shutting_down && attempts >= 3 {
+                    let points: usize = batches.iter().map(|batch| batch.points.len()).sum();
+                    counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+                    error!(backend = backend.name(), %failure, points, "giving up at shutdown");
+                    return;
+                }
+                warn!(backend = backend.name(), %failure, retry_in = ?backoff, "write failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

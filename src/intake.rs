@@ -1,0 +1,211 @@
+//! From request bodies and spool files to points: the envelope readers, then the perfdata
+//! reader, grouped per series. Shared by the write API and `perfpipe ingest`, so both read
+//! input the same way.
+//!
+//! Host perfdata (no service) is stored under the service [`HOST_SERVICE`], as PNP4Nagios does.
+//! A metric with the value `U` is counted and not stored. Every bad record or metric becomes an
+//! [`IntakeError`] naming the record (index in the body, or line) and, for perfdata, the byte
+//! offset of the metric; the good results around it are kept.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use perfpipe_backend::{Point, SeriesKey};
+use perfpipe_checkresult::{json, spool, CheckResult, EnvelopeError, Location};
+use serde::Serialize;
+
+use crate::enqueuer::SeriesPoints;
+
+/// The service name host perfdata is stored under.
+pub const HOST_SERVICE: &str = "_HOST_";
+
+/// How a body is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"results":[…]}`.
+    JsonBody,
+    /// One result object a line.
+    Ndjson,
+    /// Opsview or Nagios spool lines.
+    Spool,
+    /// Decide line by line (a line starting with `{` is JSON, any other a spool line), or a
+    /// whole `{"results":…}` body: what `perfpipe ingest` reads.
+    Detect,
+}
+
+/// A record or metric that was not taken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntakeError {
+    /// Index of the result in the body (0-based), or for line formats the 0-based line index.
+    pub result: usize,
+    /// Byte offset of the metric in its perfdata string, for perfdata errors.
+    pub offset: Option<usize>,
+    /// What was wrong, naming the field where one is to blame.
+    pub message: String,
+    #[serde(skip)]
+    location: Location,
+}
+
+impl fmt::Display for IntakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(offset) => write!(
+                f,
+                "{}, perfdata: {} at byte {offset}",
+                self.location, self.message
+            ),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl IntakeError {
+    fn envelope(error: EnvelopeError) -> Self {
+        IntakeError {
+            result: index_of(error.location),
+            offset: None,
+            message: error.to_string(),
+            location: error.location,
+        }
+    }
+}
+
+fn index_of(location: Location) -> usize {
+    match location {
+        Location::Body => 0,
+        Location::Result(index) => index,
+        Location::Line(number) => number - 1,
+    }
+}
+
+/// What a body held.
+#[derive(Debug, Default)]
+pub struct Intake {
+    /// Points grouped per series, in first-seen order; within a series in input order.
+    pub series: Vec<SeriesPoints>,
+    /// Check results read.
+    pub results: u64,
+    /// Points read (metrics with a value).
+    pub points: u64,
+    /// Metrics whose value was `U`.
+    pub unknown_values: u64,
+    /// Records and metrics not taken.
+    pub errors: Vec<IntakeError>,
+}
+
+/// Reads `body` as `format`.
+pub fn read(body: &[u8], format: Format) -> Intake {
+    let mut intake = Intake::default();
+    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    let mut accept = |result: CheckResult<'_>, location: Location, intake: &mut Intake| {
+        add_result(&result, location, &mut index, intake)
+    };
+
+    let text = std::str::from_utf8(body);
+    let whole_body = match (format, text) {
+        (Format::JsonBody, Ok(text)) => Some(json::read_body(text)),
+        (Format::Detect, Ok(text)) if text.trim_start().starts_with('{') => {
+            json::read_body(text).ok().map(Ok)
+        }
+        (Format::JsonBody, Err(error)) => {
+            intake.errors.push(IntakeError {
+                result: 0,
+                offset: None,
+                message: format!("body is not UTF-8 (byte {})", error.valid_up_to()),
+                location: Location::Body,
+            });
+            return intake;
+        }
+        _ => None,
+    };
+    if let Some(records) = whole_body {
+        match records {
+            Ok(records) => {
+                for (i, record) in records.into_iter().enumerate() {
+                    match record {
+                        Ok(result) => accept(result, Location::Result(i), &mut intake),
+                        Err(error) => intake.errors.push(IntakeError::envelope(error)),
+                    }
+                }
+            }
+            Err(error) => intake.errors.push(IntakeError::envelope(error)),
+        }
+        return intake;
+    }
+
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let location = Location::Line(i + 1);
+        let Ok(line) = std::str::from_utf8(line) else {
+            intake.errors.push(IntakeError::envelope(EnvelopeError {
+                location,
+                field: None,
+                message: "not valid UTF-8".into(),
+            }));
+            continue;
+        };
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let json_line = match format {
+            Format::Ndjson => true,
+            Format::Spool => false,
+            _ => line.starts_with('{'),
+        };
+        let record = if json_line {
+            json::read_result(line, location)
+        } else {
+            spool::read_line(line, location)
+        };
+        match record {
+            Ok(result) => accept(result, location, &mut intake),
+            Err(error) => intake.errors.push(IntakeError::envelope(error)),
+        }
+    }
+    intake
+}
+
+fn add_result(
+    result: &CheckResult<'_>,
+    location: Location,
+    index: &mut HashMap<SeriesKey, usize>,
+    intake: &mut Intake,
+) {
+    intake.results += 1;
+    let service = result.service.as_deref().unwrap_or(HOST_SERVICE);
+    for metric in perfpipe_perfdata::Reader::new(&result.perfdata) {
+        let metric = match metric {
+            Ok(metric) => metric,
+            Err(error) => {
+                intake.errors.push(IntakeError {
+                    result: index_of(location),
+                    offset: Some(error.offset),
+                    message: error.kind.to_string(),
+                    location,
+                });
+                continue;
+            }
+        };
+        let Some(value) = metric.value else {
+            intake.unknown_values += 1;
+            continue;
+        };
+        intake.points += 1;
+        let key = SeriesKey::new(result.host.as_ref(), service, metric.label);
+        let at = *index.entry(key.clone()).or_insert_with(|| {
+            intake.series.push(SeriesPoints {
+                key,
+                uom: String::new(),
+                points: Vec::new(),
+            });
+            intake.series.len() - 1
+        });
+        let series = &mut intake.series[at];
+        // The unit of the latest result wins, as the catalogue keeps the latest unit.
+        metric.uom.clone_into(&mut series.uom);
+        series.points.push(Point {
+            timestamp: result.timestamp,
+            value,
+        });
+    }
+}

@@ -1,0 +1,163 @@
+//! Helpers for tests that run `perfpipe serve` as a separate process on 127.0.0.1 with an
+//! ephemeral port and a temporary data directory, and talk plain HTTP/1.1 to it.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node started for one test; killed if the test ends without stopping it.
+pub struct Node {
+    pub child: Child,
+    pub address: String,
+}
+
+/// An HTTP answer.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+impl Node {
+    /// Starts `perfpipe serve` with these extra arguments.
+    pub fn start(args: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_perfpipe"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("perfpipe starts");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = stderr.lines();
+        let mut address = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("address=").nth(1) {
+                address = Some(rest.split_whitespace().next().unwrap().to_string());
+                break;
+            }
+        }
+        let address = address.expect("serve logs the address it listens on");
+        // Keep draining the log so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, address }
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(content_type) = content_type {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        Answer {
+            status,
+            head: head.to_string(),
+            body: body.to_string(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None, b"")
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: &str) -> Answer {
+        self.request("POST", path, Some(content_type), body.as_bytes())
+    }
+
+    /// Waits until `/status` reports at least `points` written by every backend.
+    pub fn wait_written(&self, points: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.get("/status").json();
+            let written = status["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["written"].as_u64().unwrap() + b["late"].as_u64().unwrap())
+                .min()
+                .unwrap_or(0);
+            if written >= points {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not written in time: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("perfpipe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("perfpipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

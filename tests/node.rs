@@ -1,0 +1,236 @@
+//! One node end to end: check results posted in all three body formats, read back through
+//! `/api/v1/query`, from the Whisper files with graphite's `whisper-fetch`, and from the
+//! catalogue listings; errors per result with the good results kept; limits answered with
+//! 413 and 415; counters in `/status` and `/metrics`; SIGTERM flushes what was acknowledged.
+
+mod common;
+
+use std::process::Command;
+
+use common::{config, now, temp_dir, Node};
+
+fn whisper_values(file: &std::path::Path, from: i64, until: i64) -> Vec<(i64, Option<f64>)> {
+    let output = Command::new("whisper-fetch")
+        .arg("--json")
+        .arg(format!("--from={from}"))
+        .arg(format!("--until={until}"))
+        .arg(file)
+        .output()
+        .expect("whisper-fetch runs (python3-whisper)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (start, step) = (
+        json["start"].as_i64().unwrap(),
+        json["step"].as_i64().unwrap(),
+    );
+    json["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (start + i as i64 * step, v.as_f64()))
+        .collect()
+}
+
+#[test]
+fn writes_in_three_formats_read_back_everywhere() {
+    let dir = temp_dir("node-formats");
+    let data = dir.join("data");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\nmax_body_size = \"64KB\"\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+
+    // JSON: two good results (one host check), one bad, one with a bad metric.
+    let body = format!(
+        r#"{{"results": [
+            {{"host": "web-01", "service": "PING", "timestamp": {t}, "perfdata": "rta=0.5ms;100;500;0 pl=0%;20;60", "state": 0}},
+            {{"host": "web-01", "timestamp": {t}, "perfdata": "rta=1.5ms"}},
+            {{"host": "web-01", "service": "PING", "timestamp": "soon", "perfdata": "rta=9ms"}},
+            {{"host": "db-02", "service": "Load", "timestamp": {t}, "perfdata": "load1=0.25 load5=x"}}
+        ]}}"#
+    );
+    let answer = node.post("/api/v1/write", "application/json", &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json = answer.json();
+    assert_eq!(
+        (json["results"].as_u64(), json["points"].as_u64()),
+        (Some(3), Some(4))
+    );
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0]["result"], 2);
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("timestamp"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        (errors[1]["result"].as_u64(), errors[1]["offset"].as_u64()),
+        (Some(3), Some(11))
+    );
+    assert_eq!(errors[1]["message"], "value is not a number");
+
+    // NDJSON: a second point of web-01 PING rta, a minute later.
+    let ndjson = format!(
+        "{{\"host\": \"web-01\", \"service\": \"PING\", \"timestamp\": {}, \"perfdata\": \"rta=0.75ms\"}}\n",
+        t + 60
+    );
+    let answer = node.post("/api/v1/write", "application/x-ndjson", &ndjson);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // Spool lines: Opsview and Nagios.
+    let spool = format!(
+        "{}||web-01||PING||PING OK||rta=1.25ms\nDATATYPE::SERVICEPERFDATA\tTIMET::{}\tHOSTNAME::db-02\tSERVICEDESC::Load\tSERVICEPERFDATA::load1=0.5\n",
+        t + 120,
+        t + 60
+    );
+    let answer = node.post("/api/v1/write", "text/plain", &spool);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["points"], 2);
+
+    node.wait_written(7);
+
+    // Through the query API, in request order.
+    let query = node.get(&format!(
+        "/api/v1/query?hsm=web-01::PING::rta&hsm=db-02::Load::load1&hsm=nope::x::y&start={}&end={}",
+        t - 60,
+        t + 180
+    ));
+    assert_eq!(query.status, 200, "{}", query.body);
+    let series = query.json()["series"].as_array().unwrap().clone();
+    assert_eq!(series[0]["hsm"], "web-01::PING::rta");
+    assert_eq!(series[0]["uom"], "ms");
+    let at = |s: &serde_json::Value, time: i64| {
+        let index = (time - s["start"].as_i64().unwrap()) / s["step"].as_i64().unwrap();
+        s["values"][index as usize].as_f64()
+    };
+    assert_eq!(at(&series[0], t), Some(0.5));
+    assert_eq!(at(&series[0], t + 60), Some(0.75));
+    assert_eq!(at(&series[0], t + 120), Some(1.25));
+    assert_eq!(series[1]["hsm"], "db-02::Load::load1");
+    assert_eq!(
+        (at(&series[1], t), at(&series[1], t + 60)),
+        (Some(0.25), Some(0.5))
+    );
+    assert_eq!(series[2]["error"], "no such series");
+
+    // From the files, by graphite's own tool.
+    let file = data.join("whisper/web%2D01/PING/rta.wsp");
+    let values = whisper_values(&file, t - 60, t + 120);
+    assert!(
+        values.contains(&(t, Some(0.5))) && values.contains(&(t + 120, Some(1.25))),
+        "{values:?}"
+    );
+    let host_check = data.join("whisper/web%2D01/_HOST_/rta.wsp");
+    assert!(whisper_values(&host_check, t - 60, t).contains(&(t, Some(1.5))));
+
+    // The catalogue.
+    let hosts = node.get("/api/v1/hosts").json();
+    let names: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db-02", "web-01"]);
+    let metrics = node.get("/api/v1/hosts/web-01/metrics").json();
+    let hsms: Vec<&str> = metrics["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["hsm"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hsms,
+        [
+            "web-01::PING::pl",
+            "web-01::PING::rta",
+            "web-01::_HOST_::rta"
+        ]
+    );
+    assert_eq!(node.get("/api/v1/hosts/nobody/metrics").status, 404);
+
+    // Limits and bad requests.
+    let big = "x".repeat(100_000);
+    assert_eq!(node.post("/api/v1/write", "text/plain", &big).status, 413);
+    assert_eq!(
+        node.post("/api/v1/write", "application/xml", "<a/>").status,
+        415
+    );
+    assert_eq!(
+        node.post("/api/v1/write", "application/json", "[1,2]")
+            .status,
+        400
+    );
+    assert_eq!(node.get("/api/v1/query?hsm=a::b").status, 400);
+    assert_eq!(
+        node.get("/api/v1/query?hsm=a::b::c&start=yesterday").status,
+        400
+    );
+
+    // Counters.
+    let status = node.get("/status").json();
+    assert_eq!(status["points"]["accepted"], 7);
+    assert_eq!(status["queued_points"], 0);
+    let metrics = node.get("/metrics").body;
+    assert!(
+        metrics.contains("perfpipe_points_written_total{backend=\"whisper\"} 7"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("perfpipe_points_accepted_total 7"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_flushes_every_acknowledged_point() {
+    let dir = temp_dir("node-sigterm");
+    let data = dir.join("data");
+    // Queues that would hold points for an hour: only the shutdown flush writes them.
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"1h\"\nmax_batch_points = 100000\n",
+            data.display().to_string()
+        ),
+    );
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 7200) / 60 * 60;
+    let mut acknowledged = 0;
+    for host in 0..20 {
+        let lines: String = (0..30)
+            .map(|i| format!("{}||host-{host}||Load||OK||load1={i}\n", t + i * 60))
+            .collect();
+        let answer = node.post("/api/v1/write", "text/plain", &lines);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        acknowledged += answer.json()["points"].as_u64().unwrap();
+    }
+    assert_eq!(acknowledged, 600);
+    assert_eq!(
+        node.get("/status").json()["queued_points"],
+        600,
+        "nothing flushed yet"
+    );
+    assert_eq!(node.terminate(), Some(0));
+
+    for host in 0..20 {
+        let file = data.join(format!("whisper/host%2D{host}/Load/load1.wsp"));
+        let stored = whisper_values(&file, t - 60, t + 29 * 60)
+            .into_iter()
+            .filter(|(_, value)| value.is_some())
+            .count();
+        assert_eq!(stored, 30, "host-{host}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
