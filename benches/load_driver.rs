@@ -1,0 +1,2 @@
+//! End-to-end load driver (being written).
+fn main() {}
