@@ -6,6 +6,7 @@
 //! keep typed errors.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod enqueuer;
 pub mod ingest;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::api::Node;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::enqueuer::{Enqueuer, EnqueuerSettings};
 
@@ -59,9 +60,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ))
         }),
     )?;
+    let cluster = Cluster::new(&config)?;
     let node = Arc::new(Node {
         config,
         enqueuer,
+        cluster,
         started: Instant::now(),
     });
 

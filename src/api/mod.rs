@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::enqueuer::Enqueuer;
 
@@ -24,6 +25,7 @@ use crate::enqueuer::Enqueuer;
 pub struct Node {
     pub config: Config,
     pub enqueuer: Enqueuer,
+    pub cluster: Cluster,
     pub started: Instant,
 }
 
@@ -35,6 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))
         .route("/api/v1/write", post(write::write))
+        .route("/internal/v1/points", post(write::internal_points))
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/hosts", get(query::hosts))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))

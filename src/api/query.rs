@@ -4,9 +4,13 @@
 //! A query names series as `hsm=host::service::metric` (repeatable; answered in request
 //! order), a range with `start` and `end` (epoch seconds, `now`, or `-24h`-style offsets from
 //! now; default the last 24 hours), optionally `step` (seconds) and `cf` (`average`, `min`,
-//! `max`). Series are read from the first configured backend, with the unit from the
-//! catalogue. Points still queued are not seen until their flush.
+//! `max`). Series are read from the first configured backend of their owner node, with the
+//! unit from its catalogue: series of other owners are asked of them (one request per owner,
+//! all at once) and the answers merged in request order. An owner that cannot be reached gives
+//! its series an `error` and the answer `"partial": true`, never a hang. Points still queued
+//! are not seen until their flush.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +65,8 @@ pub async fn query(
     let raw = raw.unwrap_or_default();
     let mut keys = Vec::new();
     let (mut start, mut end, mut step, mut cf) = (None, None, None, Consolidation::Average);
+    let mut local_only = false;
+    let mut cf_name = "average".to_string();
     let now = now();
     for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
         match name.as_ref() {
@@ -80,7 +86,9 @@ pub async fn query(
                         })?,
                 )
             }
+            "local" => local_only = value == "true",
             "cf" => {
+                cf_name = value.to_string();
                 cf = match value.as_ref() {
                     "average" => Consolidation::Average,
                     "min" => Consolidation::Min,
@@ -108,15 +116,62 @@ pub async fn query(
             range.start, range.end
         )));
     }
+    // Which node answers each series: this one (None) or a peer.
+    let owners: Vec<Option<usize>> = keys
+        .iter()
+        .map(|key| {
+            if local_only {
+                None
+            } else {
+                node.cluster.owner(&key.host)
+            }
+        })
+        .collect();
+    let mut by_owner: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (position, owner) in owners.iter().enumerate() {
+        if let Some(owner) = owner {
+            by_owner.entry(*owner).or_default().push(position);
+        }
+    }
+    let remote: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, positions)| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for &position in &positions {
+                query.append_pair("hsm", &keys[position].to_string());
+            }
+            query.append_pair("start", &range.start.to_string());
+            query.append_pair("end", &range.end.to_string());
+            if let Some(step) = range.step {
+                query.append_pair("step", &step.to_string());
+            }
+            query.append_pair("cf", &cf_name);
+            let raw = query.finish();
+            let node = node.clone();
+            let answer = tokio::task::spawn_blocking(move || node.cluster.query(owner, &raw));
+            (owner, positions, answer)
+        })
+        .collect();
+
+    let local_keys: Vec<(usize, SeriesKey)> = keys
+        .iter()
+        .zip(&owners)
+        .enumerate()
+        .filter(|(_, (_, owner))| owner.is_none())
+        .map(|(position, (key, _))| (position, key.clone()))
+        .collect();
     let config = node.config.clone();
-    let series = blocking(move || {
+    let local = blocking(move || {
+        if local_keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut backends = crate::storage::open_backends(&config)?;
         let catalogue = crate::storage::open_catalogue(&config)?;
         let backend = backends
             .first_mut()
             .ok_or_else(|| anyhow::anyhow!("no backend configured"))?;
-        let mut answers = Vec::with_capacity(keys.len());
-        for key in keys {
+        let mut answers = Vec::with_capacity(local_keys.len());
+        for (position, key) in local_keys {
             let uom = catalogue
                 .series(&key)
                 .map_err(anyhow::Error::from)?
@@ -134,12 +189,51 @@ pub async fn query(
                 }
                 Err(error) => return Err(ApiError(StatusCode::BAD_GATEWAY, error.to_string())),
             }
-            answers.push(answer);
+            answers.push((position, answer));
         }
         Ok(answers)
     })
     .await?;
-    Ok(Json(json!({ "series": series })))
+
+    let mut series: Vec<Value> = vec![Value::Null; keys.len()];
+    for (position, answer) in local {
+        series[position] = answer;
+    }
+    let mut partial = false;
+    for (owner, positions, answer) in remote {
+        let answer = answer
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|answer| answer);
+        match answer {
+            Ok(answers) if answers.len() == positions.len() => {
+                for (position, answer) in positions.into_iter().zip(answers) {
+                    series[position] = answer;
+                }
+            }
+            outcome => {
+                partial = true;
+                let why = match outcome {
+                    Err(error) => format!("{error:#}"),
+                    Ok(answers) => {
+                        format!("answered {} series for {}", answers.len(), positions.len())
+                    }
+                };
+                for position in positions {
+                    series[position] = json!({
+                        "hsm": keys[position].to_string(),
+                        "values": [],
+                        "error": format!("owner {} unreachable: {why}", node.cluster.node_url(owner)),
+                    });
+                }
+            }
+        }
+    }
+    let mut answer = json!({ "series": series });
+    if partial {
+        answer["partial"] = json!(true);
+    }
+    Ok(Json(answer))
 }
 
 pub async fn hosts(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {

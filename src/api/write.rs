@@ -7,7 +7,14 @@
 //! taken. 503 with `Retry-After` when the queues are full (nothing of the request was taken),
 //! 413 when the body is over `max_body_size`, 415 for another content type, 400 when nothing
 //! could be taken at all.
+//!
+//! In a cluster, points of hosts owned by other nodes are forwarded, one request per peer and
+//! all peers at once, and the write is acknowledged only once every owner has taken its
+//! points; a peer that fails makes the answer 503 naming it (the points this node and the
+//! other peers took stay taken; a retry's duplicates are dropped or overwritten downstream).
+//! `POST /internal/v1/points` takes forwarded points and never forwards them again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,6 +25,8 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{blocking, ApiError, Node};
+use crate::cluster::WireBatch;
+use crate::enqueuer::SeriesPoints;
 use crate::intake::{self, Format, IntakeError};
 
 #[derive(Serialize)]
@@ -42,14 +51,58 @@ pub async fn write(
     if answer.results == 0 && !answer.errors.is_empty() {
         return Ok((StatusCode::BAD_REQUEST, Json(answer)).into_response());
     }
-    match node.enqueuer.enqueue(intake.series) {
-        Ok(_) => Ok(Json(answer).into_response()),
-        Err(full) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Json(serde_json::json!({ "error": full.to_string() })),
-        )
-            .into_response()),
+    let mut local = Vec::new();
+    let mut remote: HashMap<usize, Vec<SeriesPoints>> = HashMap::new();
+    for series in intake.series {
+        match node.cluster.owner(&series.key.host) {
+            None => local.push(series),
+            Some(owner) => remote.entry(owner).or_default().push(series),
+        }
+    }
+    if let Err(full) = node.enqueuer.enqueue(local) {
+        return Ok(unavailable(full.to_string()));
+    }
+    let forwards: Vec<_> = remote
+        .into_iter()
+        .map(|(owner, series)| {
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || node.cluster.forward(owner, series))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for forward in forwards {
+        match forward.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(format!("{error:#}")),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    if !failures.is_empty() {
+        return Ok(unavailable(failures.join("; ")));
+    }
+    Ok(Json(answer).into_response())
+}
+
+fn unavailable(message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// Points forwarded by a peer: taken here, never forwarded again.
+pub async fn internal_points(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let batch: WireBatch = serde_json::from_slice(&body)
+        .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("points body: {error}")))?;
+    let series: Vec<SeriesPoints> = batch.series.into_iter().map(SeriesPoints::from).collect();
+    match node.enqueuer.enqueue(series) {
+        Ok(points) => Ok(Json(serde_json::json!({ "points": points })).into_response()),
+        Err(full) => Ok(unavailable(full.to_string())),
     }
 }
 

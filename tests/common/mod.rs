@@ -30,10 +30,17 @@ impl Answer {
 }
 
 impl Node {
-    /// Starts `perfpipe serve` with these extra arguments.
+    /// Starts `perfpipe serve` on an ephemeral port with these extra arguments.
     pub fn start(args: &[&str]) -> Node {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Node::start_with(&all)
+    }
+
+    /// Starts `perfpipe serve` with exactly these arguments (the config says where to listen).
+    pub fn start_with(args: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_perfpipe"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -138,6 +145,16 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for configs that must name ports before
+/// the nodes start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory for one test.

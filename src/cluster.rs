@@ -1,0 +1,166 @@
+//! The cluster as one node sees it: who owns each host, and the calls to peers.
+//!
+//! `cluster.nodes` lists every node's base URL in the same order on every node; `cluster.self`
+//! is this node's entry. The owner of a host is `routing::owner_of_host` over that list. With
+//! no nodes listed, this node owns everything. Points for other owners are forwarded, one
+//! request per peer, in a compact encoding of parsed points (never perfdata to parse again),
+//! to `POST /internal/v1/points`, which always takes them locally: a node never forwards what a
+//! peer sent it, so a point makes at most one hop. Queries for other owners' series go to
+//! `GET /api/v1/query?…&local=true` on the owner, which answers from its own stores only.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use perfpipe_backend::{Point, SeriesKey};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::enqueuer::SeriesPoints;
+use crate::routing::owner_of_host;
+
+/// This node's view of the cluster.
+pub struct Cluster {
+    nodes: Vec<String>,
+    self_index: usize,
+    agent: ureq::Agent,
+}
+
+/// Points of one series as they travel between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireSeries {
+    /// host, service, metric, unit.
+    pub h: String,
+    pub s: String,
+    pub m: String,
+    pub u: String,
+    /// `[timestamp, value]` pairs.
+    pub p: Vec<(i64, f64)>,
+}
+
+/// A forwarding request body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireBatch {
+    pub series: Vec<WireSeries>,
+}
+
+impl From<SeriesPoints> for WireSeries {
+    fn from(series: SeriesPoints) -> Self {
+        WireSeries {
+            h: series.key.host,
+            s: series.key.service,
+            m: series.key.metric,
+            u: series.uom,
+            p: series
+                .points
+                .iter()
+                .map(|p| (p.timestamp, p.value))
+                .collect(),
+        }
+    }
+}
+
+impl From<WireSeries> for SeriesPoints {
+    fn from(wire: WireSeries) -> Self {
+        SeriesPoints {
+            key: SeriesKey::new(wire.h, wire.s, wire.m),
+            uom: wire.u,
+            points: wire
+                .p
+                .into_iter()
+                .map(|(timestamp, value)| Point { timestamp, value })
+                .collect(),
+        }
+    }
+}
+
+impl Cluster {
+    /// The cluster of `config`; checks that `cluster.self` is one of `cluster.nodes`.
+    pub fn new(config: &Config) -> anyhow::Result<Cluster> {
+        let nodes: Vec<String> = config
+            .cluster
+            .nodes
+            .iter()
+            .map(|node| node.trim_end_matches('/').to_string())
+            .collect();
+        let self_index = if nodes.is_empty() {
+            0
+        } else {
+            let me = config.cluster.self_node.trim_end_matches('/');
+            nodes.iter().position(|node| node == me).with_context(|| {
+                format!(
+                    "cluster.self = {:?} is not one of cluster.nodes {:?}",
+                    config.cluster.self_node, nodes
+                )
+            })?
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(config.cache.peer_connection_timeout))
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(Cluster {
+            nodes,
+            self_index,
+            agent,
+        })
+    }
+
+    /// The node that owns `host`: `None` for this node.
+    pub fn owner(&self, host: &str) -> Option<usize> {
+        if self.nodes.len() <= 1 {
+            return None;
+        }
+        let owner = owner_of_host(host, self.nodes.len());
+        (owner != self.self_index).then_some(owner)
+    }
+
+    /// A peer's base URL.
+    pub fn node_url(&self, index: usize) -> &str {
+        &self.nodes[index]
+    }
+
+    /// Sends `series` to peer `index`; an error names the peer and what it answered.
+    pub fn forward(&self, index: usize, series: Vec<SeriesPoints>) -> anyhow::Result<()> {
+        let url = format!("{}/internal/v1/points", self.nodes[index]);
+        let body = WireBatch {
+            series: series.into_iter().map(WireSeries::from).collect(),
+        };
+        let body = serde_json::to_vec(&body)?;
+        let mut answer = self
+            .agent
+            .post(&url)
+            .content_type("application/json")
+            .send(&body[..])
+            .with_context(|| format!("forwarding to {}", self.nodes[index]))?;
+        let status = answer.status();
+        if !status.is_success() {
+            let text = answer.body_mut().read_to_string().unwrap_or_default();
+            anyhow::bail!("forwarding to {}: {status} {text}", self.nodes[index]);
+        }
+        Ok(())
+    }
+
+    /// Runs a query on peer `index` with the raw query string, asking it to answer from its
+    /// own stores (`local=true`); returns its `series` array.
+    pub fn query(&self, index: usize, raw_query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let url = format!("{}/api/v1/query?{raw_query}&local=true", self.nodes[index]);
+        let mut answer = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("querying {}", self.nodes[index]))?;
+        let status = answer.status();
+        let text = answer
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer of {}", self.nodes[index]))?;
+        anyhow::ensure!(
+            status.is_success(),
+            "{}: {status} {text}",
+            self.nodes[index]
+        );
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(json["series"].as_array().cloned().unwrap_or_default())
+    }
+}

@@ -1,0 +1,134 @@
+//! Three nodes on loopback with one cluster config: writes for 100 hosts spread over all three
+//! entry points end with every host's file on exactly its owner node, and a query naming
+//! series of all three owners, sent to any node, returns every series.
+
+mod common;
+
+use common::{free_port, now, temp_dir, Node};
+use perfpipe::routing::owner_of_host;
+
+const HOSTS: usize = 100;
+
+#[test]
+fn three_nodes_route_by_owner_and_answer_for_each_other() {
+    let dir = temp_dir("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    urls,
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+
+    let t = (now() - 3600) / 60 * 60;
+    let host = |h: usize| format!("host-{h:03}");
+    // Ten requests of ten hosts each, to the three entry points in turn.
+    for request in 0..10 {
+        let lines: String = (0..10)
+            .map(|i| {
+                let h = request * 10 + i;
+                format!("{t}||{}||Load||OK||load1={h}\n", host(h))
+            })
+            .collect();
+        let answer = nodes[request % 3].post("/api/v1/write", "text/plain", &lines);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.json()["points"], 10);
+    }
+
+    let owned: Vec<usize> = (0..3)
+        .map(|n| {
+            (0..HOSTS)
+                .filter(|&h| owner_of_host(&host(h), 3) == n)
+                .count()
+        })
+        .collect();
+    assert!(
+        owned.iter().all(|&count| count > 10),
+        "hosts spread: {owned:?}"
+    );
+    for (node, &count) in nodes.iter().zip(&owned) {
+        node.wait_written(count as u64);
+    }
+    for h in 0..HOSTS {
+        let holders: Vec<usize> = (0..3)
+            .filter(|n| {
+                dir.join(format!("node{n}/whisper/host%2D{:03}/Load/load1.wsp", h))
+                    .is_file()
+            })
+            .collect();
+        assert_eq!(holders, [owner_of_host(&host(h), 3)], "{}", host(h));
+    }
+
+    // One host of each owner, asked of every node.
+    let sample: Vec<usize> = (0..3)
+        .map(|n| {
+            (0..HOSTS)
+                .find(|&h| owner_of_host(&host(h), 3) == n)
+                .unwrap()
+        })
+        .collect();
+    let query: String = sample
+        .iter()
+        .map(|&h| format!("hsm={}::Load::load1&", host(h)))
+        .collect();
+    for node in &nodes {
+        let answer = node.get(&format!(
+            "/api/v1/query?{query}start={}&end={}",
+            t - 60,
+            t + 60
+        ));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json = answer.json();
+        assert!(json.get("partial").is_none(), "{json}");
+        let series = json["series"].as_array().unwrap();
+        for (answer, &h) in series.iter().zip(&sample) {
+            assert_eq!(answer["hsm"], format!("{}::Load::load1", host(h)));
+            let values: Vec<f64> = answer["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_f64())
+                .collect();
+            assert_eq!(values, [h as f64], "{answer}");
+        }
+    }
+
+    // A node that is down: the others still answer, saying what is missing. (sample[n] is
+    // owned by node n.)
+    let mut nodes = nodes;
+    assert_eq!(nodes[2].terminate(), Some(0));
+    let answer = nodes[0].get(&format!(
+        "/api/v1/query?{query}start={}&end={}",
+        t - 60,
+        t + 60
+    ));
+    let json = answer.json();
+    assert_eq!(json["partial"], true, "{json}");
+    assert!(
+        json["series"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{json}"
+    );
+    for (reachable, &h) in sample.iter().enumerate().take(2) {
+        let values = json["series"][reachable]["values"].as_array().unwrap();
+        assert!(values.contains(&serde_json::json!(h as f64)), "{json}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
