@@ -209,9 +209,16 @@ impl Config {
         Config::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
-    /// Parses config text and checks what the types alone cannot.
+    /// Parses config text and checks what the types alone cannot. An unknown key's error
+    /// names the nearest known key when one is close.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let message = error.to_string();
+            match nearest_known_key(&message) {
+                Some(nearest) => anyhow::anyhow!("{message}(did you mean `{nearest}`?)"),
+                None => anyhow::anyhow!(message),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -252,6 +259,19 @@ impl Config {
     }
 }
 
+/// From serde's "unknown field `x`, expected one of `a`, `b`", the known key nearest `x`.
+fn nearest_known_key(message: &str) -> Option<String> {
+    let unknown = message.split("unknown field `").nth(1)?.split('`').next()?;
+    let expected = message.split("expected one of ").nth(1)?;
+    expected
+        .split(',')
+        .filter_map(|candidate| candidate.trim().trim_matches('`').split('`').next())
+        .map(|candidate| (strsim::levenshtein(unknown, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= 3.max(candidate.len() / 3))
+        .min()
+        .map(|(_, candidate)| candidate.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,7 +297,14 @@ mod tests {
         let error = Config::parse("[whisper]\nretention = \"1m:1d\"\n").unwrap_err();
         let message = format!("{error:#}");
         assert!(message.contains("unknown field `retention`"), "{message}");
-        assert!(message.contains("retentions"), "{message}");
+        assert!(message.contains("did you mean `retentions`?"), "{message}");
+        let error = Config::parse("[enqueuer]\nmax_batch_point = 5\n").unwrap_err();
+        assert!(
+            format!("{error:#}").contains("did you mean `max_batch_points`?"),
+            "{error:#}"
+        );
+        let error = Config::parse("zzzzzzzz = 1\n").unwrap_err();
+        assert!(!format!("{error:#}").contains("did you mean"), "{error:#}");
 
         let error = Config::parse("backends = [\"mysql\"]").unwrap_err();
         assert!(format!("{error:#}").contains("mysql"), "{error:#}");

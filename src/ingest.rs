@@ -40,7 +40,7 @@ pub struct IngestArgs {
     #[arg(long, conflicts_with = "local")]
     url: Option<String>,
     /// The config naming the stores (default: the embedded defaults).
-    #[arg(long, requires = "local")]
+    #[arg(long, conflicts_with = "url")]
     config: Option<PathBuf>,
     /// The file to read, or `-` for stdin.
     input: String,
@@ -71,15 +71,9 @@ impl Totals {
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     if let Some(url) = args.url {
-        anyhow::bail!(
-            "ingest --url {url}: sending to a node needs the node's write API, which is not built \
-             yet; use --local"
-        );
+        return send(&url, &args.input);
     }
-    anyhow::ensure!(
-        args.local,
-        "say where to: --local (or --url when the node has a write API)"
-    );
+    anyhow::ensure!(args.local, "say where to: --local or --url URL");
     let config = Config::load(args.config.as_deref())?;
     let input = read_input(&args.input)?;
     let progress = progress_bar(input.len() as u64);
@@ -113,6 +107,109 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         totals.problems == 0,
         "{} problems (shown above); everything else was stored",
+        totals.problems
+    );
+    Ok(())
+}
+
+/// Lines per request of `ingest --url`.
+const LINES_PER_REQUEST: usize = 1000;
+
+/// `ingest --url`: the input posted to a node's write API in requests of
+/// [`LINES_PER_REQUEST`] lines (a whole `{"results":…}` body in one request), the node reading
+/// it as `--local` would; 503 answers are retried after their `Retry-After`.
+fn send(url: &str, input_name: &str) -> anyhow::Result<()> {
+    let input = read_input(input_name)?;
+    let progress = progress_bar(input.len() as u64);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let endpoint = format!("{}/api/v1/write", url.trim_end_matches('/'));
+    let mut totals = Totals::default();
+
+    let whole_body = input.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Value>(&input)
+            .is_ok_and(|body| body.get("results").is_some());
+    let requests: Vec<(usize, &[u8], Option<&str>)> = if whole_body {
+        vec![(0, &input[..], Some("application/json"))]
+    } else {
+        let mut requests = Vec::new();
+        let mut first_line = 0;
+        let mut start = 0;
+        let mut lines = 0;
+        for (at, _) in input.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            lines += 1;
+            if lines == LINES_PER_REQUEST {
+                requests.push((first_line, &input[start..=at], None));
+                first_line += lines;
+                start = at + 1;
+                lines = 0;
+            }
+        }
+        if start < input.len() {
+            requests.push((first_line, &input[start..], None));
+        }
+        requests
+    };
+
+    for (first_line, body, content_type) in requests {
+        let answer = loop {
+            let mut request = agent.post(&endpoint);
+            if let Some(content_type) = content_type {
+                request = request.content_type(content_type);
+            }
+            let mut answer = request
+                .send(body)
+                .with_context(|| format!("posting to {endpoint}"))?;
+            let status = answer.status().as_u16();
+            let text = answer.body_mut().read_to_string().unwrap_or_default();
+            if status == 503 {
+                let wait = answer
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(1);
+                std::thread::sleep(std::time::Duration::from_secs(wait));
+                continue;
+            }
+            break (status, text);
+        };
+        progress.inc(body.len() as u64);
+        let (status, text) = answer;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{endpoint} answered {status}: {text}"))?;
+        anyhow::ensure!(
+            status == 200 || status == 400,
+            "{endpoint} answered {status}: {}",
+            json["error"].as_str().unwrap_or(&text)
+        );
+        totals.results += json["results"].as_u64().unwrap_or(0);
+        totals.points += json["points"].as_u64().unwrap_or(0);
+        for error in json["errors"].as_array().into_iter().flatten() {
+            let record = error["result"].as_u64().unwrap_or(0) as usize;
+            let message = error["message"].as_str().unwrap_or("");
+            let place = if whole_body {
+                format!("result {record}")
+            } else {
+                format!("line {}", first_line + record + 1)
+            };
+            match error["offset"].as_u64() {
+                Some(offset) => {
+                    totals.problem(format!("{place}, perfdata: {message} at byte {offset}"))
+                }
+                None => totals.problem(format!("{place}: {message}")),
+            }
+        }
+    }
+    progress.finish_and_clear();
+    println!(
+        "results {}, points {}, errors {}",
+        totals.results, totals.points, totals.problems
+    );
+    anyhow::ensure!(
+        totals.problems == 0,
+        "{} problems (shown above); everything else was sent",
         totals.problems
     );
     Ok(())

@@ -54,17 +54,21 @@ impl fmt::Display for IntakeError {
                 "{}, perfdata: {} at byte {offset}",
                 self.location, self.message
             ),
-            None => write!(f, "{}", self.message),
+            None => write!(f, "{}: {}", self.location, self.message),
         }
     }
 }
 
 impl IntakeError {
     fn envelope(error: EnvelopeError) -> Self {
+        let message = match &error.field {
+            Some(field) => format!("field {field}: {}", error.message),
+            None => error.message,
+        };
         IntakeError {
             result: index_of(error.location),
             offset: None,
-            message: error.to_string(),
+            message,
             location: error.location,
         }
     }
@@ -111,7 +115,7 @@ pub fn read(body: &[u8], format: Format) -> Intake {
             intake.errors.push(IntakeError {
                 result: 0,
                 offset: None,
-                message: format!("body is not UTF-8 (byte {})", error.valid_up_to()),
+                message: format!("not UTF-8 (byte {})", error.valid_up_to()),
                 location: Location::Body,
             });
             return intake;

@@ -5,6 +5,7 @@
 //! - `perfpipe serve [--config FILE] [--data-dir DIR] [--listen ADDR]`: runs a node;
 //! - `perfpipe ingest --local [--config FILE] FILE|-`: stores spool or JSON check results
 //!   straight into the configured stores;
+//! - `perfpipe check-config [FILE]`: checks a config file, naming a bad key and why;
 //! - `perfpipe parse [--summary]`: reads perfdata strings from stdin, one a line, and prints one
 //!   JSON object a line in READING.md's schema, or with `--summary` only counts and speed.
 
@@ -20,6 +21,9 @@ use perfpipe::{ingest, parse, server};
     about = "A performance-data pipeline for monitoring"
 )]
 struct Cli {
+    /// Log at debug level (otherwise `RUST_LOG`, default info).
+    #[arg(short, long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +34,11 @@ enum Command {
     Serve(server::ServeArgs),
     /// Read spool or JSON check results and store their points.
     Ingest(ingest::IngestArgs),
+    /// Check a config file: every key known, every value usable.
+    CheckConfig {
+        /// The file (default: check the built-in defaults).
+        file: Option<std::path::PathBuf>,
+    },
     /// Read perfdata strings from stdin (one a line) and print what they hold as JSON lines.
     Parse {
         /// Print only the counts of lines, metrics and errors and the MB/s read.
@@ -40,10 +49,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.debug);
     let outcome = match cli.command {
         Command::Serve(args) => server::serve(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::CheckConfig { file } => check_config(file.as_deref()),
         Command::Parse { summary } => parse::run(summary),
     };
     match outcome {
@@ -55,12 +65,25 @@ fn main() -> ExitCode {
     }
 }
 
+fn check_config(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    perfpipe::config::Config::load(file)?;
+    match file {
+        Some(file) => println!("{}: ok", file.display()),
+        None => println!("built-in defaults: ok"),
+    }
+    Ok(())
+}
+
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays data. A closed
 /// stderr must not bring the node down: the subscriber's own report of a failed write would go
 /// through `eprintln!`, which panics then, so that report is off.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(debug: bool) {
+    let filter = if debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
