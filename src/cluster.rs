@@ -141,6 +141,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// Passes a `DELETE` of `path_and_query` to peer `index`; returns its answer.
+    pub fn delete(&self, index: usize, path_and_query: &str) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path_and_query}", self.nodes[index]);
+        let mut answer = self
+            .agent
+            .delete(&url)
+            .call()
+            .with_context(|| format!("deleting on {}", self.nodes[index]))?;
+        let status = answer.status();
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        anyhow::ensure!(
+            status.is_success(),
+            "{}: {status} {text}",
+            self.nodes[index]
+        );
+        Ok(serde_json::from_str(&text)?)
+    }
+
     /// Runs a query on peer `index` with the raw query string, asking it to answer from its
     /// own stores (`local=true`); returns its `series` array.
     pub fn query(&self, index: usize, raw_query: &str) -> anyhow::Result<Vec<serde_json::Value>> {

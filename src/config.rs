@@ -25,6 +25,9 @@ pub struct Config {
     pub backends: Vec<BackendKind>,
     /// Largest request body the HTTP API takes (413 beyond).
     pub max_body_size: ByteSize,
+    /// How long deleted data stays in `<data_dir>/trash` before it is purged.
+    #[serde(with = "humantime_serde")]
+    pub trash_retention: Duration,
     pub whisper: WhisperConfig,
     pub rrd: RrdConfig,
     /// The InfluxDB backend's own settings (see `perfpipe_influxdb::InfluxConfig`).
@@ -42,6 +45,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             backends: vec![BackendKind::Whisper],
             max_body_size: ByteSize::mb(32),
+            trash_retention: Duration::from_secs(7 * 86_400),
             whisper: WhisperConfig::default(),
             rrd: RrdConfig::default(),
             influxdb: InfluxConfig::default(),

@@ -84,6 +84,11 @@ pub struct EnqueuerSettings {
 enum Command {
     Points(Vec<SeriesPoints>),
     Flush(Sender<()>),
+    Forget {
+        host: String,
+        series: Option<(String, String)>,
+        done: Sender<Vec<std::path::PathBuf>>,
+    },
 }
 
 /// The front end's handle on the shards.
@@ -217,6 +222,33 @@ impl Enqueuer {
         }
     }
 
+    /// Makes every shard drop the queued points of `host` (or of its one series) and forget
+    /// what its backends keep open for them; returns where their data lies on disk, once every
+    /// shard is done, so it can be moved away without a shard writing into it.
+    pub fn forget(&self, host: &str, series: Option<(&str, &str)>) -> Vec<std::path::PathBuf> {
+        let replies: Vec<Receiver<Vec<std::path::PathBuf>>> = self
+            .senders
+            .iter()
+            .map(|sender| {
+                let (done, reply) = mpsc::channel();
+                let _ = sender.send(Command::Forget {
+                    host: host.to_string(),
+                    series: series.map(|(s, m)| (s.to_string(), m.to_string())),
+                    done,
+                });
+                reply
+            })
+            .collect();
+        let mut paths: Vec<std::path::PathBuf> = replies
+            .into_iter()
+            .filter_map(|reply| reply.recv().ok())
+            .flatten()
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// Flushes every queue and stops the shards. Commands already sent are handled first; a
     /// backend that stays down is tried three more times per flush, then its points are counted
     /// as failed, so shutdown cannot hang on it.
@@ -272,6 +304,9 @@ impl Shard {
                     self.flush(all, false);
                     let _ = ack.send(());
                 }
+                Ok(Command::Forget { host, series, done }) => {
+                    let _ = done.send(self.forget(&host, series));
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
@@ -293,6 +328,38 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Drops the queues of `host` (or of its one series) and has the backends forget it;
+    /// returns where the backends keep its data.
+    fn forget(&mut self, host: &str, series: Option<(String, String)>) -> Vec<std::path::PathBuf> {
+        let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+        let matches = |key: &SeriesKey| {
+            key.host == host
+                && series_ref
+                    .is_none_or(|(service, metric)| key.service == service && key.metric == metric)
+        };
+        let mut dropped = 0;
+        self.queues.retain(|key, queue| {
+            let keep = !matches(key);
+            if !keep {
+                dropped += queue.points.len();
+            }
+            keep
+        });
+        self.queued.fetch_sub(dropped, Ordering::AcqRel);
+        let mut paths = Vec::new();
+        for backend in &mut self.backends {
+            backend.forget(host, series_ref);
+            match backend.stored_at(host, series_ref) {
+                Ok(Some(path)) => paths.push(path),
+                Ok(None) => {}
+                Err(failure) => {
+                    warn!(backend = backend.name(), %failure, host, "no path to delete")
+                }
+            }
+        }
+        paths
     }
 
     /// Queues `series`; returns the series that reached `max_batch_points`.

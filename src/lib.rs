@@ -15,3 +15,4 @@ pub mod parse;
 pub mod routing;
 pub mod server;
 pub mod storage;
+pub mod trash;

@@ -9,6 +9,7 @@
 //! - `perfpipe parse [--summary]`: reads perfdata strings from stdin, one a line, and prints one
 //!   JSON object a line in READING.md's schema, or with `--summary` only counts and speed.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -59,7 +60,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("perfpipe: {error:#}");
+            // Not eprintln!: it panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "perfpipe: {error:#}");
             ExitCode::FAILURE
         }
     }

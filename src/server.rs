@@ -85,36 +85,52 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     info!(%address, "listening");
+    tokio::spawn(purge_trash(node.clone()));
     axum::serve(listener, crate::api::router(node))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Empties the trash of what is older than `trash_retention`, at start and then every
+/// retention period (at most hourly).
+async fn purge_trash(node: Arc<Node>) {
+    let retention = node.config.trash_retention;
+    let mut every = tokio::time::interval(retention.clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    ));
+    loop {
+        every.tick().await;
+        let data_dir = node.config.data_dir.clone();
+        match tokio::task::spawn_blocking(move || crate::trash::purge(&data_dir, retention)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(failure)) => {
+                tracing::warn!(failure = %format!("{failure:#}"), "trash purge failed")
             }
-            Err(_) => std::future::pending().await,
+            Err(failure) => tracing::warn!(%failure, "trash purge failed"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => info!("SIGINT: shutting down"),
-        () = terminate => info!("SIGTERM: shutting down"),
     }
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives right after start-up is already a
+/// clean shutdown rather than the default (immediate) end.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT: shutting down"),
+            _ = terminate.recv() => info!("SIGTERM: shutting down"),
+        }
+    })
 }

@@ -234,3 +234,67 @@ fn sigterm_flushes_every_acknowledged_point() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn deletes_move_files_to_the_trash_and_the_purge_empties_it() {
+    let dir = temp_dir("node-delete");
+    let data = dir.join("data");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\ntrash_retention = \"2s\"\n[enqueuer]\nmax_batch_age = \"50ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+    let lines = format!("{t}||web-01||PING||OK||rta=1ms pl=0%\n{t}||web-02||PING||OK||rta=2ms\n");
+    assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+    node.wait_written(3);
+    let rta = data.join("whisper/web%2D01/PING/rta.wsp");
+    let pl = data.join("whisper/web%2D01/PING/pl.wsp");
+    assert!(rta.is_file() && pl.is_file());
+
+    let answer = node.request("DELETE", "/api/v1/series?hsm=web-01::PING::rta", None, b"");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["deleted"]["series"], 1);
+    assert!(!rta.exists() && pl.is_file(), "only the series' file moved");
+    let query = node.get(&format!(
+        "/api/v1/query?hsm=web-01::PING::rta&start={}&end={}",
+        t - 60,
+        t + 60
+    ));
+    assert_eq!(query.json()["series"][0]["error"], "no such series");
+    let metrics = node.get("/api/v1/hosts/web-01/metrics").json();
+    assert_eq!(metrics["metrics"].as_array().unwrap().len(), 1);
+
+    // A new point after the delete lands in a new file at the series' path, not in the trash.
+    let again = format!("{}||web-01||PING||OK||rta=3ms\n", t + 60);
+    assert_eq!(node.post("/api/v1/write", "text/plain", &again).status, 200);
+    node.wait_written(4);
+    assert!(rta.is_file(), "the series starts afresh");
+
+    let answer = node.request("DELETE", "/api/v1/hosts/web-02", None, b"");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(!data.join("whisper/web%2D02").exists());
+    let hosts = node.get("/api/v1/hosts").json();
+    assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        node.request("DELETE", "/api/v1/hosts/nobody", None, b"")
+            .status,
+        404
+    );
+
+    let trash = data.join("trash");
+    assert_eq!(
+        std::fs::read_dir(&trash).unwrap().count(),
+        2,
+        "one trash folder per delete"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&trash).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "trash not purged");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

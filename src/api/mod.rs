@@ -4,6 +4,7 @@
 //! the points to the enqueuer. Handlers do their CPU work (parsing, file reads, SQLite) on
 //! tokio's blocking pool, never on the async workers.
 
+mod delete;
 mod query;
 mod status;
 mod write;
@@ -14,7 +15,7 @@ use std::time::Instant;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use crate::cluster::Cluster;
@@ -40,7 +41,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/internal/v1/points", post(write::internal_points))
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/hosts", get(query::hosts))
+        .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
+        .route("/api/v1/series", delete(delete::delete_series))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }

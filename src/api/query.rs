@@ -46,7 +46,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is not a time (epoch seconds, now, or -24h)"))
 }
 
-fn parse_hsm(text: &str) -> Result<SeriesKey, String> {
+pub fn parse_hsm(text: &str) -> Result<SeriesKey, String> {
     let mut parts = text.splitn(3, "::");
     match (parts.next(), parts.next(), parts.next()) {
         (Some(host), Some(service), Some(metric))

@@ -200,6 +200,24 @@ pub trait Backend: Send {
 
     /// Reads a range of one series.
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError>;
+
+    /// Forgets what this backend keeps in memory about `host`'s series (all of them, or the
+    /// one `(service, metric)`): open files, cached last-update times. Called before their
+    /// files are moved away, so no later write goes to a moved file. Default: nothing kept.
+    fn forget(&mut self, host: &str, series: Option<(&str, &str)>) {
+        let _ = (host, series);
+    }
+
+    /// Where the data of `host` (or of its one series `(service, metric)`) lies on disk: the
+    /// file or directory to move when it is deleted. `None` for backends without local files.
+    fn stored_at(
+        &self,
+        host: &str,
+        series: Option<(&str, &str)>,
+    ) -> Result<Option<std::path::PathBuf>, BackendError> {
+        let _ = (host, series);
+        Ok(None)
+    }
 }
 
 /// The longest file name common file systems accept (ext4, XFS, btrfs).

@@ -237,6 +237,25 @@ impl Backend for WhisperBackend {
         Ok(report)
     }
 
+    fn forget(&mut self, host: &str, series: Option<(&str, &str)>) {
+        self.open_files.retain(|key, _| {
+            key.host != host
+                || series
+                    .is_some_and(|(service, metric)| key.service != service || key.metric != metric)
+        });
+    }
+
+    fn stored_at(
+        &self,
+        host: &str,
+        series: Option<(&str, &str)>,
+    ) -> Result<Option<PathBuf>, BackendError> {
+        Ok(Some(match series {
+            Some((service, metric)) => self.series_path(&SeriesKey::new(host, service, metric))?,
+            None => self.config.data_dir.join(encode_name(host, 0)?),
+        }))
+    }
+
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
         let path = self.series_path(key)?;
         let file = match WhisperFile::open_read_only(&path) {

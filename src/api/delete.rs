@@ -1,0 +1,98 @@
+//! `DELETE /api/v1/hosts/{host}` and `DELETE /api/v1/series?hsm=host::service::metric`:
+//! the owner node has its shards drop the queued points and forget open files, moves the files
+//! to the trash (see `trash`), and marks the catalogue rows deleted. Asked of another node, the
+//! request is passed to the owner. The answer counts, never names files.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::query::parse_hsm;
+use super::{blocking, ApiError, Node};
+
+pub async fn delete_host(
+    State(node): State<Arc<Node>>,
+    Path(host): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    remove(node, host, None).await
+}
+
+pub async fn delete_series(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let hsm = form_urlencoded::parse(raw.as_bytes())
+        .find(|(name, _)| name == "hsm")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "name the series: hsm=host::service::metric".into(),
+            )
+        })?;
+    let key = parse_hsm(&hsm).map_err(|message| ApiError(StatusCode::BAD_REQUEST, message))?;
+    remove(node, key.host, Some((key.service, key.metric))).await
+}
+
+async fn remove(
+    node: Arc<Node>,
+    host: String,
+    series: Option<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(owner) = node.cluster.owner(&host) {
+        let path = match &series {
+            None => format!(
+                "/api/v1/hosts/{}",
+                form_urlencoded::byte_serialize(host.as_bytes()).collect::<String>()
+            ),
+            Some((service, metric)) => format!(
+                "/api/v1/series?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("hsm", &format!("{host}::{service}::{metric}"))
+                    .finish()
+            ),
+        };
+        let answer = blocking(move || Ok(node.cluster.delete(owner, &path)?)).await?;
+        return Ok(Json(answer));
+    }
+    blocking(move || {
+        let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+        let paths = node.enqueuer.forget(&host, series_ref);
+        let moved = crate::trash::move_to_trash(&node.config.data_dir, &paths)?;
+        let mut catalogue = crate::storage::open_catalogue(&node.config)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let forgotten = match &series {
+            None => catalogue
+                .delete_host(&host, now)
+                .map_err(anyhow::Error::from)?,
+            Some((service, metric)) => u64::from(
+                catalogue
+                    .delete_series(
+                        &perfpipe_backend::SeriesKey::new(
+                            host.as_str(),
+                            service.as_str(),
+                            metric.as_str(),
+                        ),
+                        now,
+                    )
+                    .map_err(anyhow::Error::from)?,
+            ),
+        };
+        if forgotten == 0 && moved == 0 {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "nothing stored under that name".into(),
+            ));
+        }
+        Ok(Json(
+            json!({ "deleted": { "series": forgotten, "moved_to_trash": moved } }),
+        ))
+    })
+    .await
+}
