@@ -242,8 +242,9 @@ fn deletes_move_files_to_the_trash_and_the_purge_empties_it() {
     let config = config(
         &dir,
         &format!(
-            "data_dir = {:?}\ntrash_retention = \"2s\"\n[enqueuer]\nmax_batch_age = \"50ms\"\n",
-            data.display().to_string()
+            "data_dir = {:?}\nbackends = {}\ntrash_retention = \"2s\"\n[enqueuer]\nmax_batch_age = \"50ms\"\n",
+            data.display().to_string(),
+            if cfg!(feature = "rrd") { r#"["whisper", "rrd"]"# } else { r#"["whisper"]"# }
         ),
     );
     let node = Node::start(&["--config", config.to_str().unwrap()]);
@@ -259,6 +260,13 @@ fn deletes_move_files_to_the_trash_and_the_purge_empties_it() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["deleted"]["series"], 1);
     assert!(!rta.exists() && pl.is_file(), "only the series' file moved");
+    if cfg!(feature = "rrd") {
+        assert!(
+            !data.join("rrd/web%2D01/PING/rta").exists(),
+            "the RRD series moved too"
+        );
+        assert!(data.join("rrd/web%2D01/PING/pl/value.rrd").is_file());
+    }
     let query = node.get(&format!(
         "/api/v1/query?hsm=web-01::PING::rta&start={}&end={}",
         t - 60,
@@ -277,6 +285,7 @@ fn deletes_move_files_to_the_trash_and_the_purge_empties_it() {
     let answer = node.request("DELETE", "/api/v1/hosts/web-02", None, b"");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(!data.join("whisper/web%2D02").exists());
+    assert!(!data.join("rrd/web%2D02").exists());
     let hosts = node.get("/api/v1/hosts").json();
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
     assert_eq!(

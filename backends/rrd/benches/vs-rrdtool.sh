@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # Compares the RRD backend end to end with the reference tools on the same workload:
-#   (a) perfpipe's RrdBackend (examples/rrd-load.rs), all of a series' points in one write call;
+#   (a) perfpipe's RrdBackend (examples/rrd-load.rs), all of a series' points in one write call,
+#       with its default number of write threads ("perfpipe") and with one ("perfpipe-1t");
 #   (b) `rrdtool update FILE t:v t:v ...`, one process per file with all its values;
 #   (c) rrdcached: one BATCH of `UPDATE FILE t:v ...` lines over its unix socket, then FLUSHALL
 #       and a FLUSH per file, which each answer once that file is written.
 # Every method starts from copies of the same pre-created files (rrdtool create, Opsview's
 # layout, last update T0-1) and writes the same points (FILES series x POINTS points, 300 s
-# apart). The time of each run ends when the data is in the files (none of the three fsyncs).
-# The files the three methods produce are checked to read back identically with rrdtool fetch.
+# apart). The files the methods produce are checked to read back identically with rrdtool fetch.
+#
+# What is timed, for each method, ends when the data is in the files (none of them fsyncs):
+#   perfpipe:  from the moment all batches are in the process's memory (built before the clock
+#              starts) until the last write() call returned. Includes formatting the values as
+#              librrd's `T:V` text (write() does that); the time formatting alone takes is printed
+#              ("format") so it can be weighed. Process start is not included; the whole
+#              process's wall-clock time is printed too ("process").
+#   rrdcached: from the moment the update text is in the client's memory (formatted before the
+#              clock starts: the client's formatting is excluded, as perfpipe's batch building
+#              is) until the last FLUSH answered: sending, rrdcached's parsing, queueing and its
+#              write threads' librrd calls. The daemon is started before the clock.
+#   rrdtool:   the whole `xargs rrdtool update` run, process starts included (that is the point
+#              of that method).
 #
 # Usage: backends/rrd/benches/vs-rrdtool.sh [FILES [POINTS [RUNS]]]   (default 500 288 5)
-#        RRD_LOAD=path/to/rrd-load to use an already built example instead of building it.
+#        RRD_LOAD=path/to/rrd-load to use an already built example instead of building it;
+#        RRD_THREADS=n for perfpipe's write threads (default: its default, cores up to 4).
 # Needs: rrdtool, rrdcached, python3, cargo; builds the example with --release into
 # $CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
@@ -64,10 +78,14 @@ now() { date +%s%N; }
 results="$work/results.txt"
 
 run_perfpipe() {
-    local dir=$1
+    local dir=$1 name=$2 threads=$3
     local start; start=$(now)
-    "$rrd_load" "$dir" "$FILES" "$POINTS" "$POINTS" >/dev/null
-    echo "perfpipe $(( $(now) - start ))" >>"$results"
+    local out; out=$("$rrd_load" "$dir" "$FILES" "$POINTS" "$POINTS" $threads)
+    local process=$(( $(now) - start ))
+    # "written N ns NS format_ns F threads T"
+    set -- $out
+    [[ $1 == written && $2 == $((FILES * POINTS)) ]] || { echo "rrd-load: unexpected output: $out" >&2; exit 1; }
+    { echo "$name $4"; echo "$name-process $process"; echo "$name-format $6"; } >>"$results"
 }
 
 run_rrdtool() {
@@ -119,7 +137,7 @@ check_same() {
     local run=$1 last=$((T0 + 300 * (POINTS - 1)))
     for i in 0 $((FILES / 2)) $((FILES - 1)); do
         local ref=""
-        for method in perfpipe rrdtool rrdcached; do
+        for method in perfpipe perfpipe-1t rrdtool rrdcached; do
             local f="$run/$method/bench/svc/m$i/value.rrd"
             local got; got=$(rrdtool fetch "$f" AVERAGE -s $((T0 - 300)) -e "$last")
             [[ $(rrdtool lastupdate "$f" | tail -1 | cut -d: -f1) == "$last" ]] ||
@@ -133,9 +151,10 @@ check_same() {
 for ((r = 1; r <= RUNS; r++)); do
     run="$work/run$r"
     mkdir -p "$run"
-    for method in perfpipe rrdtool rrdcached; do cp -r "$work/template" "$run/$method"; done
+    for method in perfpipe perfpipe-1t rrdtool rrdcached; do cp -r "$work/template" "$run/$method"; done
     sync
-    run_perfpipe "$run/perfpipe"
+    run_perfpipe "$run/perfpipe" perfpipe "${RRD_THREADS:-}"
+    run_perfpipe "$run/perfpipe-1t" perfpipe-1t 1
     run_rrdtool "$run/rrdtool"
     run_rrdcached "$run/rrdcached"
     check_same "$run"
@@ -143,6 +162,7 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 echo "workload: $FILES files x $POINTS points = $((FILES * POINTS)) points, $RUNS runs, data in the files at the end of each run"
+echo "perfpipe, rrdcached: points (or their text) in memory -> data in the files; -process: whole rrd-load process; -format: formatting alone (inside perfpipe's figure)"
 python3 - "$results" "$((FILES * POINTS))" <<'PY'
 import statistics, sys
 runs = {}
@@ -150,8 +170,9 @@ for line in open(sys.argv[1]):
     method, ns = line.split()
     runs.setdefault(method, []).append(int(ns) / 1e9)
 points = int(sys.argv[2])
-for method in ("perfpipe", "rrdtool", "rrdcached"):
+for method in ("perfpipe", "perfpipe-1t", "rrdcached", "rrdtool",
+               "perfpipe-process", "perfpipe-format", "perfpipe-1t-process"):
     seconds = statistics.median(runs[method])
     all_runs = " ".join(f"{s:.3f}" for s in runs[method])
-    print(f"{method:10} median {seconds:.3f} s  {points / seconds:>10.0f} points/s   (runs: {all_runs} s)")
+    print(f"{method:19} median {seconds:.3f} s  {points / seconds:>10.0f} points/s   (runs: {all_runs} s)")
 PY

@@ -1,15 +1,24 @@
 //! A load generator for the RRD backend: writes a fixed workload through [`RrdBackend`] and
-//! prints points per second. `benches/vs-rrdtool.sh` feeds the same workload to `rrdtool
+//! prints how long the writes took. `benches/vs-rrdtool.sh` feeds the same workload to `rrdtool
 //! update` and to rrdcached and compares.
 //!
-//! Usage: `rrd-load DIR FILES POINTS PER_CALL`: series `bench/svc/m<i>` for `i` in
+//! Usage: `rrd-load DIR FILES POINTS PER_CALL [THREADS]`: series `bench/svc/m<i>` for `i` in
 //! `0..FILES`, each with `POINTS` points at `T0 + 300 j` valued `((7 i + j) % 100) + 0.5`,
-//! written `PER_CALL` points per series per `write` call (all series in each call).
+//! written `PER_CALL` points per series per `write` call (all series in each call), with at
+//! most `THREADS` write threads (default: [`perfpipe_rrd::default_write_threads`]).
+//!
+//! What is timed: from the moment every call's batches are in memory to the moment the last
+//! `write` call returned, i.e. the data is in the files (no fsync, as for rrdtool and
+//! rrdcached). Building the batches and starting the process are not timed; turning the values
+//! into librrd's `T:V` text is (it is part of `write`), and the time that formatting alone
+//! takes is printed beside it. Output, one line:
+//! `written <points> ns <write ns> format_ns <formatting ns> threads <n>`.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
+use perfpipe_rrd::layout::push_update_argument;
 use perfpipe_rrd::{RrdBackend, RrdConfig};
 
 /// First point time, step-aligned; the same in `vs-rrdtool.sh`.
@@ -19,23 +28,48 @@ fn value(file: usize, point: usize) -> f64 {
     ((7 * file + point) % 100) as f64 + 0.5
 }
 
+/// Nanoseconds that formatting every point of `calls` as `T:V` takes, as `write` does it.
+fn formatting_ns(calls: &[Vec<SeriesBatch>]) -> u128 {
+    let started = Instant::now();
+    let mut text = String::with_capacity(32);
+    let mut bytes = 0;
+    for batch in calls.iter().flatten() {
+        for point in &batch.points {
+            text.clear();
+            push_update_argument(&mut text, point.timestamp, point.value, batch.ds_type)
+                .expect("benchmark values are finite");
+            bytes += text.len();
+        }
+    }
+    let ns = started.elapsed().as_nanos();
+    std::hint::black_box(bytes);
+    ns
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = match &args[..] {
-        [dir, files, points, per_call] => files
-            .parse::<usize>()
-            .ok()
-            .zip(points.parse::<usize>().ok())
-            .zip(per_call.parse::<usize>().ok().filter(|&n| n > 0))
-            .map(|((files, points), per_call)| (dir.clone(), files, points, per_call)),
-        _ => None,
-    };
-    let Some((dir, files, points, per_call)) = parsed else {
-        eprintln!("usage: rrd-load DIR FILES POINTS PER_CALL (PER_CALL >= 1)");
-        return ExitCode::from(2);
+    let (dir, files, points, per_call, threads) = match &args[..] {
+        [dir, files, points, per_call, rest @ ..] if rest.len() <= 1 => {
+            let threads = match rest.first() {
+                Some(text) => text.parse::<usize>().ok().filter(|&n| n > 0),
+                None => Some(perfpipe_rrd::default_write_threads()),
+            };
+            match (
+                files.parse::<usize>().ok(),
+                points.parse::<usize>().ok(),
+                per_call.parse::<usize>().ok().filter(|&n| n > 0),
+                threads,
+            ) {
+                (Some(files), Some(points), Some(per_call), Some(threads)) => {
+                    (dir.clone(), files, points, per_call, threads)
+                }
+                _ => return usage(),
+            }
+        }
+        _ => return usage(),
     };
     let mut backend = match RrdBackend::new(&dir, RrdConfig::default()) {
-        Ok(backend) => backend,
+        Ok(backend) => backend.with_write_threads(threads),
         Err(error) => {
             eprintln!("rrd-load: {error}");
             return ExitCode::FAILURE;
@@ -48,27 +82,31 @@ fn main() -> ExitCode {
             metric: format!("m{i}"),
         })
         .collect();
+    let calls: Vec<Vec<SeriesBatch>> = (0..points)
+        .step_by(per_call)
+        .map(|first| {
+            let last = (first + per_call).min(points);
+            keys.iter()
+                .enumerate()
+                .map(|(i, key)| SeriesBatch {
+                    key: key.clone(),
+                    uom: String::new(),
+                    ds_type: DataSourceType::Gauge,
+                    points: (first..last)
+                        .map(|j| Point {
+                            timestamp: T0 + 300 * j as i64,
+                            value: value(i, j),
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .collect();
 
     let started = Instant::now();
     let mut written = 0;
-    for first in (0..points).step_by(per_call) {
-        let last = (first + per_call).min(points);
-        let batches: Vec<SeriesBatch> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| SeriesBatch {
-                key: key.clone(),
-                uom: String::new(),
-                ds_type: DataSourceType::Gauge,
-                points: (first..last)
-                    .map(|j| Point {
-                        timestamp: T0 + 300 * j as i64,
-                        value: value(i, j),
-                    })
-                    .collect(),
-            })
-            .collect();
-        match backend.write(&batches) {
+    for batches in &calls {
+        match backend.write(batches) {
             Ok(report) => {
                 if let Some((key, error)) = report.failed.first() {
                     eprintln!("rrd-load: {key}: {error}");
@@ -82,10 +120,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let ns = started.elapsed().as_nanos();
     println!(
-        "{written} points in {seconds:.3} s: {:.0} points/s",
-        written as f64 / seconds
+        "written {written} ns {ns} format_ns {} threads {threads}",
+        formatting_ns(&calls)
     );
     ExitCode::SUCCESS
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: rrd-load DIR FILES POINTS PER_CALL [THREADS] (PER_CALL, THREADS >= 1)");
+    ExitCode::from(2)
 }

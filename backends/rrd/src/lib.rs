@@ -13,6 +13,12 @@
 //! and does not stop the others. Only librrd's thread-safe `_r` functions are called, never the
 //! argv/getopt entry points (`rrd_update`, `rrd_create`, ...) that use global state.
 //!
+//! Who touches which file: one write call with many series (at least [`PARALLEL_MIN_SERIES`])
+//! spreads them over up to [`RrdBackend::write_threads`] threads (default: the cores, at most
+//! 4), partitioned by file, so each file still has exactly one writer thread; smaller calls
+//! write on the calling thread. Files, last-update cache and report are the same either way
+//! (see the `backend` module).
+//!
 //! Without the `rrd` feature the crate builds without any C library and holds only the layout
 //! and configuration code.
 //!
@@ -29,7 +35,7 @@ mod backend;
 mod librrd;
 
 #[cfg(feature = "rrd")]
-pub use backend::RrdBackend;
+pub use backend::{default_write_threads, RrdBackend, PARALLEL_MIN_SERIES};
 pub use config::{ArchiveSpec, ConfigError, ConsolidationFunction, RrdConfig};
 pub use layout::ValueError;
 

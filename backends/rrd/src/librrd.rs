@@ -5,8 +5,13 @@
 //! `rrd_info_r`, `rrd_fetch_r`. None of them parses options with `getopt` or keeps global state, unlike
 //! `rrd_update(argc, argv)` and friends, and only numeric timestamps are passed (never at-style
 //! times, whose parser is not thread-safe). librrd's error message lives in a per-thread
-//! context: it is cleared before each call and read right after it, on the same thread. Every
-//! buffer librrd allocates is freed with `rrd_freemem`.
+//! context: it is cleared before each call and read right after it, on the same thread, so
+//! writer threads calling librrd at once each read their own message. Checked for librrd 1.7.2
+//! (Debian's `librrd.so.8`, the thread-safe build; the `librrd_th` that `man rrdthreads` names
+//! no longer exists separately): `rrd_clear_error` and `rrd_get_error` both go through
+//! `rrd_get_context`, which keeps the context in pthread thread-specific data (`pthread_once`,
+//! `pthread_getspecific`, a new context per thread on first use). Every buffer librrd
+//! allocates is freed with `rrd_freemem`.
 //!
 //! Why not the `rrd` crate (0.3.1), which wraps the same bindings: it has no wrapper for
 //! `rrd_last_r` (only `rrd_info_r`, which builds a map of every header field to learn one time),

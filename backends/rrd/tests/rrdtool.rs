@@ -414,3 +414,155 @@ fn configured_step_and_heartbeat_are_used() {
     assert_eq!(info["rra[0].rows"], "100");
     assert!(!info.contains_key("rra[1].cf"));
 }
+
+/// The batches of one call over `series` series `m<i>` (every fourth a counter), points `range`
+/// of each, plus the troublemakers: a series twice in the call, a counter value that is not a
+/// whole number, a name too long for a file name, and a series whose file is not an RRD file.
+fn mixed_call(
+    series: usize,
+    range: std::ops::Range<i64>,
+    extra: i64,
+) -> Vec<perfpipe_backend::SeriesBatch> {
+    let mut batches: Vec<_> = (0..series)
+        .map(|s| {
+            let (uom, f): (&str, fn(usize, i64) -> f64) = if s % 4 == 0 {
+                ("c", |s, i| (1000 * s as i64 + 600 * i) as f64)
+            } else {
+                ("ms", |s, i| s as f64 + i as f64 / 8.0)
+            };
+            let points: Vec<_> = range.clone().map(|i| (T0 + 300 * i, f(s, i))).collect();
+            batch(&key("many", "svc", &format!("m{s}")), uom, &points)
+        })
+        .collect();
+    let twice: Vec<_> = (range.end - 2..range.end + extra)
+        .map(|i| (T0 + 300 * i, 7.0 + i as f64))
+        .collect();
+    batches.insert(series / 2, batch(&key("many", "svc", "m7"), "ms", &twice));
+    batches.insert(
+        3,
+        batch(
+            &key("many", "svc", "fractional"),
+            "c",
+            &[(T0, 1.0), (T0 + 300, 2.5)],
+        ),
+    );
+    batches.insert(
+        series / 3,
+        batch(&key("many", "svc", &"x".repeat(300)), "", &[(T0, 1.0)]),
+    );
+    batches.push(batch(
+        &key("many", "svc", "broken"),
+        "",
+        &[(T0 + 300 * range.start, 1.0)],
+    ));
+    batches
+}
+
+/// A report as comparable text: counts, then each failed series with its message, the data
+/// directory replaced by `DIR`.
+fn report_text(report: &perfpipe_backend::WriteReport, dir: &std::path::Path) -> String {
+    let mut text = format!("written {} late {}\n", report.written, report.late);
+    for (key, error) in &report.failed {
+        text += &format!("{key}: {error}\n").replace(path_str(dir), "DIR");
+    }
+    text
+}
+
+#[test]
+fn many_series_written_by_several_threads_give_the_same_files_and_report_as_one_thread() {
+    const SERIES: usize = 96; // well above PARALLEL_MIN_SERIES, so four writers
+    const { assert!(SERIES >= 4 * perfpipe_rrd::PARALLEL_MIN_SERIES / 2) };
+    let single_dir = tempfile::tempdir().unwrap();
+    let multi_dir = tempfile::tempdir().unwrap();
+    for dir in [single_dir.path(), multi_dir.path()] {
+        let broken = dir.join("many/svc/broken/value.rrd");
+        std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+        std::fs::write(&broken, b"not an RRD file").unwrap();
+    }
+    let mut single = opsview_backend(single_dir.path()).with_write_threads(1);
+    let mut multi = opsview_backend(multi_dir.path()).with_write_threads(4);
+    assert_eq!((single.write_threads(), multi.write_threads()), (1, 4));
+
+    // Call 1 creates the files; call 2 overlaps it by five points (late) on the cached last
+    // updates; call 3, through new backends, learns them from the files (rrd_last_r on the
+    // writer threads) and overlaps by two.
+    let calls = [(0..10, 2), (5..20, 3), (18..30, 1)];
+    for (number, (range, extra)) in calls.into_iter().enumerate() {
+        if number == 2 {
+            single = opsview_backend(single_dir.path()).with_write_threads(1);
+            multi = opsview_backend(multi_dir.path()).with_write_threads(4);
+        }
+        let batches = mixed_call(SERIES, range.clone(), extra);
+        let single_report = single.write(&batches).unwrap();
+        let multi_report = multi.write(&batches).unwrap();
+        let expected = report_text(&single_report, single_dir.path());
+        assert_eq!(
+            report_text(&multi_report, multi_dir.path()),
+            expected,
+            "call {number}"
+        );
+
+        // Each failure is reported for its series, with its file named, in call order.
+        let failed: Vec<String> = multi_report
+            .failed
+            .iter()
+            .map(|(k, _)| k.metric.clone())
+            .collect();
+        let long = "x".repeat(300);
+        // The fractional counter's file was created, but its bad value stopped its update
+        // each time, so its points are never late and it fails again in every call.
+        let expected_failed = ["fractional", &long, "broken"];
+        assert_eq!(failed, expected_failed, "call {number}");
+        assert!(
+            expected.contains("DIR/many/svc/broken/value.rrd"),
+            "{expected}"
+        );
+        if number == 0 {
+            assert!(
+                expected.contains("DIR/many/svc/fractional/value.rrd"),
+                "{expected}"
+            );
+        }
+
+        // Late points: in call 1 only the two of m7's second batch that its first one wrote;
+        // later, the overlap with the previous call, longer for m7 by what its second batch
+        // added then.
+        let overlap = [0, 5, 2][number];
+        let previous_extra = [0, 2, 3][number];
+        let points = (range.end - range.start) as u64;
+        assert_eq!(
+            (multi_report.written, multi_report.late),
+            (
+                SERIES as u64 * (points - overlap) - previous_extra + extra as u64,
+                SERIES as u64 * overlap + previous_extra + 2,
+            ),
+            "call {number}: {expected}"
+        );
+    }
+
+    // The same files, holding the same rows.
+    let files = files_under(single_dir.path());
+    assert_eq!(files_under(multi_dir.path()), files);
+    assert_eq!(files.len(), SERIES + 2, "{files:?}"); // + fractional and broken
+    for file in &files {
+        let (a, b) = (single_dir.path().join(file), multi_dir.path().join(file));
+        if file.starts_with("many/svc/broken") {
+            assert_eq!(std::fs::read(&b).unwrap(), b"not an RRD file");
+            continue;
+        }
+        assert_eq!(info(&b)["last_update"], info(&a)["last_update"], "{file:?}");
+        let end = T0 + 300 * 40;
+        let (rows_a, rows_b) = (
+            fetch(&a, "AVERAGE", T0 - 300, end, None),
+            fetch(&b, "AVERAGE", T0 - 300, end, None),
+        );
+        // Every file holds values but the fractional counter's, which was only ever created.
+        let holds_values = rows_a.iter().any(|r| r.1.is_some());
+        assert_eq!(
+            holds_values,
+            !file.starts_with("many/svc/fractional"),
+            "{file:?}"
+        );
+        assert_eq!(rows_b, rows_a, "{file:?}");
+    }
+}
