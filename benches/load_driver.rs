@@ -1,2 +1,693 @@
-//! End-to-end load driver (being written).
-fn main() {}
+//! End-to-end load driver: how fast one `perfpipe serve` node takes check results over HTTP
+//! and gets their points into Whisper files. It starts the node itself (this package's
+//! `perfpipe` binary, built by `cargo bench` in the bench profile) on 127.0.0.1 with an
+//! ephemeral port, in a temporary directory with a config it writes (Whisper only; enqueuer and
+//! retentions from the flags), generates `hosts × services` results of `metrics` metrics each
+//! for `rounds` timestamps (60 s apart, ending now), posts them as JSON bodies of `batch`
+//! results from `clients` threads (keep-alive connections, 503 answers honoured by waiting
+//! `Retry-After` and retrying), and polls `/status` until every point is written. Round 0
+//! creates the files and is measured on its own (phase `create`); the remaining rounds update
+//! existing files (phase `update`). It reports results/s and points/s accepted, points/s
+//! written (first post until `/status` shows all written), 503 retries, the node's peak RSS
+//! (VmHWM) and CPU time against the driver's own, then stops the node with SIGTERM (it must
+//! exit 0) and removes the directory. All traffic stays on loopback.
+//!
+//! Run: `cargo bench --bench load_driver -- [--hosts 10000 --services 10 --metrics 3
+//! --rounds 4 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000 --max-batch-age 5s
+//! --retentions 60s:1d,1h:7d --perf FILE]`; `--perf FILE` records the node with
+//! `perf record -e cpu-clock -g` during the posting phases. Files take disk space: the default
+//! workload (300,000 series) writes about 6 GB under the temp dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context};
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "End-to-end load driver for perfpipe serve")]
+struct Args {
+    /// Hosts in the workload.
+    #[arg(long, default_value_t = 10_000)]
+    hosts: usize,
+    /// Services per host.
+    #[arg(long, default_value_t = 10)]
+    services: usize,
+    /// Metrics per service (perfdata `m0=… m1=…`).
+    #[arg(long, default_value_t = 3)]
+    metrics: usize,
+    /// Timestamps per series (60 s apart, ending now); round 0 creates the files.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// Results per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent client threads (one keep-alive connection each).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// enqueuer.shards of the node.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// enqueuer.max_batch_points of the node.
+    #[arg(long, default_value_t = 1000)]
+    max_batch_points: usize,
+    /// enqueuer.max_batch_age of the node (a duration with unit).
+    #[arg(long, default_value = "5s")]
+    max_batch_age: String,
+    /// enqueuer.max_queued_points of the node.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_queued_points: usize,
+    /// whisper.retentions of the node (the project default, 60s:1d,5m:30d,1h:3y, takes
+    /// 436 KB a file).
+    #[arg(long, default_value = "60s:1d,1h:7d")]
+    retentions: String,
+    /// Give up (and fail) after this many seconds in all.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Record the node with `perf record -e cpu-clock -g -p PID -o FILE` during the phases
+    /// `--perf-phase` names.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Phases recorded by `--perf`: all, create or update.
+    #[arg(long, default_value = "all", value_parser = ["all", "create", "update"])]
+    perf_phase: String,
+    /// The perfpipe binary (default: the one cargo built for this bench).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Keep the data directory (its path is printed).
+    #[arg(long)]
+    keep: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.hosts > 0 && args.services > 0 && args.metrics > 0 && args.rounds > 0,
+        "hosts, services, metrics and rounds must be at least 1"
+    );
+    ensure!(
+        args.batch > 0 && args.clients > 0 && args.shards > 0,
+        "batch, clients and shards must be at least 1"
+    );
+    let archives = perfpipe_whisper::parse_retentions(&args.retentions)
+        .map_err(|e| anyhow::anyhow!("--retentions {:?}: {e}", args.retentions))?;
+    let file_bytes = 16
+        + 12 * archives.len() as u64
+        + archives.iter().map(|a| 12 * a.points as u64).sum::<u64>();
+    let series = (args.hosts * args.services * args.metrics) as u64;
+    let results_per_round = (args.hosts * args.services) as u64;
+    let points_per_round = series;
+
+    let dir = std::env::temp_dir().join(format!("perfpipe-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut guard = Guard {
+        node: None,
+        perf: None,
+        dir: dir.clone(),
+        keep: args.keep,
+    };
+
+    println!("perfpipe load driver");
+    println!(
+        "  parameters: --hosts {} --services {} --metrics {} --rounds {} --batch {} --clients {} \
+         --shards {} --max-batch-points {} --max-batch-age {} --max-queued-points {} \
+         --retentions {}",
+        args.hosts,
+        args.services,
+        args.metrics,
+        args.rounds,
+        args.batch,
+        args.clients,
+        args.shards,
+        args.max_batch_points,
+        args.max_batch_age,
+        args.max_queued_points,
+        args.retentions
+    );
+    println!(
+        "  workload: {series} series, {} results and {} points in all, whisper files of {} \
+         bytes (~{:.1} GB on disk)",
+        results_per_round * args.rounds as u64,
+        points_per_round * args.rounds as u64,
+        file_bytes,
+        (series * file_bytes) as f64 / 1e9
+    );
+
+    // The workload, generated before the node starts so that posting costs the driver only HTTP.
+    let driver_cpu_start = cpu_seconds("self")?;
+    let generate_start = Instant::now();
+    let end = now() / 60 * 60;
+    let rounds: Vec<Vec<Vec<u8>>> = (0..args.rounds)
+        .map(|round| {
+            let timestamp = end - 60 * (args.rounds - 1 - round) as i64;
+            generate_round(&args, round, timestamp)
+        })
+        .collect();
+    let body_bytes: usize = rounds.iter().flatten().map(Vec::len).sum();
+    println!(
+        "  generated {} bodies, {:.1} MB, in {:.2} s",
+        rounds.iter().map(Vec::len).sum::<usize>(),
+        body_bytes as f64 / 1e6,
+        generate_start.elapsed().as_secs_f64()
+    );
+    let driver_cpu_generated = cpu_seconds("self")?;
+
+    // The node.
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n\
+         data_dir = {data:?}\n\
+         backends = [\"whisper\"]\n\
+         max_body_size = \"64MB\"\n\
+         [whisper]\n\
+         retentions = {retentions:?}\n\
+         [enqueuer]\n\
+         shards = {shards}\n\
+         max_batch_points = {mbp}\n\
+         max_batch_age = {age:?}\n\
+         max_queued_points = {mqp}\n",
+        data = dir.join("data").display().to_string(),
+        retentions = args.retentions,
+        shards = args.shards,
+        mbp = args.max_batch_points,
+        age = args.max_batch_age,
+        mqp = args.max_queued_points,
+    );
+    let config_path = dir.join("perfpipe.toml");
+    std::fs::write(&config_path, config)?;
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_perfpipe")));
+    let (child, address, log) = start_node(&binary, &config_path)?;
+    let pid = child.id();
+    guard.node = Some(child);
+    println!(
+        "  node: pid {pid}, http://{address}, binary {}",
+        binary.display()
+    );
+    let base = format!("http://{address}");
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+
+    if let Some(file) = &args.perf {
+        let perf = Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-g",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf")?;
+        guard.perf = Some(perf);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Phase `create`: round 0, then phase `update`: the others.
+    let retries = AtomicU64::new(0);
+    let node_cpu_0 = cpu_seconds(&pid.to_string())?;
+    let driver_cpu_0 = cpu_seconds("self")?;
+    let mut phases = Vec::new();
+    let mut written_before = 0u64;
+    let mut first_post = None;
+    for (name, bodies) in [("create", &rounds[..1]), ("update", &rounds[1..])] {
+        if bodies.is_empty() {
+            continue;
+        }
+        let bodies: Vec<&[u8]> = bodies.iter().flatten().map(Vec::as_slice).collect();
+        let record = args
+            .perf
+            .as_ref()
+            .filter(|_| [name, "all"].contains(&&*args.perf_phase));
+        if let Some(file) = record {
+            guard.perf = Some(start_perf(pid, file)?);
+        }
+        let node_cpu = cpu_seconds(&pid.to_string())?;
+        let driver_cpu = cpu_seconds("self")?;
+        let retries_before = retries.load(Ordering::Relaxed);
+        let start = Instant::now();
+        first_post.get_or_insert(start);
+        let posted = post_all(&args, &agent, &base, &bodies, &retries, deadline)?;
+        let accepted_at = start.elapsed();
+        let target = written_before + posted.points;
+        wait_written(&agent, &base, target, deadline)?;
+        let written_at = start.elapsed();
+        written_before = target;
+        if let Some(mut perf) = guard.perf.take() {
+            signal(perf.id(), "INT")?;
+            let _ = perf.wait();
+        }
+        phases.push(Phase {
+            name,
+            results: posted.results,
+            points: posted.points,
+            errors: posted.errors,
+            accepted: accepted_at,
+            written: written_at,
+            retries: retries.load(Ordering::Relaxed) - retries_before,
+            node_cpu: cpu_seconds(&pid.to_string())? - node_cpu,
+            driver_cpu: cpu_seconds("self")? - driver_cpu,
+        });
+    }
+    let total_elapsed = first_post.map_or(Duration::ZERO, |t| t.elapsed());
+    let node_cpu = cpu_seconds(&pid.to_string())? - node_cpu_0;
+    let driver_cpu = cpu_seconds("self")? - driver_cpu_0;
+    let hwm_kb = vm_hwm_kb(pid)?;
+    let status = get_json(&agent, &format!("{base}/status"))?;
+
+    println!();
+    println!(
+        "  {:<7} {:>9} {:>10} {:>8} {:>8} {:>11} {:>12} {:>11} {:>8} {:>9} {:>9}",
+        "phase",
+        "results",
+        "points",
+        "accept s",
+        "write s",
+        "results/s",
+        "accepted p/s",
+        "written p/s",
+        "503s",
+        "node cpu",
+        "drv cpu"
+    );
+    let total = Phase {
+        name: "total",
+        results: phases.iter().map(|p| p.results).sum(),
+        points: phases.iter().map(|p| p.points).sum(),
+        errors: phases.iter().map(|p| p.errors).sum(),
+        // Posting time of the phases (the wait for `create` to be written is left out).
+        accepted: phases.iter().map(|p| p.accepted).sum(),
+        written: total_elapsed,
+        retries: retries.load(Ordering::Relaxed),
+        node_cpu,
+        driver_cpu,
+    };
+    for phase in phases.iter().chain([&total]) {
+        let accept_s = phase.accepted.as_secs_f64();
+        let write_s = phase.written.as_secs_f64();
+        let per = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { f64::NAN };
+        println!(
+            "  {:<7} {:>9} {:>10} {:>8.2} {:>8.2} {:>11.0} {:>12.0} {:>11.0} {:>8} {:>8.2}s {:>8.2}s",
+            phase.name,
+            phase.results,
+            phase.points,
+            accept_s,
+            write_s,
+            per(phase.results, accept_s),
+            per(phase.points, accept_s),
+            per(phase.points, write_s),
+            phase.retries,
+            phase.node_cpu,
+            phase.driver_cpu
+        );
+    }
+    println!(
+        "  (accept s: first post until the last 200; write s: first post until /status shows \
+         every point written; cpu: user+system seconds in the phase)"
+    );
+    println!(
+        "  node: peak RSS (VmHWM) {:.1} MB, cpu {:.2} s over {:.2} s = {:.2} cores; driver cpu \
+         {:.2} s posting, {:.2} s generating",
+        hwm_kb as f64 / 1024.0,
+        node_cpu,
+        total_elapsed.as_secs_f64(),
+        node_cpu / total_elapsed.as_secs_f64().max(1e-9),
+        driver_cpu,
+        driver_cpu_generated - driver_cpu_start
+    );
+    println!(
+        "  503 retries {}, intake errors {}, status: points {} flushes {} backends {}",
+        total.retries, total.errors, status["points"], status["flushes"], status["backends"]
+    );
+
+    // Stop: SIGTERM, exit 0.
+    let mut child = guard.node.take().expect("node running");
+    let stop = Instant::now();
+    if let Err(error) = signal(pid, "TERM") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(error);
+    }
+    let exit = child.wait()?;
+    println!(
+        "  SIGTERM: exited with {:?} after {:.2} s; {} warning/error log lines{}",
+        exit.code(),
+        stop.elapsed().as_secs_f64(),
+        log.count.load(Ordering::Relaxed),
+        log.first
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| format!("\n    {l}"))
+            .collect::<String>()
+    );
+    if args.keep {
+        println!("  kept {}", dir.display());
+    }
+    drop(guard);
+    ensure!(exit.code() == Some(0), "the node exited with {exit}");
+    if let Some(file) = &args.perf {
+        println!("  perf data: {} (perf report -i FILE)", file.display());
+    }
+    Ok(())
+}
+
+/// One round's bodies: results host-major, `batch` a body.
+fn generate_round(args: &Args, round: usize, timestamp: i64) -> Vec<Vec<u8>> {
+    use std::fmt::Write as _;
+    let total = args.hosts * args.services;
+    let mut bodies = Vec::with_capacity(total.div_ceil(args.batch));
+    let mut body = String::new();
+    let mut perfdata = String::new();
+    for i in 0..total {
+        let (host, service) = (i / args.services, i % args.services);
+        if body.is_empty() {
+            body.push_str("{\"results\":[");
+        } else {
+            body.push(',');
+        }
+        perfdata.clear();
+        for metric in 0..args.metrics {
+            let value = ((host * 31 + service * 7 + metric * 3 + round * 11) % 1000) as f64 / 10.0;
+            if metric > 0 {
+                perfdata.push(' ');
+            }
+            let _ = write!(perfdata, "m{metric}={value}ms;10;20;0;100");
+        }
+        let _ = write!(
+            body,
+            "{{\"host\":\"host{host:05}\",\"service\":\"service{service:02}\",\
+             \"timestamp\":{timestamp},\"perfdata\":\"{perfdata}\"}}"
+        );
+        if (i + 1) % args.batch == 0 || i + 1 == total {
+            body.push_str("]}");
+            bodies.push(std::mem::take(&mut body).into_bytes());
+        }
+    }
+    bodies
+}
+
+struct Phase {
+    name: &'static str,
+    results: u64,
+    points: u64,
+    errors: u64,
+    accepted: Duration,
+    written: Duration,
+    retries: u64,
+    node_cpu: f64,
+    driver_cpu: f64,
+}
+
+#[derive(Default)]
+struct Posted {
+    results: u64,
+    points: u64,
+    errors: u64,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Posts every body from `args.clients` threads; a 503 waits `Retry-After` and tries again.
+fn post_all(
+    args: &Args,
+    agent: &ureq::Agent,
+    base: &str,
+    bodies: &[&[u8]],
+    retries: &AtomicU64,
+    deadline: Instant,
+) -> anyhow::Result<Posted> {
+    let next = AtomicUsize::new(0);
+    let url = format!("{base}/api/v1/write");
+    let totals = Mutex::new(Posted::default());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.clients)
+            .map(|_| {
+                let agent = agent.clone();
+                let (next, url, totals) = (&next, &url, &totals);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut mine = Posted::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = bodies.get(i) else { break };
+                        let mut attempts = 0;
+                        loop {
+                            ensure!(Instant::now() < deadline, "timed out posting");
+                            attempts += 1;
+                            let mut answer = agent
+                                .post(url)
+                                .header("Content-Type", "application/json")
+                                .send(*body)
+                                .with_context(|| format!("posting body {i}"))?;
+                            let status = answer.status().as_u16();
+                            if status == 503 {
+                                ensure!(attempts <= 300, "body {i}: 503 {attempts} times");
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                let wait = answer
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.trim().parse::<u64>().ok())
+                                    .unwrap_or(1);
+                                let _ = answer.body_mut().read_to_vec();
+                                std::thread::sleep(Duration::from_secs(wait.clamp(1, 30)));
+                                continue;
+                            }
+                            let text = answer.body_mut().read_to_string()?;
+                            ensure!(status == 200, "body {i}: {status} {text}");
+                            let json: serde_json::Value = serde_json::from_str(&text)?;
+                            mine.results += json["results"].as_u64().unwrap_or(0);
+                            mine.points += json["points"].as_u64().unwrap_or(0);
+                            mine.errors += json["errors"].as_array().map_or(0, |e| e.len() as u64);
+                            break;
+                        }
+                    }
+                    let mut totals = totals.lock().unwrap();
+                    totals.results += mine.results;
+                    totals.points += mine.points;
+                    totals.errors += mine.errors;
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("client thread panicked")?;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(totals.into_inner().unwrap())
+}
+
+/// Polls `/status` until every backend has written (or refused as late) `points`.
+fn wait_written(
+    agent: &ureq::Agent,
+    base: &str,
+    points: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/status");
+    loop {
+        let status = get_json(agent, &url)?;
+        let backends = status["backends"].as_array().context("status.backends")?;
+        let failed: u64 = backends.iter().filter_map(|b| b["failed"].as_u64()).sum();
+        ensure!(failed == 0, "points failed: {status}");
+        let done = backends
+            .iter()
+            .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        if done >= points {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed out waiting for {points} points written: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value> {
+    let mut answer = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let text = answer.body_mut().read_to_string()?;
+    ensure!(
+        answer.status() == 200,
+        "GET {url}: {} {text}",
+        answer.status()
+    );
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Counts the node's warning and error lines, keeping the first few.
+struct Log {
+    count: AtomicU64,
+    first: Mutex<Vec<String>>,
+}
+
+fn start_node(binary: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<Log>)> {
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(rest) = line.split("address=").nth(1) {
+            address = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    let Some(address) = address else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the node did not log its address");
+    };
+    ensure!(
+        address.starts_with("127.0.0.1:"),
+        "node listens on {address}"
+    );
+    let log = Arc::new(Log {
+        count: AtomicU64::new(0),
+        first: Mutex::new(Vec::new()),
+    });
+    let drain = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                drain.count.fetch_add(1, Ordering::Relaxed);
+                let mut first = drain.first.lock().unwrap();
+                if first.len() < 5 {
+                    first.push(line);
+                }
+            }
+        }
+    });
+    Ok((child, address, log))
+}
+
+/// `perf record -e cpu-clock -g -p PID -o FILE`, given half a second to attach.
+fn start_perf(pid: u32, file: &Path) -> anyhow::Result<Child> {
+    let perf = Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf")?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(perf)
+}
+
+/// utime + stime of `/proc/<which>/stat`, in seconds.
+fn cpu_seconds(which: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{which}/stat"))?;
+    let after = stat.rsplit_once(')').context("/proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+fn vm_hwm_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?)
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Kills what is still running and removes the directory, however `main` ends.
+struct Guard {
+    node: Option<Child>,
+    perf: Option<Child>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut perf) = self.perf.take() {
+            let _ = signal(perf.id(), "INT");
+            let _ = perf.wait();
+        }
+        if let Some(mut node) = self.node.take() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
