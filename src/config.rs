@@ -77,6 +77,8 @@ pub struct WhisperConfig {
     pub aggregation: String,
     /// Fraction of known points needed to propagate to a coarser archive.
     pub xff: f64,
+    /// Create files sparse (no zeros written; same bytes when read) instead of zero-filled.
+    pub sparse: bool,
 }
 
 impl Default for WhisperConfig {
@@ -86,6 +88,7 @@ impl Default for WhisperConfig {
             retentions: "60s:1d,5m:30d,1h:3y".into(),
             aggregation: "average".into(),
             xff: 0.5,
+            sparse: false,
         }
     }
 }

@@ -10,13 +10,13 @@
 //!
 //! Memory is bounded: [`Enqueuer::enqueue`] reserves room for its points against
 //! `max_queued_points` before handing them over and refuses the whole request when it does not
-//! fit ([`QueueFull`]); the front end answers that with 503 and `Retry-After`, never by growing
+//! fit ([`EnqueueError`]); the front end answers that with 503 and `Retry-After`, never by growing
 //! or dropping. A backend call that fails as a whole (a server down) is retried with backoff,
 //! the points staying queued; per-series failures are logged with the series and counted.
 //! [`Enqueuer::shutdown`] flushes every queue and joins the threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,13 +36,22 @@ pub struct SeriesPoints {
     pub points: Vec<Point>,
 }
 
-/// The queues are full: the request was not taken.
+/// Why points were not taken (none of the request was).
 #[derive(Debug, thiserror::Error)]
-#[error("queues full: {queued} points queued, {wanted} more would pass the limit of {limit}")]
-pub struct QueueFull {
-    pub queued: usize,
-    pub wanted: usize,
-    pub limit: usize,
+pub enum EnqueueError {
+    /// The queues are full now; later they may not be.
+    #[error("queues full: {queued} points queued, {wanted} more would pass the limit of {limit}")]
+    Full {
+        queued: usize,
+        wanted: usize,
+        limit: usize,
+    },
+    /// More points than the queues can ever hold at once.
+    #[error("{wanted} points in one request, more than max_queued_points ({limit}): send smaller requests")]
+    TooLarge { wanted: usize, limit: usize },
+    /// A shard thread is gone (it panicked); the node needs a restart.
+    #[error("a writer thread has stopped; see the node's log")]
+    ShardGone,
 }
 
 /// Counters of the whole node, shared by the front end and the shards.
@@ -95,6 +104,9 @@ enum Command {
 pub struct Enqueuer {
     senders: Vec<Sender<Command>>,
     threads: Vec<JoinHandle<()>>,
+    /// Set by [`Enqueuer::shutdown`]: a shard retrying a down backend gives up after a few
+    /// more tries instead of retrying forever, so shutdown cannot hang on it.
+    stopping: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     max_queued_points: usize,
     counters: Arc<Counters>,
@@ -130,6 +142,7 @@ impl Enqueuer {
             ..Counters::default()
         });
         let queued = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for (index, (backends, catalogue)) in opened.into_iter().enumerate() {
@@ -141,6 +154,7 @@ impl Enqueuer {
                 settings: settings.clone(),
                 queued: queued.clone(),
                 counters: counters.clone(),
+                stopping: stopping.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -151,6 +165,7 @@ impl Enqueuer {
         Ok(Enqueuer {
             senders,
             threads,
+            stopping,
             queued,
             max_queued_points: settings.max_queued_points,
             counters,
@@ -173,8 +188,14 @@ impl Enqueuer {
     }
 
     /// Takes `series` into the queues, or refuses all of it when it does not fit.
-    pub fn enqueue(&self, series: Vec<SeriesPoints>) -> Result<usize, QueueFull> {
+    pub fn enqueue(&self, series: Vec<SeriesPoints>) -> Result<usize, EnqueueError> {
         let wanted: usize = series.iter().map(|s| s.points.len()).sum();
+        if wanted > self.max_queued_points {
+            return Err(EnqueueError::TooLarge {
+                wanted,
+                limit: self.max_queued_points,
+            });
+        }
         let reserved = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -184,7 +205,7 @@ impl Enqueuer {
             self.counters
                 .refused
                 .fetch_add(wanted as u64, Ordering::Relaxed);
-            return Err(QueueFull {
+            return Err(EnqueueError::Full {
                 queued,
                 wanted,
                 limit: self.max_queued_points,
@@ -194,11 +215,21 @@ impl Enqueuer {
         for series in series {
             per_shard[shard_of(&series.key, self.senders.len())].push(series);
         }
+        let mut lost = 0;
         for (sender, series) in self.senders.iter().zip(per_shard) {
             if !series.is_empty() {
-                // A shard thread only ends when the enqueuer is dropped.
-                let _ = sender.send(Command::Points(series));
+                // Fails only when the shard thread is gone (it panicked): give the room back
+                // and say so rather than acknowledge points nobody will write.
+                if let Err(mpsc::SendError(Command::Points(series))) =
+                    sender.send(Command::Points(series))
+                {
+                    lost += series.iter().map(|s| s.points.len()).sum::<usize>();
+                }
             }
+        }
+        if lost > 0 {
+            self.queued.fetch_sub(lost, Ordering::AcqRel);
+            return Err(EnqueueError::ShardGone);
         }
         self.counters
             .accepted
@@ -253,6 +284,7 @@ impl Enqueuer {
     /// backend that stays down is tried three more times per flush, then its points are counted
     /// as failed, so shutdown cannot hang on it.
     pub fn shutdown(self) {
+        self.stopping.store(true, Ordering::Release);
         drop(self.senders);
         for thread in self.threads {
             let _ = thread.join();
@@ -284,6 +316,7 @@ struct Shard {
     settings: EnqueuerSettings,
     queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Shard {
@@ -410,7 +443,13 @@ impl Shard {
             return;
         }
         for (backend, counters) in self.backends.iter_mut().zip(&self.counters.backends) {
-            write_with_retries(backend.as_mut(), &batches, counters, shutting_down);
+            write_with_retries(
+                backend.as_mut(),
+                &batches,
+                counters,
+                shutting_down,
+                &self.stopping,
+            );
         }
         let updates: Vec<SeriesUpdate> = batches
             .iter()
@@ -435,12 +474,14 @@ impl Shard {
 }
 
 /// One backend call for the batches; a call that fails as a whole is retried with backoff
-/// (indefinitely while running, the points staying queued; three times when shutting down).
+/// (indefinitely while running, the points staying queued; three times in all once the node is
+/// stopping).
 fn write_with_retries(
     backend: &mut dyn Backend,
     batches: &[SeriesBatch],
     counters: &BackendCounters,
     shutting_down: bool,
+    stopping: &AtomicBool,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
@@ -464,7 +505,7 @@ fn write_with_retries(
             }
             Err(failure) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
-                if shutting_down && attempts >= 3 {
+                if (shutting_down || stopping.load(Ordering::Acquire)) && attempts >= 3 {
                     let points: usize = batches.iter().map(|batch| batch.points.len()).sum();
                     counters.failed.fetch_add(points as u64, Ordering::Relaxed);
                     error!(backend = backend.name(), %failure, points, "giving up at shutdown");

@@ -175,6 +175,20 @@ fn add_result(
     index: &mut HashMap<SeriesKey, usize>,
     intake: &mut Intake,
 ) {
+    // Whisper and RRD keep 32-bit seconds: a later time (a sender writing milliseconds) would
+    // fail the whole series batch downstream, after the write was acknowledged.
+    if !(0..=i64::from(u32::MAX)).contains(&result.timestamp) {
+        intake.errors.push(IntakeError {
+            result: index_of(location),
+            offset: None,
+            message: format!(
+                "timestamp {} is not a time in seconds the stores can hold (milliseconds?)",
+                result.timestamp
+            ),
+            location,
+        });
+        return;
+    }
     intake.results += 1;
     let service = result.service.as_deref().unwrap_or(HOST_SERVICE);
     for metric in perfpipe_perfdata::Reader::new(&result.perfdata) {
@@ -211,5 +225,42 @@ fn add_result(
             timestamp: result.timestamp,
             value,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_group_per_series_and_bad_records_are_named() {
+        let body = b"1764590400||web-01||PING||OK||rta=1ms pl=0%\n\
+                     1764590460||web-01||PING||OK||rta=2ms pl=x\n\
+                     1764590460123||web-01||PING||OK||rta=3ms\n\
+                     garbage\n\
+                     {\"host\":\"web-02\",\"timestamp\":1764590400,\"perfdata\":\"up=1\"}\n";
+        let intake = read(body, Format::Detect);
+        assert_eq!((intake.results, intake.points), (3, 4));
+        let series: Vec<String> = intake.series.iter().map(|s| s.key.to_string()).collect();
+        assert_eq!(
+            series,
+            [
+                "web-01::PING::rta",
+                "web-01::PING::pl",
+                "web-02::_HOST_::up"
+            ]
+        );
+        assert_eq!(intake.series[0].points.len(), 2);
+        let errors: Vec<String> = intake.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "line 2, perfdata: value is not a number at byte 8"
+        );
+        assert!(
+            errors[1].starts_with("line 3: timestamp 1764590460123 is not a time"),
+            "{errors:?}"
+        );
+        assert!(errors[2].starts_with("line 4: neither"), "{errors:?}");
     }
 }

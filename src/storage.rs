@@ -37,6 +37,9 @@ fn open_whisper(config: &Config) -> anyhow::Result<perfpipe_whisper::WhisperBack
         .parse()
         .with_context(|| format!("whisper.aggregation = {:?}", settings.aggregation))?;
     whisper.x_files_factor = settings.xff;
+    if settings.sparse {
+        whisper.preallocation = perfpipe_whisper::Preallocation::Sparse;
+    }
     Ok(perfpipe_whisper::WhisperBackend::new(whisper)?)
 }
 

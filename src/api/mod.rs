@@ -58,8 +58,14 @@ impl IntoResponse for ApiError {
 }
 
 impl From<anyhow::Error> for ApiError {
+    /// Internal failures are logged in full; the answer says no more than that, since their
+    /// text names files of the node.
     fn from(error: anyhow::Error) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+        tracing::error!(error = %format!("{error:#}"), "request failed");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the node's log has the details".into(),
+        )
     }
 }
 

@@ -187,7 +187,17 @@ pub async fn query(
                     answer["values"] = json!([]);
                     answer["error"] = json!("no such series");
                 }
-                Err(error) => return Err(ApiError(StatusCode::BAD_GATEWAY, error.to_string())),
+                Err(error @ (BackendError::EmptyName | BackendError::NameTooLong { .. })) => {
+                    answer["values"] = json!([]);
+                    answer["error"] = json!(error.to_string());
+                }
+                Err(error) => {
+                    // The text names files: logged, not answered.
+                    tracing::error!(series = %key, %error, "read failed");
+                    answer["values"] = json!([]);
+                    answer["error"] =
+                        json!("the store could not be read; the node's log has the details");
+                }
             }
             answers.push((position, answer));
         }

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::{blocking, ApiError, Node};
 use crate::cluster::WireBatch;
-use crate::enqueuer::SeriesPoints;
+use crate::enqueuer::{EnqueueError, SeriesPoints};
 use crate::intake::{self, Format, IntakeError};
 
 #[derive(Serialize)]
@@ -59,8 +59,8 @@ pub async fn write(
             Some(owner) => remote.entry(owner).or_default().push(series),
         }
     }
-    if let Err(full) = node.enqueuer.enqueue(local) {
-        return Ok(unavailable(full.to_string()));
+    if let Err(refusal) = node.enqueuer.enqueue(local) {
+        return Ok(refused(refusal));
     }
     let forwards: Vec<_> = remote
         .into_iter()
@@ -83,6 +83,18 @@ pub async fn write(
     Ok(Json(answer).into_response())
 }
 
+fn refused(refusal: EnqueueError) -> Response {
+    match refusal {
+        EnqueueError::Full { .. } => unavailable(refusal.to_string()),
+        EnqueueError::TooLarge { .. } => {
+            ApiError(StatusCode::PAYLOAD_TOO_LARGE, refusal.to_string()).into_response()
+        }
+        EnqueueError::ShardGone => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, refusal.to_string()).into_response()
+        }
+    }
+}
+
 fn unavailable(message: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -102,7 +114,7 @@ pub async fn internal_points(
     let series: Vec<SeriesPoints> = batch.series.into_iter().map(SeriesPoints::from).collect();
     match node.enqueuer.enqueue(series) {
         Ok(points) => Ok(Json(serde_json::json!({ "points": points })).into_response()),
-        Err(full) => Ok(unavailable(full.to_string())),
+        Err(refusal) => Ok(refused(refusal)),
     }
 }
 

@@ -76,8 +76,8 @@ pub const MAX_OPEN_FILES: usize = 4096;
 
 /// perfpipe's Whisper storage backend.
 ///
-/// Files stay open and memory-mapped between calls (at most [`MAX_OPEN_FILES`]; when full, half
-/// are closed), so a write costs no `open`, header read, `mmap` or `close`: the header of a
+/// Files stay open between calls (at most [`MAX_OPEN_FILES`]; when full, half are closed), so a
+/// write costs no `open`, header read or `close`: the header of a
 /// Whisper file never changes after creation, and the points are read afresh at every update.
 /// Before each write one `fstat` checks that the open file still has a name and its length
 /// ([`WhisperFile::is_current`]); a file replaced (`whisper-resize`), truncated or removed by

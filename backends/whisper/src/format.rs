@@ -51,7 +51,6 @@ use crate::error::WhisperError;
 use crate::page_cache::PageCache;
 use crate::python_set_order::python_set_order;
 use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
-use memmap2::MmapMut;
 
 /// Bytes of the metadata block.
 pub const METADATA_SIZE: u64 = 16;
@@ -280,8 +279,6 @@ pub struct WhisperFile {
     file: File,
     path: PathBuf,
     header: Header,
-    /// The whole file mapped, for files opened for writing (see `page_cache`).
-    map: Option<MmapMut>,
     /// Length when opened, to notice a file truncated or extended since.
     opened_len: u64,
 }
@@ -334,12 +331,10 @@ impl WhisperFile {
             let _ = std::fs::remove_file(path);
             return Err(WhisperError::io("create", path, error));
         }
-        let map = map_file(&file, path, file_len)?;
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
-            map: Some(map),
             opened_len: file_len,
         })
     }
@@ -365,16 +360,10 @@ impl WhisperFile {
             .map_err(|error| WhisperError::io("stat", path, error))?
             .len();
         let header = Header::read(&file, path, file_len)?;
-        let map = if write {
-            Some(map_file(&file, path, file_len)?)
-        } else {
-            None
-        };
         Ok(WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
-            map,
             opened_len: file_len,
         })
     }
@@ -459,7 +448,7 @@ impl WhisperFile {
         }
 
         let mut writer = ArchiveWriter {
-            cache: PageCache::new(&self.file, &self.path, self.map.as_mut()),
+            cache: PageCache::new(&self.file, &self.path),
             header: &self.header,
             bases: vec![None; self.header.archives.len()],
         };
@@ -784,20 +773,6 @@ fn decode_slots(bytes: &[u8], first: i64, step: i64) -> Vec<Option<f64>> {
             known.then_some(value)
         })
         .collect()
-}
-
-/// Maps a file opened for writing. Whisper files never change size after creation, and the
-/// header was checked to lie inside `file_len`, so every access through the map is in bounds.
-/// (A file truncated by another process while mapped would fault: perfpipe is a series' only
-/// writer, and nothing truncates Whisper files.)
-fn map_file(file: &File, path: &Path, file_len: u64) -> Result<MmapMut, WhisperError> {
-    let len = usize::try_from(file_len)
-        .map_err(|_| WhisperError::corrupt(path, format!("{file_len} bytes do not fit memory")))?;
-    // SAFETY: the mapping is shared and writable; the only writer of the file is this process
-    // through this mapping (the backend's contract), and no one shrinks Whisper files, so the
-    // mapped bytes stay valid for the mapping's life.
-    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
-        .map_err(|error| WhisperError::io("map", path, error))
 }
 
 /// The timestamp of an archive's first slot (0 if the archive was never written).

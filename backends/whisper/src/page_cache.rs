@@ -1,32 +1,26 @@
-//! A write-back cache of one file's bytes, living for one `update_many`.
+//! A write-back cache of 4 KiB pages of one file, living for one `update_many`.
 //!
 //! Whisper reads and writes the same few regions many times per update (archive bases, the
-//! finer points a coarser point is computed from, single 12-byte points). Two ways to reach the
-//! file, with the same results:
-//!
-//! - **Mapped** (files opened for writing): reads copy from the file's memory map, overlaid with
-//!   this update's pending writes; [`PageCache::flush`] copies the pending writes into the map.
-//!   No system call at all, which is what makes a one-point update cheap. The kernel writes the
-//!   dirty pages back exactly as it does for `pwrite` (neither path calls `fsync`).
-//! - **Paged** (no map): each 4 KiB page is read with one `pread` the first time it is needed,
-//!   and every modified byte range is written back with one `pwrite` per contiguous run.
-//!
+//! finer points a coarser point is computed from, single 12-byte points). Going through this
+//! cache, each page is read with one `pread` the first time it is needed, and at the end every
+//! modified byte range is written back with one `pwrite` per contiguous run of modified bytes.
 //! The resulting file content is exactly what the same reads and writes applied directly would
-//! give. If the update fails before [`PageCache::flush`], nothing is written.
+//! give; only the number of system calls changes. If the update fails before
+//! [`PageCache::flush`], nothing is written.
+//!
+//! (Memory-mapping the files was tried: it made one-point updates about twice as fast, but a
+//! file truncated by another program — `cp` over it opens with `O_TRUNC` — turns the next
+//! access into SIGBUS and kills the node with every queued point. `pread`/`pwrite` fail with an
+//! error instead.)
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use memmap2::MmapMut;
-
 use crate::error::WhisperError;
 
 const PAGE_SIZE: u64 = 4096;
-
-/// This update's writes to a mapped file, in the order made: `(offset, bytes)`.
-type PendingWrites = Vec<(u64, Vec<u8>)>;
 
 struct Page {
     bytes: Box<[u8]>,
@@ -40,17 +34,14 @@ pub(crate) struct PageCache<'a> {
     file: &'a File,
     path: &'a Path,
     pages: BTreeMap<u64, Page>,
-    map: Option<(&'a mut MmapMut, PendingWrites)>,
 }
 
 impl<'a> PageCache<'a> {
-    /// A cache over `file`, through its memory map when it has one.
-    pub(crate) fn new(file: &'a File, path: &'a Path, map: Option<&'a mut MmapMut>) -> Self {
+    pub(crate) fn new(file: &'a File, path: &'a Path) -> Self {
         PageCache {
             file,
             path,
             pages: BTreeMap::new(),
-            map: map.map(|map| (map, Vec::new())),
         }
     }
 
@@ -94,24 +85,6 @@ impl<'a> PageCache<'a> {
         buffer: &mut [u8],
         offset: u64,
     ) -> Result<(), WhisperError> {
-        if let Some((map, pending)) = &self.map {
-            let end = offset as usize + buffer.len();
-            if end > map.len() {
-                return Err(self.truncated(buffer.len(), offset));
-            }
-            buffer.copy_from_slice(&map[offset as usize..end]);
-            // Later writes win, as they would in the file.
-            for (write_offset, bytes) in pending {
-                let from = offset.max(*write_offset);
-                let to = (offset + buffer.len() as u64).min(write_offset + bytes.len() as u64);
-                if from < to {
-                    buffer[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
-                        &bytes[(from - write_offset) as usize..(to - write_offset) as usize],
-                    );
-                }
-            }
-            return Ok(());
-        }
         let mut done = 0;
         while done < buffer.len() {
             let position = offset + done as u64;
@@ -129,15 +102,6 @@ impl<'a> PageCache<'a> {
 
     /// Writes `bytes` at `offset` into the cache.
     pub(crate) fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> Result<(), WhisperError> {
-        if let Some((map, pending)) = &mut self.map {
-            if offset as usize + bytes.len() <= map.len() {
-                pending.push((offset, bytes.to_vec()));
-                return Ok(());
-            }
-            // Past the end: whisper extends the file here (a run longer than the last ring),
-            // which a map cannot; go on paged for the rest of this update.
-            self.leave_map()?;
-        }
         let mut done = 0;
         while done < bytes.len() {
             let position = offset + done as u64;
@@ -155,24 +119,8 @@ impl<'a> PageCache<'a> {
         Ok(())
     }
 
-    /// Switches from the map to pages, carrying this update's pending writes over.
-    fn leave_map(&mut self) -> Result<(), WhisperError> {
-        if let Some((_, pending)) = self.map.take() {
-            for (offset, bytes) in pending {
-                self.write_all_at(&bytes, offset)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Writes every modified range back, one `pwrite` per contiguous run.
     pub(crate) fn flush(&mut self) -> Result<(), WhisperError> {
-        if let Some((map, pending)) = &mut self.map {
-            for (offset, bytes) in pending.drain(..) {
-                map[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
-            }
-            return Ok(());
-        }
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0u64;
         for (&index, page) in &mut self.pages {
