@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perfpipe_backend::{Backend, DataSourceType, Point, SeriesBatch, SeriesKey};
+use perfpipe_backend::{Backend, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 use tracing::{error, warn};
 
@@ -421,23 +421,15 @@ impl Shard {
         let mut taken = 0usize;
         let mut batches = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(mut queue) = self.queues.remove(&key) else {
+            let Some(queue) = self.queues.remove(&key) else {
                 continue;
             };
             taken += queue.points.len();
-            // Stable: among equal timestamps the first received stays first and is kept.
-            queue.points.sort_by_key(|point| point.timestamp);
-            let before = queue.points.len();
-            queue.points.dedup_by_key(|point| point.timestamp);
+            let (batch, duplicates) = SeriesBatch::from_unordered(key, queue.uom, queue.points);
             self.counters
                 .duplicates
-                .fetch_add((before - queue.points.len()) as u64, Ordering::Relaxed);
-            batches.push(SeriesBatch {
-                ds_type: DataSourceType::for_unit(&queue.uom),
-                key,
-                uom: queue.uom,
-                points: queue.points,
-            });
+                .fetch_add(duplicates as u64, Ordering::Relaxed);
+            batches.push(batch);
         }
         if batches.is_empty() {
             return;
@@ -453,17 +445,7 @@ impl Shard {
         }
         let updates: Vec<SeriesUpdate> = batches
             .iter()
-            .filter_map(|batch| {
-                let (first, last) = (batch.points.first()?, batch.points.last()?);
-                Some(SeriesUpdate {
-                    key: batch.key.clone(),
-                    uom: batch.uom.clone(),
-                    ds_type: batch.ds_type,
-                    first_seen: first.timestamp,
-                    last_seen: last.timestamp,
-                    last_value: last.value,
-                })
-            })
+            .filter_map(SeriesUpdate::from_batch)
             .collect();
         if let Err(failure) = self.catalogue.record(&updates) {
             error!(%failure, series = updates.len(), "catalogue update failed");

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use perfpipe_backend::{Backend, DataSourceType, SeriesBatch};
+use perfpipe_backend::{Backend, SeriesBatch};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 
 use crate::config::Config;
@@ -249,18 +249,11 @@ fn store(
 ) -> anyhow::Result<()> {
     let mut batches: Vec<SeriesBatch> = series
         .into_iter()
-        .map(|mut series| {
-            // Stable sort: among equal timestamps the first read stays first and is kept.
-            series.points.sort_by_key(|point| point.timestamp);
-            let before = series.points.len();
-            series.points.dedup_by_key(|point| point.timestamp);
-            totals.duplicates += (before - series.points.len()) as u64;
-            SeriesBatch {
-                ds_type: DataSourceType::for_unit(&series.uom),
-                key: series.key,
-                uom: series.uom,
-                points: series.points,
-            }
+        .map(|series| {
+            let (batch, duplicates) =
+                SeriesBatch::from_unordered(series.key, series.uom, series.points);
+            totals.duplicates += duplicates as u64;
+            batch
         })
         .collect();
     batches.sort_by(|a, b| a.key.cmp(&b.key));
@@ -277,21 +270,8 @@ fn store(
                 totals.problem(format!("{}: {key}: {error}", backend.name()));
             }
         }
-        let updates: Vec<SeriesUpdate> = chunk
-            .iter()
-            .filter_map(|batch| {
-                let first = batch.points.first()?;
-                let last = batch.points.last()?;
-                Some(SeriesUpdate {
-                    key: batch.key.clone(),
-                    uom: batch.uom.clone(),
-                    ds_type: batch.ds_type,
-                    first_seen: first.timestamp,
-                    last_seen: last.timestamp,
-                    last_value: last.value,
-                })
-            })
-            .collect();
+        let updates: Vec<SeriesUpdate> =
+            chunk.iter().filter_map(SeriesUpdate::from_batch).collect();
         catalogue.record(&updates)?;
     }
     Ok(())

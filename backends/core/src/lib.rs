@@ -106,6 +106,25 @@ impl SeriesBatch {
     }
 }
 
+impl SeriesBatch {
+    /// A batch from points in any order: sorted by time, and of points with the same timestamp
+    /// only the first given kept (a stable sort keeps arrival order among equals). Returns the
+    /// batch and how many duplicates were dropped.
+    pub fn from_unordered(key: SeriesKey, uom: String, mut points: Vec<Point>) -> (Self, usize) {
+        points.sort_by_key(|point| point.timestamp);
+        let before = points.len();
+        points.dedup_by_key(|point| point.timestamp);
+        let duplicates = before - points.len();
+        let batch = SeriesBatch {
+            ds_type: DataSourceType::for_unit(&uom),
+            key,
+            uom,
+            points,
+        };
+        (batch, duplicates)
+    }
+}
+
 /// How values are combined when a range is read at a coarser step than stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Consolidation {
@@ -277,6 +296,27 @@ mod tests {
         );
         assert!(encode_name(&"/".repeat(1400), 0).is_err());
         assert!(matches!(encode_name("", 0), Err(BackendError::EmptyName)));
+    }
+
+    #[test]
+    fn unordered_points_are_sorted_keeping_the_first_of_equal_times() {
+        let point = |timestamp, value| Point { timestamp, value };
+        let (batch, duplicates) = SeriesBatch::from_unordered(
+            SeriesKey::new("h", "s", "m"),
+            "c".into(),
+            vec![
+                point(30, 1.0),
+                point(10, 2.0),
+                point(30, 3.0),
+                point(20, 4.0),
+            ],
+        );
+        assert_eq!(
+            batch.points,
+            [point(10, 2.0), point(20, 4.0), point(30, 1.0)]
+        );
+        assert_eq!(duplicates, 1);
+        assert_eq!(batch.ds_type, DataSourceType::Counter);
     }
 
     #[test]

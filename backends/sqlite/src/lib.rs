@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use perfpipe_backend::{DataSourceType, SeriesKey};
+use perfpipe_backend::{DataSourceType, SeriesBatch, SeriesKey};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The schema this code writes and reads.
@@ -88,6 +88,21 @@ pub struct SeriesUpdate {
     pub last_seen: i64,
     /// The value at `last_seen`.
     pub last_value: f64,
+}
+
+impl SeriesUpdate {
+    /// What a written batch tells the catalogue; `None` for a batch without points.
+    pub fn from_batch(batch: &SeriesBatch) -> Option<SeriesUpdate> {
+        let (first, last) = (batch.points.first()?, batch.points.last()?);
+        Some(SeriesUpdate {
+            key: batch.key.clone(),
+            uom: batch.uom.clone(),
+            ds_type: batch.ds_type,
+            first_seen: first.timestamp,
+            last_seen: last.timestamp,
+            last_value: last.value,
+        })
+    }
 }
 
 /// A series as the catalogue knows it.
