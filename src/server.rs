@@ -51,11 +51,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_queued_points: config.enqueuer.max_queued_points,
     };
     let stores_config = config.clone();
+    let open_files = crate::storage::open_files_per_shard(settings.shards);
+    tracing::debug!(open_files, "Whisper files kept open per shard");
     let enqueuer = Enqueuer::start(
         settings,
         Arc::new(move || {
             Ok((
-                crate::storage::open_backends(&stores_config)?,
+                crate::storage::open_backends_with_files(&stores_config, open_files)?,
                 crate::storage::open_catalogue(&stores_config)?,
             ))
         }),

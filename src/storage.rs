@@ -9,16 +9,28 @@ use crate::config::{BackendKind, Config};
 
 /// The configured backends, in config order.
 pub fn open_backends(config: &Config) -> anyhow::Result<Vec<Box<dyn Backend>>> {
+    open_backends_with_files(config, perfpipe_whisper::MAX_OPEN_FILES)
+}
+
+/// The configured backends, Whisper keeping at most `max_open_files` files open.
+pub fn open_backends_with_files(
+    config: &Config,
+    max_open_files: usize,
+) -> anyhow::Result<Vec<Box<dyn Backend>>> {
     config
         .backends
         .iter()
-        .map(|kind| open_backend(*kind, config))
+        .map(|kind| open_backend(*kind, config, max_open_files))
         .collect()
 }
 
-fn open_backend(kind: BackendKind, config: &Config) -> anyhow::Result<Box<dyn Backend>> {
+fn open_backend(
+    kind: BackendKind,
+    config: &Config,
+    max_open_files: usize,
+) -> anyhow::Result<Box<dyn Backend>> {
     Ok(match kind {
-        BackendKind::Whisper => Box::new(open_whisper(config)?),
+        BackendKind::Whisper => Box::new(open_whisper(config, max_open_files)?),
         BackendKind::Influxdb => Box::new(
             perfpipe_influxdb::InfluxBackend::new(config.influxdb.clone())
                 .context("influxdb settings")?,
@@ -27,7 +39,10 @@ fn open_backend(kind: BackendKind, config: &Config) -> anyhow::Result<Box<dyn Ba
     })
 }
 
-fn open_whisper(config: &Config) -> anyhow::Result<perfpipe_whisper::WhisperBackend> {
+fn open_whisper(
+    config: &Config,
+    max_open_files: usize,
+) -> anyhow::Result<perfpipe_whisper::WhisperBackend> {
     let settings = &config.whisper;
     let mut whisper = perfpipe_whisper::WhisperConfig::new(config.whisper_dir());
     whisper.archives = perfpipe_whisper::parse_retentions(&settings.retentions)
@@ -37,6 +52,7 @@ fn open_whisper(config: &Config) -> anyhow::Result<perfpipe_whisper::WhisperBack
         .parse()
         .with_context(|| format!("whisper.aggregation = {:?}", settings.aggregation))?;
     whisper.x_files_factor = settings.xff;
+    whisper.max_open_files = max_open_files;
     if settings.sparse {
         whisper.preallocation = perfpipe_whisper::Preallocation::Sparse;
     }
@@ -48,6 +64,17 @@ fn open_rrd(_config: &Config) -> anyhow::Result<Box<dyn Backend>> {
     anyhow::bail!(
         "this perfpipe was built without RRD support (cargo feature `rrd`, which needs librrd)"
     )
+}
+
+/// Raises this process's open-file limit to its hard limit and returns how many Whisper files
+/// each of `shards` shards may keep open: what the limit leaves after 512 descriptors for
+/// sockets, SQLite and RRD, shared out, at most [`perfpipe_whisper::MAX_OPEN_FILES`].
+pub fn open_files_per_shard(shards: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let spare = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(512);
+    (spare / shards.max(1)).min(perfpipe_whisper::MAX_OPEN_FILES)
 }
 
 /// The series catalogue under `data_dir`.

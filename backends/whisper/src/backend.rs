@@ -51,6 +51,8 @@ pub struct WhisperConfig {
     pub x_files_factor: f64,
     /// How new files are zero-filled.
     pub preallocation: Preallocation,
+    /// Files kept open between calls, at most (0 keeps none open).
+    pub max_open_files: usize,
 }
 
 impl WhisperConfig {
@@ -63,6 +65,7 @@ impl WhisperConfig {
             aggregation: AggregationMethod::Average,
             x_files_factor: DEFAULT_X_FILES_FACTOR,
             preallocation: Preallocation::Zeros,
+            max_open_files: MAX_OPEN_FILES,
         }
     }
 }
@@ -70,13 +73,13 @@ impl WhisperConfig {
 /// The source of "now", in seconds since the epoch.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
-/// Files kept open between calls, at most. Enough for every series of a busy shard between
-/// two flushes; well under the usual descriptor limits.
+/// Files kept open between calls, at most, unless [`WhisperConfig::max_open_files`] says
+/// otherwise (the node sizes it from its descriptor limit and shard count).
 pub const MAX_OPEN_FILES: usize = 4096;
 
 /// perfpipe's Whisper storage backend.
 ///
-/// Files stay open between calls (at most [`MAX_OPEN_FILES`]; when full, half are closed), so a
+/// Files stay open between calls (at most `max_open_files`; when full, half are closed), so a
 /// write costs no `open`, header read or `close`: the header of a
 /// Whisper file never changes after creation, and the points are read afresh at every update.
 /// Before each write one `fstat` checks that the open file still has a name and its length
@@ -173,7 +176,10 @@ impl WhisperBackend {
         let path = self.series_path(&batch.key)?;
         let mut file = self.open_or_create(&path)?;
         let summary = file.update_many(points, now)?;
-        if self.open_files.len() >= MAX_OPEN_FILES {
+        if self.config.max_open_files == 0 {
+            return Ok((summary.stored, summary.dropped));
+        }
+        if self.open_files.len() >= self.config.max_open_files {
             let mut kept = 0;
             self.open_files.retain(|_, _| {
                 kept += 1;
