@@ -147,6 +147,37 @@ impl Drop for Node {
     }
 }
 
+/// Requests to a node, without owning its process.
+pub struct Poster {
+    address: String,
+}
+
+impl Poster {
+    /// Requests to the node at `address` (another thread's).
+    pub fn new(address: String) -> Poster {
+        Poster { address }
+    }
+
+    /// POSTs and returns the status, or `None` when the node could not be reached or did not
+    /// answer.
+    pub fn try_post(&self, path: &str, content_type: &str, body: &str) -> Option<u16> {
+        let mut stream = TcpStream::connect(&self.address).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).ok()?;
+        let response = String::from_utf8_lossy(&response);
+        response.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (for configs that must name ports before
 /// the nodes start).
 pub fn free_port() -> u16 {
