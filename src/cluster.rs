@@ -6,7 +6,9 @@
 //! request per peer, in a compact encoding of parsed points (never perfdata to parse again),
 //! to `POST /internal/v1/points`, which always takes them locally: a node never forwards what a
 //! peer sent it, so a point makes at most one hop. Queries for other owners' series go to
-//! `GET /api/v1/query?…&local=true` on the owner, which answers from its own stores only.
+//! `GET /api/v1/query?…&local=true` on the owner, which answers from its own stores only; the
+//! host list is gathered from every node the same way, and a host's metrics are asked of its
+//! owner.
 
 use std::time::Duration;
 
@@ -139,6 +141,33 @@ impl Cluster {
             anyhow::bail!("forwarding to {}: {status} {text}", self.nodes[index]);
         }
         Ok(())
+    }
+
+    /// Every peer's index (not this node's).
+    pub fn peers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(move |&index| index != self.self_index)
+    }
+
+    /// `GET path_and_query` on peer `index`: its status and JSON answer.
+    pub fn get(
+        &self,
+        index: usize,
+        path_and_query: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path_and_query}", self.nodes[index]);
+        let mut answer = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("asking {}", self.nodes[index]))?;
+        let status = answer.status().as_u16();
+        let text = answer
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer of {}", self.nodes[index]))?;
+        let json = serde_json::from_str(&text)
+            .with_context(|| format!("{} answered {status}: {text}", self.nodes[index]))?;
+        Ok((status, json))
     }
 
     /// Passes a `DELETE` of `path_and_query` to peer `index`; returns its answer.

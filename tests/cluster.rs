@@ -74,6 +74,28 @@ fn three_nodes_route_by_owner_and_answer_for_each_other() {
         assert_eq!(holders, [owner_of_host(&host(h), 3)], "{}", host(h));
     }
 
+    // The host list of the whole cluster, and a host's metrics, from any node.
+    for node in &nodes {
+        let hosts = node.get("/api/v1/hosts").json();
+        assert_eq!(hosts["hosts"].as_array().unwrap().len(), HOSTS, "{hosts}");
+        assert!(hosts.get("partial").is_none());
+    }
+    let local = nodes[0].get("/api/v1/hosts?local=true").json();
+    assert_eq!(local["hosts"].as_array().unwrap().len(), owned[0]);
+    let elsewhere = (0..HOSTS)
+        .find(|&h| owner_of_host(&host(h), 3) == 1)
+        .unwrap();
+    let metrics = nodes[0].get(&format!("/api/v1/hosts/{}/metrics", host(elsewhere)));
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert_eq!(
+        metrics.json()["metrics"][0]["hsm"],
+        format!("{}::Load::load1", host(elsewhere))
+    );
+    assert_eq!(
+        nodes[0].get("/api/v1/hosts/nobody-here/metrics").status,
+        404
+    );
+
     // One host of each owner, asked of every node.
     let sample: Vec<usize> = (0..3)
         .map(|n| {
@@ -125,6 +147,13 @@ fn three_nodes_route_by_owner_and_answer_for_each_other() {
             .unwrap()
             .contains("unreachable"),
         "{json}"
+    );
+    let hosts = nodes[0].get("/api/v1/hosts").json();
+    assert_eq!(hosts["partial"], true, "{hosts}");
+    assert_eq!(hosts["missing"], serde_json::json!([urls[2]]));
+    assert_eq!(
+        hosts["hosts"].as_array().unwrap().len(),
+        owned[0] + owned[1]
     );
     for (reachable, &h) in sample.iter().enumerate().take(2) {
         let values = json["series"][reachable]["values"].as_array().unwrap();

@@ -246,24 +246,84 @@ pub async fn query(
     Ok(Json(answer))
 }
 
-pub async fn hosts(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+/// The hosts of the whole cluster (`local=true`: of this node only). A node that cannot be
+/// asked makes the answer `"partial": true` with the node in `"missing"`.
+pub async fn hosts(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let local_only = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .any(|(name, value)| name == "local" && value == "true");
+    let asks: Vec<_> = if local_only {
+        Vec::new()
+    } else {
+        node.cluster
+            .peers()
+            .map(|peer| {
+                let node = node.clone();
+                let answer = tokio::task::spawn_blocking(move || {
+                    node.cluster.get(peer, "/api/v1/hosts?local=true")
+                });
+                (peer, answer)
+            })
+            .collect()
+    };
     let config = node.config.clone();
-    let hosts = blocking(move || {
+    let local = blocking(move || {
         let catalogue = crate::storage::open_catalogue(&config)?;
         Ok(catalogue.hosts("").map_err(anyhow::Error::from)?)
     })
     .await?;
-    let hosts: Vec<Value> = hosts
+    let mut hosts: Vec<Value> = local
         .into_iter()
         .map(|h| json!({ "host": h.host, "series": h.series, "last_seen": h.last_seen }))
         .collect();
-    Ok(Json(json!({ "hosts": hosts })))
+    let mut missing = Vec::new();
+    for (peer, answer) in asks {
+        match answer.await.map_err(anyhow::Error::from).and_then(|a| a) {
+            Ok((200, json)) => hosts.extend(json["hosts"].as_array().cloned().unwrap_or_default()),
+            Ok((status, json)) => {
+                tracing::warn!(peer = node.cluster.node_url(peer), status, %json, "host list");
+                missing.push(node.cluster.node_url(peer).to_string());
+            }
+            Err(error) => {
+                tracing::warn!(peer = node.cluster.node_url(peer), error = %format!("{error:#}"), "host list");
+                missing.push(node.cluster.node_url(peer).to_string());
+            }
+        }
+    }
+    hosts.sort_by(|a, b| a["host"].as_str().cmp(&b["host"].as_str()));
+    let mut answer = json!({ "hosts": hosts });
+    if !missing.is_empty() {
+        answer["partial"] = json!(true);
+        answer["missing"] = json!(missing);
+    }
+    Ok(Json(answer))
 }
 
 pub async fn host_metrics(
     State(node): State<Arc<Node>>,
     Path(host): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(owner) = node.cluster.owner(&host) {
+        let path = format!(
+            "/api/v1/hosts/{}/metrics",
+            form_urlencoded::byte_serialize(host.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        );
+        let asked = node.clone();
+        let (status, json) = blocking(move || Ok(asked.cluster.get(owner, &path)?)).await?;
+        if status == 200 {
+            return Ok(Json(json));
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let message = json["error"]
+            .as_str()
+            .unwrap_or("the owner refused")
+            .to_string();
+        return Err(ApiError(status, message));
+    }
     let config = node.config.clone();
     let lookup = host.clone();
     let metrics = blocking(move || {
