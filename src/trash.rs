@@ -22,12 +22,28 @@ pub fn move_to_trash(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<usize
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
-    let folder = trash_dir(data_dir).join(format!(
-        "{now}-{}",
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
+    let existing: Vec<&PathBuf> = paths.iter().filter(|path| path.exists()).collect();
+    if existing.is_empty() {
+        return Ok(0);
+    }
+    // A folder of its own, never one left by an earlier run in the same second.
+    let folder = loop {
+        let folder = trash_dir(data_dir).join(format!(
+            "{now}-{}",
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(trash_dir(data_dir))
+            .with_context(|| format!("creating {}", trash_dir(data_dir).display()))?;
+        match std::fs::create_dir(&folder) {
+            Ok(()) => break folder,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("creating {}", folder.display()))
+            }
+        }
+    };
     let mut moved = 0;
-    for path in paths.iter().filter(|path| path.exists()) {
+    for path in existing {
         let relative: PathBuf = match path.strip_prefix(data_dir) {
             Ok(relative) => relative.to_path_buf(),
             Err(_) => path
@@ -57,24 +73,75 @@ pub fn purge(data_dir: &Path, retention: Duration) -> anyhow::Result<usize> {
         return Ok(0); // no trash yet
     };
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries.flatten() {
+        // Ours are directories named `<epoch seconds>-<sequence>`; anything else is left alone.
         let name = entry.file_name();
-        let Some(moved_at) = name
-            .to_str()
-            .and_then(|name| name.split('-').next())
-            .and_then(|secs| secs.parse::<u64>().ok())
-        else {
-            continue; // not ours
+        let Some((seconds, sequence)) = name.to_str().and_then(|name| name.split_once('-')) else {
+            continue;
         };
+        let (Ok(moved_at), Ok(_)) = (seconds.parse::<u64>(), sequence.parse::<u64>()) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
         if now.saturating_sub(moved_at) >= retention.as_secs() {
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("purging {}", entry.path().display()))?;
-            removed += 1;
+            // One folder that cannot be removed does not stop the others.
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(error) => {
+                    tracing::warn!(folder = %entry.path().display(), %error, "cannot purge")
+                }
+            }
         }
     }
     if removed > 0 {
         info!(removed, "trash purged");
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_keep_relative_paths_and_purge_keeps_what_is_not_ours() {
+        let data = std::env::temp_dir().join(format!("perfpipe-trash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let series = data.join("whisper/h/s");
+        std::fs::create_dir_all(&series).unwrap();
+        std::fs::write(series.join("m.wsp"), b"x").unwrap();
+        std::fs::write(series.join("n.wsp"), b"y").unwrap();
+
+        assert_eq!(move_to_trash(&data, &[series.join("m.wsp")]).unwrap(), 1);
+        assert_eq!(
+            move_to_trash(&data, &[series.join("n.wsp"), data.join("gone")]).unwrap(),
+            1
+        );
+        let folders: Vec<PathBuf> = std::fs::read_dir(data.join("trash"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(
+            folders.len(),
+            2,
+            "a folder per move, even within one second"
+        );
+        assert!(folders
+            .iter()
+            .any(|f| f.join("whisper/h/s/m.wsp").is_file()));
+
+        std::fs::write(data.join("trash/123-notes.txt"), b"keep").unwrap();
+        std::fs::create_dir(data.join("trash/keep-me")).unwrap();
+        assert_eq!(
+            purge(&data, Duration::from_secs(3600)).unwrap(),
+            0,
+            "too young"
+        );
+        assert_eq!(purge(&data, Duration::ZERO).unwrap(), 2);
+        assert!(data.join("trash/123-notes.txt").is_file());
+        assert!(data.join("trash/keep-me").is_dir());
+        let _ = std::fs::remove_dir_all(&data);
+    }
 }

@@ -33,18 +33,23 @@ pub struct Node {
 /// The router of a node.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.max_body_size.as_u64() as usize;
+    // Forwarded points travel as JSON of parsed points, larger than the perfdata they came
+    // from (about 60 bytes a point against a few): a peer takes what a client body can become.
+    let internal = Router::new()
+        .route("/internal/v1/points", post(write::internal_points))
+        .layer(DefaultBodyLimit::max(body_limit.saturating_mul(32)));
     Router::new()
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))
         .route("/api/v1/write", post(write::write))
-        .route("/internal/v1/points", post(write::internal_points))
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/hosts", get(query::hosts))
         .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
         .route("/api/v1/series", delete(delete::delete_series))
         .layer(DefaultBodyLimit::max(body_limit))
+        .merge(internal)
         .with_state(node)
 }
 
