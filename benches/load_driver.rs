@@ -198,23 +198,7 @@ fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
     if let Some(file) = &args.perf {
-        let perf = Command::new("perf")
-            .args([
-                "record",
-                "-e",
-                "cpu-clock",
-                "-g",
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting perf")?;
-        guard.perf = Some(perf);
-        std::thread::sleep(Duration::from_millis(500));
+        guard.perf = Some(start_perf(pid, file)?);
     }
 
     // Phase `create`: round 0, then phase `update`: the others.

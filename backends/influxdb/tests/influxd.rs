@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{series, Influxd, AWKWARD_LABELS, T0};
+use common::{awkward_batches, series, Influxd, AWKWARD_LABELS, T0};
 use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery, SeriesKey};
 use perfpipe_influxdb::{map_tag_value, InfluxBackend, InfluxConfig, TagEscaping};
 
@@ -25,20 +25,7 @@ fn exact(start: i64, end: i64, step: u32) -> RangeQuery {
 fn awkward_labels_are_written_and_read_back_exactly() {
     let server = Influxd::start();
     let mut backend = backend(&server, "awkward");
-    let mut batches = Vec::new();
-    for (i, label) in AWKWARD_LABELS.iter().enumerate() {
-        let value = i as f64 + 0.25;
-        let unit = if i % 2 == 0 { "" } else { "B" };
-        batches.push(series(
-            "win 1,a=b",
-            "Disk C:\\",
-            label,
-            unit,
-            &[(T0, value), (T0 + 60, -value)],
-        ));
-        // The same label as host and service too.
-        batches.push(series(label, label, "m", "%", &[(T0, value)]));
-    }
+    let batches = awkward_batches(0.25);
     let report = backend.write(&batches).expect("write");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.written, 3 * AWKWARD_LABELS.len() as u64);

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{series, VictoriaMetrics, AWKWARD_LABELS, T0};
+use common::{awkward_batches, series, VictoriaMetrics, AWKWARD_LABELS, T0};
 use perfpipe_backend::{Backend, Consolidation, RangeQuery};
 use perfpipe_influxdb::{InfluxBackend, InfluxConfig, TagEscaping};
 
@@ -55,19 +55,7 @@ fn write_awkward_labels(config: InfluxConfig) {
     config.url = server.url.clone();
     config.tag_escaping = TagEscaping::Spec;
     let mut backend = InfluxBackend::new(config).expect("config");
-    let mut batches = Vec::new();
-    for (i, label) in AWKWARD_LABELS.iter().enumerate() {
-        let value = i as f64 + 0.5;
-        let unit = if i % 2 == 0 { "" } else { "B" };
-        batches.push(series(
-            "win 1,a=b",
-            "Disk C:\\",
-            label,
-            unit,
-            &[(T0, value), (T0 + 60, -value)],
-        ));
-        batches.push(series(label, label, "m", "%", &[(T0, value)]));
-    }
+    let batches = awkward_batches(0.5);
     let report = backend.write(&batches).expect("write");
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.written, 3 * AWKWARD_LABELS.len() as u64);

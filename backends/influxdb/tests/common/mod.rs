@@ -271,3 +271,23 @@ pub const AWKWARD_LABELS: &[&str] = &[
 
 /// An epoch second in 2020, a multiple of 3600.
 pub const T0: i64 = 1_600_002_000;
+
+/// For every awkward label: a series with it as the metric (two points, `base + i` and its
+/// negative; units alternately none and `B`) and a series with it as host and service too.
+/// Three points per label in all.
+pub fn awkward_batches(base: f64) -> Vec<SeriesBatch> {
+    let mut batches = Vec::new();
+    for (i, label) in AWKWARD_LABELS.iter().enumerate() {
+        let value = i as f64 + base;
+        let unit = if i % 2 == 0 { "" } else { "B" };
+        batches.push(series(
+            "win 1,a=b",
+            "Disk C:\\",
+            label,
+            unit,
+            &[(T0, value), (T0 + 60, -value)],
+        ));
+        batches.push(series(label, label, "m", "%", &[(T0, value)]));
+    }
+    batches
+}
