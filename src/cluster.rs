@@ -20,6 +20,14 @@ use crate::config::Config;
 use crate::enqueuer::SeriesPoints;
 use crate::routing::owner_of_host;
 
+/// `name` encoded for one path segment of a peer's URL. (`form_urlencoded` writes a space as
+/// `+`, which in a path is a plus, so spaces become `%20`.)
+pub fn path_segment(name: &str) -> String {
+    form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// This node's view of the cluster.
 pub struct Cluster {
     nodes: Vec<String>,
@@ -209,5 +217,16 @@ impl Cluster {
         );
         let json: serde_json::Value = serde_json::from_str(&text)?;
         Ok(json["series"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_peer_paths_stay_one_segment() {
+        assert_eq!(path_segment("my host"), "my%20host");
+        assert_eq!(path_segment("a+b/c"), "a%2Bb%2Fc");
     }
 }

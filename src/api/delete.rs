@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::query::parse_hsm;
 use super::{blocking, ApiError, Node};
+use crate::cluster::path_segment;
 
 pub async fn delete_host(
     State(node): State<Arc<Node>>,
@@ -45,10 +46,7 @@ async fn remove(
 ) -> Result<Json<Value>, ApiError> {
     if let Some(owner) = node.cluster.owner(&host) {
         let path = match &series {
-            None => format!(
-                "/api/v1/hosts/{}",
-                form_urlencoded::byte_serialize(host.as_bytes()).collect::<String>()
-            ),
+            None => format!("/api/v1/hosts/{}", path_segment(&host)),
             Some((service, metric)) => format!(
                 "/api/v1/series?{}",
                 form_urlencoded::Serializer::new(String::new())

@@ -21,6 +21,7 @@ use perfpipe_backend::{BackendError, Consolidation, RangeQuery, SeriesKey};
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, Node};
+use crate::cluster::path_segment;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
@@ -306,12 +307,7 @@ pub async fn host_metrics(
     Path(host): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(owner) = node.cluster.owner(&host) {
-        let path = format!(
-            "/api/v1/hosts/{}/metrics",
-            form_urlencoded::byte_serialize(host.as_bytes())
-                .collect::<String>()
-                .replace('+', "%20")
-        );
+        let path = format!("/api/v1/hosts/{}/metrics", path_segment(&host));
         let asked = node.clone();
         let (status, json) = blocking(move || Ok(asked.cluster.get(owner, &path)?)).await?;
         if status == 200 {
