@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use perfpipe_backend::{Point, SeriesKey};
+use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -45,6 +45,51 @@ pub struct WireSeries {
     pub u: String,
     /// `[timestamp, value]` pairs.
     pub p: Vec<(i64, f64)>,
+    /// `[timestamp, levels]` where the levels changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub l: Vec<(i64, WireLevels)>,
+}
+
+/// [`Levels`] on the wire: JSON has no infinity, so a missing bound is `null`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireLevels {
+    /// warn and crit as `[inside, start or null for -inf, end or null for +inf]`.
+    pub w: Option<(bool, Option<f64>, Option<f64>)>,
+    pub c: Option<(bool, Option<f64>, Option<f64>)>,
+    /// min and max.
+    pub n: Option<f64>,
+    pub x: Option<f64>,
+}
+
+impl From<Levels> for WireLevels {
+    fn from(levels: Levels) -> Self {
+        let range = |range: ThresholdRange| {
+            let finite = |bound: f64| bound.is_finite().then_some(bound);
+            (range.inside, finite(range.start), finite(range.end))
+        };
+        WireLevels {
+            w: levels.warn.map(range),
+            c: levels.crit.map(range),
+            n: levels.min,
+            x: levels.max,
+        }
+    }
+}
+
+impl From<WireLevels> for Levels {
+    fn from(wire: WireLevels) -> Self {
+        let range = |(inside, start, end): (bool, Option<f64>, Option<f64>)| ThresholdRange {
+            start: start.unwrap_or(f64::NEG_INFINITY),
+            end: end.unwrap_or(f64::INFINITY),
+            inside,
+        };
+        Levels {
+            warn: wire.w.map(range),
+            crit: wire.c.map(range),
+            min: wire.n,
+            max: wire.x,
+        }
+    }
 }
 
 /// A forwarding request body.
@@ -65,6 +110,11 @@ impl From<SeriesPoints> for WireSeries {
                 .iter()
                 .map(|p| (p.timestamp, p.value))
                 .collect(),
+            l: series
+                .levels
+                .into_iter()
+                .map(|(timestamp, levels)| (timestamp, levels.into()))
+                .collect(),
         }
     }
 }
@@ -78,6 +128,11 @@ impl From<WireSeries> for SeriesPoints {
                 .p
                 .into_iter()
                 .map(|(timestamp, value)| Point { timestamp, value })
+                .collect(),
+            levels: wire
+                .l
+                .into_iter()
+                .map(|(timestamp, levels)| (timestamp, levels.into()))
                 .collect(),
         }
     }
@@ -223,6 +278,36 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_cross_the_wire_with_their_infinite_bounds() {
+        let levels = Levels {
+            warn: Some(ThresholdRange {
+                start: f64::NEG_INFINITY,
+                end: 5.0,
+                inside: true,
+            }),
+            crit: Some(ThresholdRange {
+                start: 10.0,
+                end: f64::INFINITY,
+                inside: false,
+            }),
+            min: Some(-1.5),
+            max: None,
+        };
+        let series = SeriesPoints {
+            key: SeriesKey::new("h", "s", "m"),
+            uom: "B".into(),
+            points: vec![Point {
+                timestamp: 7,
+                value: 1.0,
+            }],
+            levels: vec![(7, levels)],
+        };
+        let json = serde_json::to_string(&WireSeries::from(series.clone())).unwrap();
+        let back: WireSeries = serde_json::from_str(&json).unwrap();
+        assert_eq!(SeriesPoints::from(back), series, "{json}");
+    }
 
     #[test]
     fn names_in_peer_paths_stay_one_segment() {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perfpipe_backend::{Backend, Point, SeriesBatch, SeriesKey};
+use perfpipe_backend::{Backend, Levels, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 use tracing::{error, warn};
 
@@ -34,6 +34,9 @@ pub struct SeriesPoints {
     pub key: SeriesKey,
     pub uom: String,
     pub points: Vec<Point>,
+    /// `(timestamp, levels)` where the levels changed, in arrival order (see
+    /// [`SeriesBatch::levels`]); the first point's levels always start it.
+    pub levels: Vec<(i64, Levels)>,
 }
 
 /// Why points were not taken (none of the request was).
@@ -306,6 +309,7 @@ pub fn shard_of(key: &SeriesKey, shards: usize) -> usize {
 struct SeriesQueue {
     uom: String,
     points: Vec<Point>,
+    levels: Vec<(i64, Levels)>,
     oldest: Instant,
 }
 
@@ -405,10 +409,19 @@ impl Shard {
                 .or_insert_with(|| SeriesQueue {
                     uom: String::new(),
                     points: Vec::new(),
+                    levels: Vec::new(),
                     oldest: Instant::now(),
                 });
             queue.uom = series.uom;
             queue.points.extend(series.points);
+            // Each request starts its series' levels afresh; only changes are worth keeping.
+            let unchanged = match (queue.levels.last(), series.levels.first()) {
+                (Some((_, queued)), Some((_, arriving))) => queued == arriving,
+                _ => false,
+            };
+            queue
+                .levels
+                .extend(series.levels.into_iter().skip(usize::from(unchanged)));
             if queue.points.len() >= self.settings.max_batch_points {
                 due.push(series.key);
             }
@@ -425,7 +438,8 @@ impl Shard {
                 continue;
             };
             taken += queue.points.len();
-            let (batch, duplicates) = SeriesBatch::from_unordered(key, queue.uom, queue.points);
+            let (batch, duplicates) =
+                SeriesBatch::from_unordered(key, queue.uom, queue.points, queue.levels);
             self.counters
                 .duplicates
                 .fetch_add(duplicates as u64, Ordering::Relaxed);

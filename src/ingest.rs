@@ -251,7 +251,7 @@ fn store(
         .into_iter()
         .map(|series| {
             let (batch, duplicates) =
-                SeriesBatch::from_unordered(series.key, series.uom, series.points);
+                SeriesBatch::from_unordered(series.key, series.uom, series.points, series.levels);
             totals.duplicates += duplicates as u64;
             batch
         })

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use perfpipe_backend::{Point, SeriesKey};
+use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
 use perfpipe_checkresult::{json, spool, CheckResult, EnvelopeError, Location};
 use serde::Serialize;
 
@@ -169,6 +169,26 @@ pub fn read(body: &[u8], format: Format) -> Intake {
     intake
 }
 
+/// The thresholds and bounds beside a metric's value; a threshold that is not a valid range
+/// is left out (the reading keeps the metric).
+fn levels_of(metric: &perfpipe_perfdata::Metric<'_>) -> Levels {
+    let range = |threshold: Option<perfpipe_perfdata::Threshold<'_>>| {
+        threshold
+            .and_then(|threshold| threshold.range)
+            .map(|range| ThresholdRange {
+                start: range.start,
+                end: range.end,
+                inside: range.inside,
+            })
+    };
+    Levels {
+        warn: range(metric.warn),
+        crit: range(metric.crit),
+        min: metric.min,
+        max: metric.max,
+    }
+}
+
 fn add_result(
     result: &CheckResult<'_>,
     location: Location,
@@ -209,12 +229,14 @@ fn add_result(
             continue;
         };
         intake.points += 1;
+        let levels = levels_of(&metric);
         let key = SeriesKey::new(result.host.as_ref(), service, metric.label);
         let at = *index.entry(key.clone()).or_insert_with(|| {
             intake.series.push(SeriesPoints {
                 key,
                 uom: String::new(),
                 points: Vec::new(),
+                levels: Vec::new(),
             });
             intake.series.len() - 1
         });
@@ -225,12 +247,55 @@ fn add_result(
             timestamp: result.timestamp,
             value,
         });
+        if series.levels.last().is_none_or(|(_, last)| *last != levels) {
+            series.levels.push((result.timestamp, levels));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_travel_with_the_points_recorded_where_they_change() {
+        let body = b"100||h||Disk||OK||used=1%;80;90;0;100\n\
+                     160||h||Disk||OK||used=2%;80;90;0;100\n\
+                     220||h||Disk||OK||used=3%;@10:~;x\n";
+        let intake = read(body, Format::Detect);
+        let series = &intake.series[0];
+        assert_eq!(series.points.len(), 3);
+        let plain = |end| {
+            Some(ThresholdRange {
+                start: 0.0,
+                end,
+                inside: false,
+            })
+        };
+        assert_eq!(
+            series.levels,
+            [
+                (
+                    100,
+                    Levels {
+                        warn: plain(80.0),
+                        crit: plain(90.0),
+                        min: Some(0.0),
+                        max: Some(100.0),
+                    }
+                ),
+                (
+                    220,
+                    Levels {
+                        warn: None,
+                        crit: None,
+                        min: None,
+                        max: None,
+                    }
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn points_group_per_series_and_bad_records_are_named() {

@@ -1,7 +1,7 @@
 //! The storage-backend boundary of perfpipe: what a series is, what a batch of points is, and
 //! the one trait every backend (Whisper, RRD, InfluxDB) implements.
 //!
-//! Owns: [`SeriesKey`], [`Point`], [`SeriesBatch`], [`DataSourceType`], range queries
+//! Owns: [`SeriesKey`], [`Point`], [`Levels`], [`SeriesBatch`], [`DataSourceType`], range queries
 //! ([`RangeQuery`], [`Consolidation`], [`SeriesRange`]), the [`Backend`] trait, [`BackendError`],
 //! and [`encode_name`], the file-name encoding the file backends share.
 //!
@@ -75,6 +75,40 @@ pub struct Point {
     pub value: f64,
 }
 
+/// A threshold as perfdata gives it (`10`, `10:20`, `~:5`, `20:`, `@10:20`): alert when the
+/// value is outside `start..=end`, or inside it when `inside`. A missing bound is infinite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdRange {
+    /// Lower bound (`-inf` for `~`).
+    pub start: f64,
+    /// Upper bound (`+inf` when absent after `:`).
+    pub end: f64,
+    /// `@` was given: alert inside the range.
+    pub inside: bool,
+}
+
+impl ThresholdRange {
+    /// The plain form `N` (`0:N`, alerting outside): most plugins' thresholds, which nagflux
+    /// stores as one number.
+    pub fn plain_limit(&self) -> Option<f64> {
+        (!self.inside && self.start == 0.0 && self.end.is_finite()).then_some(self.end)
+    }
+}
+
+/// What perfdata says beside a value: warning and critical thresholds and the value's range.
+/// The InfluxDB schema stores them with each point; the file formats have no place for them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Levels {
+    /// The warning threshold.
+    pub warn: Option<ThresholdRange>,
+    /// The critical threshold.
+    pub crit: Option<ThresholdRange>,
+    /// The least value the metric can take.
+    pub min: Option<f64>,
+    /// The greatest value the metric can take.
+    pub max: Option<f64>,
+}
+
 /// Points of one series, sorted by time, without duplicate timestamps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesBatch {
@@ -86,12 +120,17 @@ pub struct SeriesBatch {
     pub ds_type: DataSourceType,
     /// The points, oldest first.
     pub points: Vec<Point>,
+    /// The levels in force from a timestamp on, oldest first, one entry per change: a point
+    /// carries the levels of the last entry at or before its time (or the first entry's, when
+    /// it is older than all). Empty when nothing is known of them. Thresholds change rarely, so
+    /// this costs one entry per batch, not one per point.
+    pub levels: Vec<(i64, Levels)>,
 }
 
 impl SeriesBatch {
     /// A batch of `(timestamp, value)` points, its data-source type implied by `uom`
-    /// ([`DataSourceType::for_unit`]). The caller keeps the batch's promise: sorted by time,
-    /// no duplicate timestamps.
+    /// ([`DataSourceType::for_unit`]), with no levels. The caller keeps the batch's promise:
+    /// sorted by time, no duplicate timestamps.
     pub fn new(key: SeriesKey, uom: impl Into<String>, points: &[(i64, f64)]) -> Self {
         let uom = uom.into();
         SeriesBatch {
@@ -102,26 +141,50 @@ impl SeriesBatch {
                 .iter()
                 .map(|&(timestamp, value)| Point { timestamp, value })
                 .collect(),
+            levels: Vec::new(),
         }
     }
-}
 
-impl SeriesBatch {
     /// A batch from points in any order: sorted by time, and of points with the same timestamp
-    /// only the first given kept (a stable sort keeps arrival order among equals). Returns the
-    /// batch and how many duplicates were dropped.
-    pub fn from_unordered(key: SeriesKey, uom: String, mut points: Vec<Point>) -> (Self, usize) {
+    /// only the first given kept (a stable sort keeps arrival order among equals). `levels` are
+    /// `(timestamp of the point that brought them, levels)` in arrival order; they are put in
+    /// time order the same way and entries that change nothing are dropped. Returns the batch
+    /// and how many duplicate points were dropped.
+    pub fn from_unordered(
+        key: SeriesKey,
+        uom: String,
+        mut points: Vec<Point>,
+        mut levels: Vec<(i64, Levels)>,
+    ) -> (Self, usize) {
         points.sort_by_key(|point| point.timestamp);
         let before = points.len();
         points.dedup_by_key(|point| point.timestamp);
         let duplicates = before - points.len();
+        levels.sort_by_key(|&(timestamp, _)| timestamp);
+        levels.dedup_by_key(|&mut (timestamp, _)| timestamp);
+        levels.dedup_by(|later, earlier| later.1 == earlier.1);
         let batch = SeriesBatch {
             ds_type: DataSourceType::for_unit(&uom),
             key,
             uom,
             points,
+            levels,
         };
         (batch, duplicates)
+    }
+
+    /// Each point with the levels in force at its time (see [`SeriesBatch::levels`]).
+    pub fn points_with_levels(&self) -> impl Iterator<Item = (&Point, Option<&Levels>)> {
+        let mut next = 0;
+        self.points.iter().map(move |point| {
+            while next < self.levels.len() && self.levels[next].0 <= point.timestamp {
+                next += 1;
+            }
+            (
+                point,
+                self.levels.get(next.saturating_sub(1)).map(|(_, l)| l),
+            )
+        })
     }
 }
 
@@ -310,6 +373,7 @@ mod tests {
                 point(30, 3.0),
                 point(20, 4.0),
             ],
+            Vec::new(),
         );
         assert_eq!(
             batch.points,
@@ -317,6 +381,58 @@ mod tests {
         );
         assert_eq!(duplicates, 1);
         assert_eq!(batch.ds_type, DataSourceType::Counter);
+    }
+
+    #[test]
+    fn each_point_carries_the_levels_in_force_at_its_time() {
+        let point = |timestamp| Point {
+            timestamp,
+            value: 1.0,
+        };
+        let limit = |end| Levels {
+            warn: Some(ThresholdRange {
+                start: 0.0,
+                end,
+                inside: false,
+            }),
+            ..Levels::default()
+        };
+        // Arrival order: 30 brought warn 2, 10 brought warn 1, 20 repeated warn 1 (no change),
+        // 40 brought warn 3 twice.
+        let (batch, _) = SeriesBatch::from_unordered(
+            SeriesKey::new("h", "s", "m"),
+            String::new(),
+            [5, 10, 20, 30, 40, 50].map(point).to_vec(),
+            vec![
+                (30, limit(2.0)),
+                (10, limit(1.0)),
+                (20, limit(1.0)),
+                (40, limit(3.0)),
+                (40, limit(9.0)),
+            ],
+        );
+        assert_eq!(
+            batch.levels,
+            [(10, limit(1.0)), (30, limit(2.0)), (40, limit(3.0))]
+        );
+        let warn_of_each: Vec<f64> = batch
+            .points_with_levels()
+            .map(|(_, levels)| levels.unwrap().warn.unwrap().end)
+            .collect();
+        assert_eq!(warn_of_each, [1.0, 1.0, 1.0, 2.0, 3.0, 3.0]);
+        let bare = SeriesBatch::new(SeriesKey::new("h", "s", "m"), "", &[(1, 1.0)]);
+        assert!(bare
+            .points_with_levels()
+            .all(|(_, levels)| levels.is_none()));
+    }
+
+    #[test]
+    fn only_zero_based_outside_thresholds_are_plain_limits() {
+        let range = |start, end, inside| ThresholdRange { start, end, inside };
+        assert_eq!(range(0.0, 80.0, false).plain_limit(), Some(80.0));
+        assert_eq!(range(10.0, 80.0, false).plain_limit(), None);
+        assert_eq!(range(0.0, 80.0, true).plain_limit(), None);
+        assert_eq!(range(0.0, f64::INFINITY, false).plain_limit(), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! complete escaping and the reversible mapping of tag values a server cannot hold.
 //!
 //! Owns the schema (measurement `metrics`; tags `host`, `service`, `performanceLabel`, `unit`;
-//! float field `value`; timestamps in seconds), the two tag-escaping dialects
+//! float fields `value`, `warn`, `crit`, `min`, `max`; timestamps in seconds), the two tag-escaping dialects
 //! ([`TagEscaping`]), the trailing-backslash mapping ([`map_tag_value`], [`unmap_tag_value`])
 //! and [`LineError`]. Guarantees: a series is encoded whole or refused whole (never half); no
 //! name can end a line or break out of its tag; every value is written so the server types it
@@ -12,11 +12,21 @@
 //!
 //! nagflux (`PerformanceData.PrintForInfluxDB`) writes
 //! `metrics,host=H,service=S,command=C,performanceLabel=L[,unit=U] value=V,warn=…,crit=… T`,
-//! leaving `unit` out when the unit is empty. perfpipe writes the same measurement and tags,
-//! leaves `unit` out when empty the same way, and writes only the field `value`: the
-//! [`SeriesBatch`] carries neither the check command nor warn/crit/min/max. nagflux escapes only
-//! spaces and commas and writes the unit unescaped; perfpipe escapes everything the protocol
-//! needs (below).
+//! leaving `unit` out when the unit is empty. perfpipe writes the same measurement and tags
+//! except `command` (check results as masters send them do not carry the command), leaves
+//! `unit` out when empty the same way, and writes the fields nagflux writes:
+//!
+//! * `value`;
+//! * `warn` and `crit` when the threshold is the plain form `N` (`0:N`, alert outside), which
+//!   is how nearly every plugin prints them; any other range (`10:20`, `~:5`, `20:`, `@0:10`) is
+//!   written as `warn-min`/`warn-max` (`crit-min`/`crit-max`) with its finite bounds, as
+//!   nagflux does. nagflux's `warn-fill` tag (inside/outside) is not written: a tag would split
+//!   the series in two when a threshold changes form, so `@` ranges read like plain ranges;
+//! * `min` and `max` when the metric gives them.
+//!
+//! A field appears only when the perfdata had it, with the levels in force at the point's time
+//! ([`SeriesBatch::points_with_levels`]). nagflux escapes only spaces and commas and writes the
+//! unit unescaped; perfpipe escapes everything the protocol needs (below).
 //!
 //! # Escaping dialects
 //!
@@ -44,7 +54,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use perfpipe_backend::SeriesBatch;
+use perfpipe_backend::{Levels, SeriesBatch};
 use serde::Deserialize;
 
 /// The measurement every point is written to (nagflux's).
@@ -156,6 +166,36 @@ fn push_float(out: &mut String, value: f64) {
     let _ = write!(out, "{value:?}");
 }
 
+/// Appends `,name=value` for a finite value (an infinite bound is no bound).
+fn push_field(out: &mut String, name: &str, value: Option<f64>) {
+    if let Some(value) = value.filter(|value| value.is_finite()) {
+        out.push(',');
+        out.push_str(name);
+        out.push('=');
+        push_float(out, value);
+    }
+}
+
+/// Appends the threshold and bound fields of the schema (see the module's doc).
+fn push_levels(out: &mut String, levels: &Levels) {
+    let thresholds = [
+        (levels.warn, "warn", "warn-min", "warn-max"),
+        (levels.crit, "crit", "crit-min", "crit-max"),
+    ];
+    for (threshold, plain, lower, upper) in thresholds {
+        let Some(range) = threshold else { continue };
+        match range.plain_limit() {
+            Some(limit) => push_field(out, plain, Some(limit)),
+            None => {
+                push_field(out, lower, Some(range.start));
+                push_field(out, upper, Some(range.end));
+            }
+        }
+    }
+    push_field(out, "min", levels.min);
+    push_field(out, "max", levels.max);
+}
+
 fn check_tag(tag: &'static str, value: &str, may_be_empty: bool) -> Result<(), LineError> {
     if value.is_empty() && !may_be_empty {
         return Err(LineError::EmptyTag { tag });
@@ -215,12 +255,15 @@ pub fn encode_series(batch: &SeriesBatch, escaping: TagEscaping) -> Result<Serie
     let prefix = series_prefix(batch, escaping)?;
     let mut text = String::with_capacity(batch.points.len() * (prefix.len() + 32));
     let mut line_ends = Vec::with_capacity(batch.points.len());
-    for point in &batch.points {
+    for (point, levels) in batch.points_with_levels() {
         text.push_str(&prefix);
         text.push(' ');
         text.push_str(VALUE_FIELD);
         text.push('=');
         push_float(&mut text, point.value);
+        if let Some(levels) = levels {
+            push_levels(&mut text, levels);
+        }
         let _ = write!(text, " {}", point.timestamp);
         text.push('\n');
         line_ends.push(text.len());
@@ -270,6 +313,47 @@ mod tests {
         );
         assert_eq!(lines.line_ends.len(), 2);
         assert_eq!(lines.line_ends[1], lines.text.len());
+    }
+
+    #[test]
+    fn thresholds_and_bounds_are_fields_in_force_at_each_point() {
+        use perfpipe_backend::ThresholdRange;
+        let range = |start, end, inside| Some(ThresholdRange { start, end, inside });
+        let mut series = batch("h", "s", "pl", "%", &[(10, 0.0), (20, 5.0), (30, 9.0)]);
+        series.levels = vec![
+            (
+                10,
+                Levels {
+                    warn: range(0.0, 20.0, false),
+                    crit: range(0.0, 60.0, false),
+                    min: Some(0.0),
+                    max: Some(100.0),
+                },
+            ),
+            (
+                30,
+                Levels {
+                    warn: range(10.0, f64::INFINITY, false),
+                    crit: range(f64::NEG_INFINITY, 5.0, true),
+                    min: None,
+                    max: None,
+                },
+            ),
+        ];
+        let lines = encode_series(&series, TagEscaping::InfluxDb).unwrap();
+        let fields: Vec<&str> = lines
+            .text
+            .lines()
+            .map(|line| line.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "value=0.0,warn=20.0,crit=60.0,min=0.0,max=100.0",
+                "value=5.0,warn=20.0,crit=60.0,min=0.0,max=100.0",
+                "value=9.0,warn-min=10.0,crit-max=5.0",
+            ]
+        );
     }
 
     #[test]

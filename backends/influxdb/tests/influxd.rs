@@ -273,6 +273,87 @@ fn many_series_go_in_bounded_bodies_with_and_without_gzip() {
     }
 }
 
+/// nagflux's fields beside the value: plain thresholds as `warn`/`crit`, ranges as
+/// `-min`/`-max`, bounds as `min`/`max`, each point with the levels in force at its time.
+#[test]
+fn thresholds_and_bounds_are_stored_beside_each_value() {
+    use perfpipe_backend::{Levels, ThresholdRange};
+    let server = Influxd::start();
+    let mut backend = backend(&server, "levels");
+    let plain = |end| {
+        Some(ThresholdRange {
+            start: 0.0,
+            end,
+            inside: false,
+        })
+    };
+    let mut batch = series("db1", "Disk", "C:\\", "%", &[(T0, 10.0), (T0 + 60, 20.0)]);
+    batch.levels = vec![
+        (
+            T0,
+            Levels {
+                warn: plain(80.0),
+                crit: plain(90.0),
+                min: Some(0.0),
+                max: Some(100.0),
+            },
+        ),
+        (
+            T0 + 60,
+            Levels {
+                warn: Some(ThresholdRange {
+                    start: 5.0,
+                    end: 85.0,
+                    inside: false,
+                }),
+                crit: plain(95.0),
+                min: Some(0.0),
+                max: None,
+            },
+        ),
+    ];
+    let report = backend.write(&[batch]).expect("write");
+    assert_eq!(report.written, 2, "{:?}", report.failed);
+    let answer = server.query(
+        "levels",
+        "SELECT \"value\",\"warn\",\"warn-min\",\"warn-max\",\"crit\",\"min\",\"max\" FROM \"metrics\"",
+    );
+    // InfluxQL's JSON writes integral floats without a fraction: compare as numbers.
+    let rows: Vec<Vec<Option<f64>>> = answer["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows: {answer}"))
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64()).collect())
+        .collect();
+    let t0 = T0 as f64;
+    assert_eq!(
+        rows,
+        [
+            [
+                Some(t0),
+                Some(10.0),
+                Some(80.0),
+                None,
+                None,
+                Some(90.0),
+                Some(0.0),
+                Some(100.0)
+            ],
+            [
+                Some(t0 + 60.0),
+                Some(20.0),
+                None,
+                Some(5.0),
+                Some(85.0),
+                Some(95.0),
+                Some(0.0),
+                None
+            ],
+        ],
+        "{answer}"
+    );
+}
+
 /// Why the trailing-backslash mapping exists: InfluxDB 1.x refuses a tag value ending in a
 /// backslash however it is escaped, and the whole body with it.
 #[test]

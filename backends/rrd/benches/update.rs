@@ -28,6 +28,7 @@ fn batches(keys: &[SeriesKey], first: usize, per_call: usize) -> Vec<SeriesBatch
     keys.iter()
         .enumerate()
         .map(|(i, key)| SeriesBatch {
+            levels: Vec::new(),
             key: key.clone(),
             uom: String::new(),
             ds_type: DataSourceType::Gauge,

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             keys.iter()
                 .enumerate()
                 .map(|(i, key)| SeriesBatch {
+                    levels: Vec::new(),
                     key: key.clone(),
                     uom: String::new(),
                     ds_type: DataSourceType::Gauge,

@@ -517,6 +517,7 @@ mod tests {
 
     fn batch(metric: &str, points: usize) -> SeriesBatch {
         SeriesBatch {
+            levels: Vec::new(),
             key: SeriesKey {
                 host: "h".into(),
                 service: "s".into(),

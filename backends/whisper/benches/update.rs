@@ -98,6 +98,7 @@ fn pass_batches(
         .collect();
     keys.iter()
         .map(|key| SeriesBatch {
+            levels: Vec::new(),
             key: key.clone(),
             uom: String::new(),
             ds_type: DataSourceType::Gauge,
@@ -128,12 +129,22 @@ fn bench_update(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// `WHISPER_BENCH_BATCHES` (comma-separated points per call) and `WHISPER_BENCH_PASSES` narrow or
+/// lengthen the plain run, so that a profiler sees mostly the timed writes rather than the setup.
 fn plain() {
-    for batch in BATCH_SIZES {
+    let batches: Vec<i64> =
+        std::env::var("WHISPER_BENCH_BATCHES").map_or(BATCH_SIZES.to_vec(), |list| {
+            list.split(',')
+                .map(|batch| batch.trim().parse().unwrap())
+                .collect()
+        });
+    let passes: usize = std::env::var("WHISPER_BENCH_PASSES")
+        .map_or(PLAIN_PASSES, |passes| passes.parse().unwrap());
+    for batch in batches {
         let dir = tempfile::tempdir().unwrap();
         let keys = series_keys();
         let (mut backend, clock) = backend_with_files(dir.path(), &keys);
-        let mut rates: Vec<f64> = (0..PLAIN_PASSES as i64)
+        let mut rates: Vec<f64> = (0..passes as i64)
             .map(|pass_number| {
                 // As on the Python side, the points are ready before the clock starts.
                 let batches = pass_batches(&clock, &keys, batch, pass_number);

@@ -22,6 +22,7 @@ pub fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
 
 pub fn batch(key: &SeriesKey, uom: &str, points: &[(i64, f64)]) -> SeriesBatch {
     SeriesBatch {
+        levels: Vec::new(),
         key: key.clone(),
         uom: uom.into(),
         ds_type: DataSourceType::for_unit(uom),
