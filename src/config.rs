@@ -172,6 +172,18 @@ pub struct CacheConfig {
     pub cache_purge_time: Duration,
     /// Default: `cluster.nodes`.
     pub peer_nodes: Vec<String>,
+    /// 64 hex digits (32 bytes) sealing namespace tokens; empty = none.
+    pub namespace_key: String,
+    /// The cache and state API on the node's own listener.
+    pub http_server: HttpServerConfig,
+}
+
+/// The plugins' API on the node's HTTP listener (`listen`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Namespaces must be tokens sealed with `cache.namespace_key`.
+    pub encrypted_namespaces: bool,
 }
 
 impl Default for CacheConfig {
@@ -185,6 +197,8 @@ impl Default for CacheConfig {
             timestamp_error_margin: Duration::from_secs(60),
             cache_purge_time: Duration::from_secs(60),
             peer_nodes: Vec::new(),
+            namespace_key: String::new(),
+            http_server: HttpServerConfig::default(),
         }
     }
 }
@@ -241,6 +255,18 @@ impl Config {
         }
         anyhow::ensure!(self.rrd.step > 0, "rrd.step must be positive");
         anyhow::ensure!(self.enqueuer.shards > 0, "enqueuer.shards must be positive");
+        if !self.cache.namespace_key.is_empty() {
+            crate::cachemanager::token::NamespaceKey::from_hex(&self.cache.namespace_key)
+                .context("cache.namespace_key")?;
+        }
+        anyhow::ensure!(
+            !self.cache.http_server.encrypted_namespaces || !self.cache.namespace_key.is_empty(),
+            "cache.http_server.encrypted_namespaces needs cache.namespace_key"
+        );
+        anyhow::ensure!(
+            self.state.max_persistent_data_items > 0,
+            "state.max_persistent_data_items must be positive"
+        );
         Ok(())
     }
 

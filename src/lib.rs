@@ -1,11 +1,13 @@
 //! The perfpipe node and its commands, as a library the `perfpipe` binary drives: settings,
-//! the commands (`serve`, `ingest`, `parse`), cluster routing and access to the stores. The
+//! the commands (`serve`, `ingest`, `parse`, `namespace-token`), cluster routing, the
+//! plugins' cache and state manager, and access to the stores. The
 //! formats live in `parsers/*` and the stores in `backends/*`; this crate wires them.
 //!
 //! Errors reach the binary as `anyhow::Error` (this is the application edge); the crates below
 //! keep typed errors.
 
 pub mod api;
+pub mod cachemanager;
 pub mod cluster;
 pub mod config;
 pub mod enqueuer;

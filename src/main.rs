@@ -46,6 +46,15 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Print a token for namespace NAME, sealed with `cache.namespace_key`, for plugins to
+    /// send as their namespace when the cache's namespaces are encrypted.
+    NamespaceToken {
+        /// The namespace the token names.
+        name: String,
+        /// The config file holding `cache.namespace_key`.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(args),
         Command::CheckConfig { file } => check_config(file.as_deref()),
         Command::Parse { summary } => parse::run(summary),
+        Command::NamespaceToken { name, config } => namespace_token(&name, config.as_deref()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +75,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn namespace_token(name: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = perfpipe::config::Config::load(config)?;
+    anyhow::ensure!(
+        !config.cache.namespace_key.is_empty(),
+        "cache.namespace_key is not set: there is no key to seal a token with"
+    );
+    let key = perfpipe::cachemanager::token::NamespaceKey::from_hex(&config.cache.namespace_key)?;
+    println!("{}", key.seal(name, perfpipe::cachemanager::now_seconds()));
+    Ok(())
 }
 
 fn check_config(file: Option<&std::path::Path>) -> anyhow::Result<()> {

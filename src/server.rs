@@ -63,10 +63,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
     )?;
     let cluster = Cluster::new(&config)?;
+    let plugins = crate::cachemanager::CacheManager::open(&config)?;
     let node = Arc::new(Node {
         config,
         enqueuer,
         cluster,
+        plugins,
         started: Instant::now(),
     });
 
@@ -94,6 +96,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     let address = listener.local_addr().context("reading the bound address")?;
     info!(%address, "listening");
     tokio::spawn(purge_trash(node.clone()));
+    tokio::spawn(purge_plugin_items(node.clone()));
     axum::serve(listener, crate::api::router(node))
         .with_graceful_shutdown(shutdown)
         .await
@@ -118,6 +121,30 @@ async fn purge_trash(node: Arc<Node>) {
                 tracing::warn!(failure = %format!("{failure:#}"), "trash purge failed")
             }
             Err(failure) => tracing::warn!(%failure, "trash purge failed"),
+        }
+    }
+}
+
+/// Removes expired cache and state items every `cache_purge_time` (an expired item is never
+/// answered either way; this returns its memory and disk).
+async fn purge_plugin_items(node: Arc<Node>) {
+    let mut every = tokio::time::interval(
+        node.config
+            .cache
+            .cache_purge_time
+            .max(std::time::Duration::from_secs(1)),
+    );
+    loop {
+        every.tick().await;
+        let purged = node.plugins.cache.purge_expired();
+        let state = node.plugins.state.clone();
+        let now = crate::cachemanager::now_seconds();
+        match tokio::task::spawn_blocking(move || state.purge_expired(now)).await {
+            Ok(Ok(state_purged)) => {
+                tracing::debug!(cache = purged, state = state_purged, "purged expired items")
+            }
+            Ok(Err(failure)) => tracing::warn!(%failure, "state purge failed"),
+            Err(failure) => tracing::warn!(%failure, "state purge failed"),
         }
     }
 }

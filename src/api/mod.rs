@@ -5,6 +5,7 @@
 //! tokio's blocking pool, never on the async workers.
 
 mod delete;
+mod plugins;
 mod query;
 mod status;
 mod write;
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
+use crate::cachemanager::CacheManager;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::enqueuer::Enqueuer;
@@ -27,6 +29,7 @@ pub struct Node {
     pub config: Config,
     pub enqueuer: Enqueuer,
     pub cluster: Cluster,
+    pub plugins: CacheManager,
     pub started: Instant,
 }
 
@@ -48,6 +51,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
         .route("/api/v1/series", delete(delete::delete_series))
+        .route("/get_data", post(plugins::get_data))
+        .route("/set_data", post(plugins::set_data))
+        .route("/store_data", post(plugins::store_data))
+        .route("/fetch_data", post(plugins::fetch_data))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(internal)
         .with_state(node)

@@ -33,7 +33,21 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
             })
         })
         .collect();
+    let state = node.plugins.state.clone();
+    let state_items =
+        tokio::task::spawn_blocking(move || state.items(crate::cachemanager::now_seconds()))
+            .await
+            .ok()
+            .and_then(Result::ok);
     Json(json!({
+        // The cache manager's fixed fields first (Opsview's shape), then the node's own.
+        "ref": node.plugins.node_ref,
+        "uptime": node.started.elapsed().as_secs(),
+        "cache_items": node.plugins.cache.items(),
+        "available_peer_refs": [],
+        "peers": [],
+        "cache_bytes": node.plugins.cache.bytes(),
+        "state_items": state_items,
         "node": node.config.cluster.self_node,
         "uptime_seconds": node.started.elapsed().as_secs(),
         "shards": node.enqueuer.shards(),
