@@ -172,6 +172,9 @@ pub struct CacheConfig {
     pub cache_purge_time: Duration,
     /// Default: `cluster.nodes`.
     pub peer_nodes: Vec<String>,
+    /// Shared secret that peers present to each other (header `X-Perfpipe-Peer`); empty =
+    /// peer calls are not authenticated (a warning at start).
+    pub peer_secret: String,
     /// 64 hex digits (32 bytes) sealing namespace tokens; empty = none.
     pub namespace_key: String,
     /// The cache and state API on the node's own listener.
@@ -197,6 +200,7 @@ impl Default for CacheConfig {
             timestamp_error_margin: Duration::from_secs(60),
             cache_purge_time: Duration::from_secs(60),
             peer_nodes: Vec::new(),
+            peer_secret: String::new(),
             namespace_key: String::new(),
             http_server: HttpServerConfig::default(),
         }

@@ -36,6 +36,17 @@ pub fn owner_of_host(host: &str, nodes: usize) -> usize {
     jump(fnv1a_64(host.as_bytes()), nodes as u32) as usize
 }
 
+/// The index in the cache's peer list of the node that owns the plugin item
+/// `(namespace, key)`: the hash of `namespace|key` (the protocol forbids `|` in either, so the
+/// joined form names one item).
+pub fn owner_of_item(namespace: &str, key: &str, nodes: usize) -> usize {
+    let mut joined = Vec::with_capacity(namespace.len() + 1 + key.len());
+    joined.extend_from_slice(namespace.as_bytes());
+    joined.push(b'|');
+    joined.extend_from_slice(key.as_bytes());
+    jump(fnv1a_64(&joined), nodes as u32) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

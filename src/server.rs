@@ -97,6 +97,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     info!(%address, "listening");
     tokio::spawn(purge_trash(node.clone()));
     tokio::spawn(purge_plugin_items(node.clone()));
+    tokio::spawn(node.plugins.peers.clone().probe_forever());
     axum::serve(listener, crate::api::router(node))
         .with_graceful_shutdown(shutdown)
         .await

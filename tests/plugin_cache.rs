@@ -104,3 +104,112 @@ fn namespace_tokens_open_only_their_namespace() {
     let token = String::from_utf8(minted.stdout).unwrap();
     scenario("tokens", &[&node.address], &[token.trim(), key]);
 }
+
+/// Three nodes on loopback with one cluster config; peers notice a silent peer within a second.
+fn cluster(name: &str) -> (Vec<Node>, Vec<String>) {
+    let dir = temp_dir(name);
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    let nodes = (0..3)
+        .map(|i| {
+            let node_dir = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let config = config(
+                &node_dir,
+                &format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {urls:?}\nself = {:?}\n\
+                     [cache]\npeer_secret = \"s3cret\"\npeer_connection_timeout = \"1s\"\npeer_refresh_time = \"2s\"\n",
+                    ports[i],
+                    node_dir.join("data"),
+                    urls[i],
+                ),
+            );
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    let addresses = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    (nodes, addresses)
+}
+
+/// A key of `namespace` whose owner is node `owner` of three.
+fn key_owned_by(namespace: &str, owner: usize, prefix: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|key| perfpipe::routing::owner_of_item(namespace, key, 3) == owner)
+        .unwrap()
+}
+
+fn stop(node: &Node) {
+    let status = Command::new("kill")
+        .args(["-STOP", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn three_nodes_share_items_and_one_lock_and_outlive_a_silent_owner() {
+    let (nodes, addresses) = cluster("plugins-cluster");
+    let [a, b, c] = [&addresses[0], &addresses[1], &addresses[2]];
+    let key = key_owned_by("shared", 2, "item");
+    scenario("set", &[a], &["shared", &key, "from A", "600"]);
+    scenario("get", &[b, c, a], &["shared", &key, "from A", "1"]);
+
+    let printed = scenario("lock", &[a, b, c], &["three-nodes"]);
+    assert!(printed.contains("1 holder"), "{printed}");
+
+    // The owner stops answering (SIGSTOP: its socket still accepts, nothing answers).
+    stop(&nodes[2]);
+    scenario("get", &[a, b], &["shared", &key, "from A", "1"]);
+    // An item of the silent owner that nobody copied: answered (empty) by the next node within
+    // peer_connection_timeout (1 s) plus a margin, once; afterwards at once.
+    let orphan = key_owned_by("shared", 2, "orphan");
+    scenario("get", &[a], &["shared", &orphan, "", "1.8"]);
+    scenario("get", &[a], &["shared", &orphan, "", "0.3"]);
+    let status = nodes[0].get("/status").json();
+    let peers = status["peers"].as_array().unwrap();
+    let silent = peers
+        .iter()
+        .find(|peer| peer["url"] == format!("http://{c}"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(silent["deactivated"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(
+        status["available_peer_refs"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+}
+
+#[test]
+fn a_state_item_outlives_its_owner() {
+    let (mut nodes, addresses) = cluster("plugins-cluster-state");
+    let key = key_owned_by("restart", 2, "state");
+    scenario("store", &[&addresses[1]], &[&key, "kept twice"]);
+    nodes[2].child.kill().unwrap();
+    nodes[2].child.wait().unwrap();
+    scenario(
+        "fetch",
+        &[&addresses[0], &addresses[1]],
+        &[&key, "kept twice"],
+    );
+}
+
+#[test]
+fn a_peer_call_with_a_wrong_secret_is_refused() {
+    let (nodes, _) = cluster("plugins-cluster-secret");
+    // The extra header rides in after the content type.
+    let answer = nodes[0].request(
+        "POST",
+        "/get_data",
+        Some("application/json\r\nX-Perfpipe-Peer: guess"),
+        br#"{"namespace":"n","key":"k","max_wait_time":0}"#,
+    );
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(answer.body.contains("peer_secret"), "{}", answer.body);
+}

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, Node};
+use crate::cachemanager::peers::{Route, PEER_HEADER, REPLICA_HEADER};
 use crate::cachemanager::state::StateError;
 use crate::cachemanager::{check_name, now_seconds};
 
@@ -74,14 +76,73 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The item's namespace (opened from its token when namespaces are encrypted) after the
-/// protocol's checks of both names.
-fn item_names(node: &Node, namespace: &str, key: &str) -> Result<String, ApiError> {
+/// Who sent a request: a plugin (whose request may be forwarded to the item's owner) or a
+/// peer (answered from this node's own stores, never forwarded again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Client,
+    Peer { replica: bool },
+}
+
+fn caller(node: &Node, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    match node
+        .plugins
+        .peers
+        .authenticates(headers.get(PEER_HEADER).map(|value| value.as_bytes()))
+    {
+        None => Ok(Caller::Client),
+        Some(true) => Ok(Caller::Peer {
+            replica: headers.contains_key(REPLICA_HEADER),
+        }),
+        Some(false) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "peer call with a wrong cache.peer_secret".into(),
+        )),
+    }
+}
+
+/// The item's namespace after the protocol's checks of both names: for a plugin, opened from
+/// its token when namespaces are encrypted; a peer sends the namespace its entry node opened.
+fn item_names(node: &Node, caller: Caller, namespace: &str, key: &str) -> Result<String, ApiError> {
     check_name("namespace", namespace).map_err(bad_request)?;
     check_name("key", key).map_err(bad_request)?;
+    if caller != Caller::Client {
+        return Ok(namespace.to_owned());
+    }
     node.plugins
         .namespace(namespace)
         .map_err(|refused| ApiError(StatusCode::FORBIDDEN, refused.to_string()))
+}
+
+/// An answer passed on from a peer as it came.
+fn relayed(status: u16, answer: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (status, Json(answer)).into_response()
+}
+
+/// Sends a plugin's request to the node that answers for its item, when that is not this
+/// node: the owner, or the next node up while the owner is down. `None` = answer here.
+async fn forward(
+    node: &Node,
+    namespace: &str,
+    key: &str,
+    path: &str,
+    body: &Value,
+    wait: Duration,
+) -> Option<(u16, Value)> {
+    let peers = &node.plugins.peers;
+    // Each failed call marks its peer down, so the next route differs; a bounded loop all
+    // the same.
+    for _ in 0..peers.count() {
+        let Route::Peer(index) = peers.route(namespace, key) else {
+            return None;
+        };
+        match peers.call(index, path, body, wait, false).await {
+            Ok(answer) => return Some(answer),
+            Err(down) => tracing::debug!(%down, "rerouting"),
+        }
+    }
+    None
 }
 
 /// A whole number of seconds, positive (`what` names the field in the refusal).
@@ -97,10 +158,12 @@ fn positive_seconds(what: &str, seconds: f64) -> Result<Duration, ApiError> {
 
 pub async fn get_data(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let caller = caller(&node, &headers)?;
     let request: GetData = body(&bytes)?;
-    let namespace = item_names(&node, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     if request.max_wait_time < 0.0 || !request.max_wait_time.is_finite() {
         return Err(bad_request(format!(
             "max_wait_time must be 0 or a positive number of seconds, not {}",
@@ -111,36 +174,101 @@ pub async fn get_data(
     // keep a missing item locked for everyone else.
     let max_wait =
         Duration::from_secs_f64(request.max_wait_time.min(1e9)).min(node.plugins.worker_timeout);
-    let outcome = node
-        .plugins
-        .cache
-        .get(&namespace, &request.key, max_wait)
-        .await;
-    Ok(Json(
-        json!({ "data": outcome.data.as_deref(), "lock": outcome.lock }),
-    ))
+    let cache = &node.plugins.cache;
+    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+        // A copy kept from an earlier read answers without a hop (and still does when the
+        // owner is gone: the product's documented behaviour).
+        let kept = cache.get(&namespace, &request.key, Duration::ZERO).await;
+        if kept.data.is_some() {
+            return Ok(Json(json!({ "data": kept.data.as_deref(), "lock": false })).into_response());
+        }
+        let forwarded = json!({
+            "namespace": namespace,
+            "key": request.key,
+            "max_wait_time": max_wait.as_secs_f64(),
+        });
+        if let Some((status, mut answer)) = forward(
+            &node,
+            &namespace,
+            &request.key,
+            "get_data",
+            &forwarded,
+            max_wait,
+        )
+        .await
+        {
+            // The owner's "ttl" is for this node's copy, not for the plugin.
+            let ttl = answer
+                .as_object_mut()
+                .and_then(|fields| fields.remove("ttl"))
+                .and_then(|ttl| ttl.as_f64());
+            if let (200, Some(data), Some(ttl)) = (status, answer["data"].as_str(), ttl) {
+                cache.keep_copy(
+                    &namespace,
+                    &request.key,
+                    Arc::from(data),
+                    Duration::from_secs_f64(ttl.max(0.0)),
+                );
+            }
+            return Ok(relayed(status, answer));
+        }
+    }
+    let outcome = cache.get(&namespace, &request.key, max_wait).await;
+    let mut answer = json!({ "data": outcome.data.as_deref(), "lock": outcome.lock });
+    if let (Caller::Peer { .. }, Some(ttl)) = (caller, outcome.remaining_ttl) {
+        // What the asking peer keeps its copy for.
+        answer["ttl"] = json!(ttl.as_secs_f64());
+    }
+    Ok(Json(answer).into_response())
 }
 
 pub async fn set_data(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let caller = caller(&node, &headers)?;
     let request: SetData = body(&bytes)?;
-    let namespace = item_names(&node, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     let ttl = positive_seconds("ttl", request.ttl)?;
-    node.plugins
-        .cache
+    let cache = &node.plugins.cache;
+    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+        let forwarded = json!({
+            "namespace": namespace,
+            "key": request.key,
+            "data": request.data,
+            "ttl": request.ttl,
+        });
+        if let Some((status, answer)) = forward(
+            &node,
+            &namespace,
+            &request.key,
+            "set_data",
+            &forwarded,
+            Duration::ZERO,
+        )
+        .await
+        {
+            if status == 200 {
+                cache.keep_copy(&namespace, &request.key, Arc::from(request.data), ttl);
+            }
+            return Ok(relayed(status, answer));
+        }
+    }
+    cache
         .set(&namespace, &request.key, request.data, ttl)
         .map_err(|refused| ApiError(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()))?;
-    Ok(Json(json!({ "success": true })))
+    Ok(Json(json!({ "success": true })).into_response())
 }
 
 pub async fn store_data(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let caller = caller(&node, &headers)?;
     let request: StoreData = body(&bytes)?;
-    let namespace = item_names(&node, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     if !request.timestamp.is_finite() || request.timestamp < 0.0 {
         return Err(bad_request(format!(
             "timestamp must be seconds since the epoch, not {}",
@@ -153,12 +281,35 @@ pub async fn store_data(
             request.ttl
         )));
     }
+    let forwarded = json!({
+        "namespace": namespace,
+        "key": request.key,
+        "data": request.data,
+        "ttl": request.ttl,
+        "timestamp": request.timestamp,
+    });
+    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+        if let Some((status, answer)) = forward(
+            &node,
+            &namespace,
+            &request.key,
+            "store_data",
+            &forwarded,
+            Duration::ZERO,
+        )
+        .await
+        {
+            return Ok(relayed(status, answer));
+        }
+    }
     let state = node.plugins.state.clone();
+    let key = request.key.clone();
+    let local_namespace = namespace.clone();
     blocking(move || {
         state
             .store(
-                &namespace,
-                &request.key,
+                &local_namespace,
+                &key,
                 &request.data,
                 request.ttl as i64,
                 request.timestamp,
@@ -167,25 +318,80 @@ pub async fn store_data(
             .map_err(state_error)
     })
     .await?;
-    Ok(Json(json!({ "success": true })))
+    if caller != (Caller::Peer { replica: true }) {
+        // The copy on the next node, before the answer: one node's loss loses no item.
+        copy_to_next(&node, &forwarded).await;
+    }
+    Ok(Json(json!({ "success": true })).into_response())
+}
+
+/// Stores the state item `body` on the next node up after this one, trying further nodes
+/// while those are down. A conflict there means the copy is already newer.
+async fn copy_to_next(node: &Node, body: &Value) {
+    let peers = &node.plugins.peers;
+    for _ in 0..peers.count() {
+        let Some(Route::Peer(index)) = peers.next_up_after(Route::Local) else {
+            return;
+        };
+        match peers
+            .call(index, "store_data", body, Duration::ZERO, true)
+            .await
+        {
+            Ok((200 | 409, _)) => return,
+            Ok((status, answer)) => {
+                tracing::warn!(status, %answer, "the copy of a state item was refused");
+                return;
+            }
+            Err(down) => tracing::debug!(%down, "copying to the next node instead"),
+        }
+    }
 }
 
 pub async fn fetch_data(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let caller = caller(&node, &headers)?;
     let request: FetchData = body(&bytes)?;
-    let namespace = item_names(&node, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
+    let forwarded = json!({ "namespace": namespace, "key": request.key });
+    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+        if let Some((status, answer)) = forward(
+            &node,
+            &namespace,
+            &request.key,
+            "fetch_data",
+            &forwarded,
+            Duration::ZERO,
+        )
+        .await
+        {
+            return Ok(relayed(status, answer));
+        }
+    }
     let state = node.plugins.state.clone();
     let key = request.key.clone();
-    let item = blocking(move || {
+    let local_namespace = namespace.clone();
+    let mut found = blocking(move || {
         state
-            .fetch(&namespace, &key, now_seconds())
+            .fetch(&local_namespace, &key, now_seconds())
             .map_err(state_error)
     })
-    .await?;
-    match item {
-        Some(item) => Ok(Json(json!({ "data": item.data }))),
+    .await?
+    .map(|item| (item.data, item.timestamp));
+    if caller != (Caller::Peer { replica: true }) {
+        // The copy may be newer: stores made while this node was down went to the next node.
+        if let Some((copy, timestamp)) = fetch_copy(&node, &forwarded).await {
+            if found.as_ref().is_none_or(|(_, ours)| timestamp > *ours) {
+                found = Some((copy, timestamp));
+            }
+        }
+    }
+    match found {
+        Some((data, timestamp)) => {
+            Ok(Json(json!({ "data": data, "timestamp": timestamp })).into_response())
+        }
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(
@@ -193,6 +399,24 @@ pub async fn fetch_data(
                 request.key, request.namespace
             ),
         )),
+    }
+}
+
+/// The copy of a state item that the next node up keeps, with its timestamp.
+async fn fetch_copy(node: &Node, body: &Value) -> Option<(String, f64)> {
+    let peers = &node.plugins.peers;
+    let Some(Route::Peer(index)) = peers.next_up_after(Route::Local) else {
+        return None;
+    };
+    match peers
+        .call(index, "fetch_data", body, Duration::ZERO, true)
+        .await
+    {
+        Ok((200, answer)) => Some((
+            answer["data"].as_str()?.to_owned(),
+            answer["timestamp"].as_f64()?,
+        )),
+        _ => None,
     }
 }
 

@@ -39,13 +39,14 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
             .await
             .ok()
             .and_then(Result::ok);
+    let (available_peer_refs, peers) = node.plugins.peers.status();
     Json(json!({
         // The cache manager's fixed fields first (Opsview's shape), then the node's own.
         "ref": node.plugins.node_ref,
         "uptime": node.started.elapsed().as_secs(),
         "cache_items": node.plugins.cache.items(),
-        "available_peer_refs": [],
-        "peers": [],
+        "available_peer_refs": available_peer_refs,
+        "peers": peers,
         "cache_bytes": node.plugins.cache.bytes(),
         "state_items": state_items,
         "node": node.config.cluster.self_node,

@@ -9,6 +9,7 @@
 //! answered 200 is on disk.
 
 pub mod cache;
+pub mod peers;
 pub mod state;
 pub mod token;
 
@@ -31,6 +32,8 @@ const STATE_FILE: &str = "state.sqlite";
 pub struct CacheManager {
     pub cache: Cache,
     pub state: Arc<StateStore>,
+    /// The other nodes of the cache, and who owns what.
+    pub peers: Arc<peers::Peers>,
     /// This node's `ref` in `/status`.
     pub node_ref: String,
     /// The longest a `get_data` may wait or hold a lock (`worker_timeout`).
@@ -70,6 +73,7 @@ impl CacheManager {
                 max_cache_size: config.cache.max_cache_size.as_u64(),
             }),
             state: Arc::new(state),
+            peers: Arc::new(peers::Peers::new(config)?),
             node_ref,
             worker_timeout: config.cache.worker_timeout,
             namespace_key,
