@@ -179,6 +179,24 @@ pub struct CacheConfig {
     pub namespace_key: String,
     /// The cache and state API on the node's own listener.
     pub http_server: HttpServerConfig,
+    /// A second listener, HTTPS, for the same API.
+    pub https_server: HttpsServerConfig,
+}
+
+/// The HTTPS listener (rustls): off while `listen` is empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsServerConfig {
+    /// Address, e.g. `0.0.0.0:8443`; empty = no HTTPS listener.
+    pub listen: String,
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// A CA (PEM); when set, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// Namespaces must be tokens sealed with `cache.namespace_key`.
+    pub encrypted_namespaces: bool,
 }
 
 /// The plugins' API on the node's HTTP listener (`listen`).
@@ -203,6 +221,7 @@ impl Default for CacheConfig {
             peer_secret: String::new(),
             namespace_key: String::new(),
             http_server: HttpServerConfig::default(),
+            https_server: HttpsServerConfig::default(),
         }
     }
 }
@@ -263,10 +282,31 @@ impl Config {
             crate::cachemanager::token::NamespaceKey::from_hex(&self.cache.namespace_key)
                 .context("cache.namespace_key")?;
         }
-        anyhow::ensure!(
-            !self.cache.http_server.encrypted_namespaces || !self.cache.namespace_key.is_empty(),
-            "cache.http_server.encrypted_namespaces needs cache.namespace_key"
-        );
+        for (endpoint, encrypted) in [
+            ("http_server", self.cache.http_server.encrypted_namespaces),
+            ("https_server", self.cache.https_server.encrypted_namespaces),
+        ] {
+            anyhow::ensure!(
+                !encrypted || !self.cache.namespace_key.is_empty(),
+                "cache.{endpoint}.encrypted_namespaces needs cache.namespace_key"
+            );
+        }
+        let https = &self.cache.https_server;
+        if !https.listen.is_empty() {
+            https
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| {
+                    format!(
+                        "cache.https_server.listen = {:?} is not an address",
+                        https.listen
+                    )
+                })?;
+            anyhow::ensure!(
+                !https.cert.as_os_str().is_empty() && !https.key.as_os_str().is_empty(),
+                "cache.https_server needs cert and key files to listen"
+            );
+        }
         anyhow::ensure!(
             self.state.max_persistent_data_items > 0,
             "state.max_persistent_data_items must be positive"

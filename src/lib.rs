@@ -11,6 +11,7 @@ pub mod cachemanager;
 pub mod cluster;
 pub mod config;
 pub mod enqueuer;
+pub mod https;
 pub mod ingest;
 pub mod intake;
 pub mod parse;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::api::Node;
+use crate::api::{Endpoint, Node};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::enqueuer::{Enqueuer, EnqueuerSettings};
@@ -89,17 +89,53 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal()?;
+    let signal = shutdown_signal()?;
+    // One signal stops both listeners.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+
+    let https = &node.config.cache.https_server;
+    let https = if https.listen.is_empty() {
+        None
+    } else {
+        let acceptor = crate::https::acceptor(https).context("cache.https_server")?;
+        let address: SocketAddr = https.listen.parse().context("cache.https_server.listen")?;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} (HTTPS)"))?;
+        let endpoint = Endpoint {
+            encrypted_namespaces: https.encrypted_namespaces,
+        };
+        Some((listener, acceptor, endpoint))
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     info!(%address, "listening");
+    if let Some((listener, acceptor, endpoint)) = https {
+        let router = crate::api::router(node.clone(), endpoint);
+        tokio::spawn(crate::https::serve(
+            listener,
+            acceptor,
+            router,
+            stopped(stopping.clone()),
+        ));
+    }
     tokio::spawn(purge_trash(node.clone()));
     tokio::spawn(purge_plugin_items(node.clone()));
     tokio::spawn(node.plugins.peers.clone().probe_forever());
-    axum::serve(listener, crate::api::router(node))
-        .with_graceful_shutdown(shutdown)
+    let endpoint = Endpoint {
+        encrypted_namespaces: node.config.cache.http_server.encrypted_namespaces,
+    };
+    axum::serve(listener, crate::api::router(node, endpoint))
+        .with_graceful_shutdown(stopped(stopping))
         .await
         .context("serving HTTP")?;
     Ok(())

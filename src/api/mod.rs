@@ -33,8 +33,15 @@ pub struct Node {
     pub started: Instant,
 }
 
-/// The router of a node.
-pub fn router(node: Arc<Node>) -> Router {
+/// Which listener a request came in on, as the plugins' API needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// Namespaces must be tokens (`cache.*_server.encrypted_namespaces`).
+    pub encrypted_namespaces: bool,
+}
+
+/// The router of a node's listener.
+pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
     let body_limit = node.config.max_body_size.as_u64() as usize;
     // Forwarded points travel as JSON of parsed points, larger than the perfdata they came
     // from (about 60 bytes a point against a few): a peer takes what a client body can become.
@@ -57,6 +64,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/fetch_data", post(plugins::fetch_data))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(internal)
+        .layer(axum::Extension(endpoint))
         .with_state(node)
 }
 

@@ -13,12 +13,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, ApiError, Node};
+use super::{blocking, ApiError, Endpoint, Node};
 use crate::cachemanager::peers::{Route, PEER_HEADER, REPLICA_HEADER};
 use crate::cachemanager::state::StateError;
 use crate::cachemanager::{check_name, now_seconds};
@@ -80,17 +81,24 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// peer (answered from this node's own stores, never forwarded again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
-    Client,
-    Peer { replica: bool },
+    /// `encrypted`: its namespace is a token.
+    Client {
+        encrypted: bool,
+    },
+    Peer {
+        replica: bool,
+    },
 }
 
-fn caller(node: &Node, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn caller(node: &Node, headers: &HeaderMap, endpoint: Endpoint) -> Result<Caller, ApiError> {
     match node
         .plugins
         .peers
         .authenticates(headers.get(PEER_HEADER).map(|value| value.as_bytes()))
     {
-        None => Ok(Caller::Client),
+        None => Ok(Caller::Client {
+            encrypted: endpoint.encrypted_namespaces,
+        }),
         Some(true) => Ok(Caller::Peer {
             replica: headers.contains_key(REPLICA_HEADER),
         }),
@@ -106,11 +114,11 @@ fn caller(node: &Node, headers: &HeaderMap) -> Result<Caller, ApiError> {
 fn item_names(node: &Node, caller: Caller, namespace: &str, key: &str) -> Result<String, ApiError> {
     check_name("namespace", namespace).map_err(bad_request)?;
     check_name("key", key).map_err(bad_request)?;
-    if caller != Caller::Client {
+    let Caller::Client { encrypted } = caller else {
         return Ok(namespace.to_owned());
-    }
+    };
     node.plugins
-        .namespace(namespace)
+        .namespace(namespace, encrypted)
         .map_err(|refused| ApiError(StatusCode::FORBIDDEN, refused.to_string()))
 }
 
@@ -158,10 +166,11 @@ fn positive_seconds(what: &str, seconds: f64) -> Result<Duration, ApiError> {
 
 pub async fn get_data(
     State(node): State<Arc<Node>>,
+    Extension(endpoint): Extension<Endpoint>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers)?;
+    let caller = caller(&node, &headers, endpoint)?;
     let request: GetData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     if request.max_wait_time < 0.0 || !request.max_wait_time.is_finite() {
@@ -175,7 +184,7 @@ pub async fn get_data(
     let max_wait =
         Duration::from_secs_f64(request.max_wait_time.min(1e9)).min(node.plugins.worker_timeout);
     let cache = &node.plugins.cache;
-    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+    if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
         // A copy kept from an earlier read answers without a hop (and still does when the
         // owner is gone: the product's documented behaviour).
         let kept = cache.get(&namespace, &request.key, Duration::ZERO).await;
@@ -224,15 +233,16 @@ pub async fn get_data(
 
 pub async fn set_data(
     State(node): State<Arc<Node>>,
+    Extension(endpoint): Extension<Endpoint>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers)?;
+    let caller = caller(&node, &headers, endpoint)?;
     let request: SetData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     let ttl = positive_seconds("ttl", request.ttl)?;
     let cache = &node.plugins.cache;
-    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+    if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
         let forwarded = json!({
             "namespace": namespace,
             "key": request.key,
@@ -263,10 +273,11 @@ pub async fn set_data(
 
 pub async fn store_data(
     State(node): State<Arc<Node>>,
+    Extension(endpoint): Extension<Endpoint>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers)?;
+    let caller = caller(&node, &headers, endpoint)?;
     let request: StoreData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     if !request.timestamp.is_finite() || request.timestamp < 0.0 {
@@ -288,7 +299,7 @@ pub async fn store_data(
         "ttl": request.ttl,
         "timestamp": request.timestamp,
     });
-    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+    if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
         if let Some((status, answer)) = forward(
             &node,
             &namespace,
@@ -349,14 +360,15 @@ async fn copy_to_next(node: &Node, body: &Value) {
 
 pub async fn fetch_data(
     State(node): State<Arc<Node>>,
+    Extension(endpoint): Extension<Endpoint>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers)?;
+    let caller = caller(&node, &headers, endpoint)?;
     let request: FetchData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
     let forwarded = json!({ "namespace": namespace, "key": request.key });
-    if caller == Caller::Client && node.plugins.peers.count() > 1 {
+    if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
         if let Some((status, answer)) = forward(
             &node,
             &namespace,

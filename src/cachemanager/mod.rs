@@ -38,8 +38,7 @@ pub struct CacheManager {
     pub node_ref: String,
     /// The longest a `get_data` may wait or hold a lock (`worker_timeout`).
     pub worker_timeout: Duration,
-    /// The key namespace tokens are sealed with, when the HTTP endpoint's namespaces are
-    /// encrypted.
+    /// The key namespace tokens are sealed with, when one is configured.
     pub namespace_key: Option<token::NamespaceKey>,
     /// How far a token's time may be from now.
     pub timestamp_error_margin: Duration,
@@ -59,13 +58,13 @@ impl CacheManager {
             },
         )
         .with_context(|| format!("opening the state store {}", state_path.display()))?;
-        let namespace_key = if config.cache.http_server.encrypted_namespaces {
+        let namespace_key = if config.cache.namespace_key.is_empty() {
+            None
+        } else {
             Some(
                 token::NamespaceKey::from_hex(&config.cache.namespace_key)
                     .context("cache.namespace_key")?,
             )
-        } else {
-            None
         };
         Ok(CacheManager {
             cache: Cache::new(CacheLimits {
@@ -81,12 +80,14 @@ impl CacheManager {
         })
     }
 
-    /// The namespace a request names: itself, or the name inside its token when namespaces are
-    /// encrypted.
-    pub fn namespace(&self, given: &str) -> Result<String, token::TokenError> {
-        match &self.namespace_key {
-            None => Ok(given.to_owned()),
-            Some(key) => key.open(given, now_seconds(), self.timestamp_error_margin),
+    /// The namespace a request names: itself, or the name inside its token when the
+    /// endpoint's namespaces are `encrypted`.
+    pub fn namespace(&self, given: &str, encrypted: bool) -> Result<String, token::TokenError> {
+        match (&self.namespace_key, encrypted) {
+            (Some(key), true) => key.open(given, now_seconds(), self.timestamp_error_margin),
+            // Config validation makes an encrypted endpoint without a key impossible.
+            (None, true) => Err(token::TokenError::Invalid),
+            (_, false) => Ok(given.to_owned()),
         }
     }
 }

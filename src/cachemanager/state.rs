@@ -335,7 +335,6 @@ impl StateStore {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::Instant;
 
     const NOW: f64 = 1_700_000_000.0;
 
@@ -649,83 +648,6 @@ mod tests {
         assert_eq!(
             store.fetch("ns", "k", NOW).unwrap(),
             item(&format!("1:{STORES}"), 900, highest)
-        );
-    }
-
-    /// Rates on this machine: `cargo test --release -- --ignored --nocapture measure`.
-    #[test]
-    #[ignore]
-    fn measure_store_and_fetch_rates() {
-        let directory = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(&directory));
-        let data = "x".repeat(200);
-        let rate = |count: usize, started: Instant| count as f64 / started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        for n in 0..1000 {
-            store
-                .store("ns", &n.to_string(), &data, 900, NOW, NOW)
-                .unwrap();
-        }
-        println!("stores/s, 1 thread: {:.0}", rate(1000, started));
-
-        let started = Instant::now();
-        std::thread::scope(|scope| {
-            for thread in 0..2 {
-                let store = &store;
-                let data = &data;
-                scope.spawn(move || {
-                    for n in 0..500 {
-                        let key = format!("{}", n * 2 + thread);
-                        store.store("ns", &key, data, 900, NOW + 1.0, NOW).unwrap();
-                    }
-                });
-            }
-        });
-        println!("stores/s, 2 threads: {:.0}", rate(1000, started));
-
-        let started = Instant::now();
-        for n in 0..100_000 {
-            let found = store.fetch("ns", &(n % 1000).to_string(), NOW).unwrap();
-            assert!(found.is_some());
-        }
-        println!("fetches/s, 1 thread: {:.0}", rate(100_000, started));
-
-        let started = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..2 {
-                let store = &store;
-                scope.spawn(move || {
-                    for n in 0..50_000 {
-                        store.fetch("ns", &(n % 1000).to_string(), NOW).unwrap();
-                    }
-                });
-            }
-        });
-        println!("fetches/s, 2 threads: {:.0}", rate(100_000, started));
-
-        let started = Instant::now();
-        let fetched = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| {
-                for n in 0..300 {
-                    store
-                        .store("ns", &n.to_string(), &data, 900, NOW + 2.0, NOW)
-                        .unwrap();
-                }
-            });
-            let mut fetched = 0;
-            while !writer.is_finished() {
-                store
-                    .fetch("ns", &(fetched % 1000).to_string(), NOW)
-                    .unwrap();
-                fetched += 1;
-            }
-            fetched
-        });
-        println!(
-            "fetches/s while stores run: {:.0} (stores/s {:.0})",
-            rate(fetched, started),
-            rate(300, started)
         );
     }
 }

@@ -36,12 +36,19 @@ class Refused(Exception):
 class Client:
     """One plugin's connection, as plugnpy makes it."""
 
-    def __init__(self, address, namespace, network_timeout=30):
+    def __init__(self, address, namespace, network_timeout=30, tls=None):
+        """`tls`: geventhttpclient's ssl_options (ca_certs, certfile, keyfile) for HTTPS."""
         host, port = address.rsplit(":", 1)
         self.namespace = namespace
         self.headers = {"Referer": host, "Content-Type": "application/json"}
         self.http = HTTPClient(
-            host, int(port), concurrency=1, connection_timeout=30, network_timeout=network_timeout
+            host,
+            int(port),
+            concurrency=1,
+            connection_timeout=30,
+            network_timeout=network_timeout,
+            ssl=tls is not None,
+            ssl_options=tls,
         )
 
     def _send(self, method, path, data=None):
@@ -269,6 +276,36 @@ def scenario_tokens(nodes, args):
         assert error.status == 403, (bad, error)
         error = refused(Client(nodes[0], bad).fetch_data, "secret")
         assert error.status == 403, (bad, error)
+
+
+def scenario_tls(nodes, args):
+    """Over HTTPS: a client with a certificate of the node's client CA works; one whose
+    certificate another CA signed is refused in the handshake."""
+    ca, cert, key, foreign_cert, foreign_key = args
+    trusted = Client(nodes[0], "tls", tls={"ca_certs": ca, "certfile": cert, "keyfile": key})
+    trusted.set_data("k", "över TLS", ttl=60)
+    assert trusted.get_data("k", max_wait_time=0)["data"] == "över TLS"
+    assert isinstance(trusted.status()["ref"], str)
+    foreign = Client(
+        nodes[0], "tls", tls={"ca_certs": ca, "certfile": foreign_cert, "keyfile": foreign_key}
+    )
+    try:
+        foreign.get_data("k", max_wait_time=0)
+    except Refused as error:
+        raise AssertionError(f"a foreign client certificate got an HTTP answer: {error}")
+    except Exception as error:  # the handshake (or the first read) fails
+        print(f"foreign certificate refused: {type(error).__name__}: {error}")
+    else:
+        raise AssertionError("a foreign client certificate was accepted")
+    anonymous = Client(nodes[0], "tls", tls={"ca_certs": ca})
+    try:
+        anonymous.get_data("k", max_wait_time=0)
+    except Refused as error:
+        raise AssertionError(f"a client without a certificate got an HTTP answer: {error}")
+    except Exception:
+        pass
+    else:
+        raise AssertionError("a client without a certificate was accepted")
 
 
 def main():

@@ -1,0 +1,109 @@
+//! The HTTPS listener (`cache.https_server`): the node's API over TLS, for plugins that reach
+//! the cache manager across networks.
+//!
+//! Owns the TLS set-up (rustls with ring: the server's certificate chain and key from PEM
+//! files, and, when `client_ca` is set, client certificates verified against that CA, so a
+//! client without one it signed fails the handshake) and the accept loop, which serves each
+//! connection with hyper and the same axum router as the plain listener. A failed handshake
+//! ends that connection only.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::config::HttpsServerConfig;
+
+/// The TLS acceptor of `config`; errors name the file at fault.
+pub fn acceptor(config: &HttpsServerConfig) -> anyhow::Result<TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&config.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .with_context(|| format!("reading the private key {}", config.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &config.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots
+                    .add(certificate)
+                    .with_context(|| format!("client CA {}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("client CA {}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder
+        .with_single_cert(chain, key)
+        .with_context(|| format!("certificate {} and its key", config.cert.display()))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificates from {}", path.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", path.display());
+    Ok(chain)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; connections still open
+/// then end with the runtime.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "listening (HTTPS)");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    debug!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    debug!(%peer, %error, "TLS handshake refused");
+                    return;
+                }
+            };
+            if let Err(error) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, %error, "HTTPS connection ended with an error");
+            }
+        });
+    }
+}
