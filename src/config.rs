@@ -36,6 +36,8 @@ pub struct Config {
     pub enqueuer: EnqueuerConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
+    /// How many values of which series the last-values cache keeps.
+    pub last_values: Vec<crate::lastvalues::LastValuesRule>,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             enqueuer: EnqueuerConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
+            last_values: vec![crate::lastvalues::LastValuesRule::default()],
         }
     }
 }
@@ -307,6 +310,7 @@ impl Config {
                 "cache.https_server needs cert and key files to listen"
             );
         }
+        crate::lastvalues::LastValuesRules::new(&self.last_values)?;
         anyhow::ensure!(
             self.state.max_persistent_data_items > 0,
             "state.max_persistent_data_items must be positive"

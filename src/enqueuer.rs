@@ -91,6 +91,8 @@ pub struct EnqueuerSettings {
     pub max_batch_points: usize,
     pub max_batch_age: Duration,
     pub max_queued_points: usize,
+    /// Where flushed points are also kept for expressions, if anywhere.
+    pub last_values: Option<Arc<crate::lastvalues::LastValues>>,
 }
 
 enum Command {
@@ -371,6 +373,9 @@ impl Shard {
     /// returns where the backends keep its data.
     fn forget(&mut self, host: &str, series: Option<(String, String)>) -> Vec<std::path::PathBuf> {
         let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+        if let Some(last_values) = &self.settings.last_values {
+            last_values.forget(host, series_ref);
+        }
         let matches = |key: &SeriesKey| {
             key.host == host
                 && series_ref
@@ -456,6 +461,11 @@ impl Shard {
                 shutting_down,
                 &self.stopping,
             );
+        }
+        if let Some(last_values) = &self.settings.last_values {
+            for batch in &batches {
+                last_values.record(&batch.key, &batch.points);
+            }
         }
         let updates: Vec<SeriesUpdate> = batches
             .iter()

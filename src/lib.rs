@@ -14,6 +14,7 @@ pub mod enqueuer;
 pub mod https;
 pub mod ingest;
 pub mod intake;
+pub mod lastvalues;
 pub mod parse;
 pub mod routing;
 pub mod server;

@@ -16,6 +16,9 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::enqueuer::{Enqueuer, EnqueuerSettings};
 
+/// The last-values cache's file under the data dir.
+const LAST_VALUES_FILE: &str = "last-values";
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// A TOML config file (keys of config/perfpipe.toml); flags override it.
@@ -44,7 +47,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
+    let last_values = Arc::new(crate::lastvalues::LastValues::new(
+        crate::lastvalues::LastValuesRules::new(&config.last_values)?,
+    ));
+    let last_values_path = config.data_dir.join(LAST_VALUES_FILE);
+    let loaded = last_values
+        .load(&last_values_path)
+        .with_context(|| format!("loading {}", last_values_path.display()))?;
+    tracing::debug!(series = loaded, "last values loaded");
     let settings = EnqueuerSettings {
+        last_values: Some(last_values.clone()),
         shards: config.enqueuer.shards,
         max_batch_points: config.enqueuer.max_batch_points,
         max_batch_age: config.enqueuer.max_batch_age,
@@ -69,6 +81,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         enqueuer,
         cluster,
         plugins,
+        last_values,
         started: Instant::now(),
     });
 
@@ -84,6 +97,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let queued = node.enqueuer.queued();
     info!(queued, "flushing queues");
     node.enqueuer.shutdown();
+    let path = node.config.data_dir.join(LAST_VALUES_FILE);
+    node.last_values
+        .save(&path)
+        .with_context(|| format!("saving {}", path.display()))?;
     info!("stopped");
     Ok(())
 }
@@ -130,6 +147,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     }
     tokio::spawn(purge_trash(node.clone()));
     tokio::spawn(purge_plugin_items(node.clone()));
+    tokio::spawn(save_last_values(node.clone()));
     tokio::spawn(node.plugins.peers.clone().probe_forever());
     let endpoint = Endpoint {
         encrypted_namespaces: node.config.cache.http_server.encrypted_namespaces,
@@ -182,6 +200,25 @@ async fn purge_plugin_items(node: Arc<Node>) {
             }
             Ok(Err(failure)) => tracing::warn!(%failure, "state purge failed"),
             Err(failure) => tracing::warn!(%failure, "state purge failed"),
+        }
+    }
+}
+
+/// Saves the last-values cache every minute, so a crash loses at most a minute of it (the
+/// points themselves are in the stores).
+async fn save_last_values(node: Arc<Node>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let node = node.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            node.last_values
+                .save(&node.config.data_dir.join(LAST_VALUES_FILE))
+        })
+        .await;
+        if let Ok(Err(failure)) = saved {
+            tracing::warn!(%failure, "saving the last values failed");
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct Node {
     pub enqueuer: Enqueuer,
     pub cluster: Cluster,
     pub plugins: CacheManager,
+    pub last_values: Arc<crate::lastvalues::LastValues>,
     pub started: Instant,
 }
 
