@@ -25,9 +25,15 @@ pub struct Config {
     pub backends: Vec<BackendKind>,
     /// Largest request body the HTTP API takes (413 beyond).
     pub max_body_size: ByteSize,
-    /// How long deleted data stays in `<data_dir>/trash` before it is purged.
-    #[serde(with = "humantime_serde")]
+    /// How long deleted data stays in `<data_dir>/trash` before it is purged (also spelt
+    /// `trash_keep`).
+    #[serde(with = "humantime_serde", alias = "trash_keep")]
     pub trash_retention: Duration,
+    /// A series not updated for this long is stale (`GET /api/v1/stale`).
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Move stale series to the trash (checked hourly).
+    pub purge_stale: bool,
     pub whisper: WhisperConfig,
     pub rrd: RrdConfig,
     /// The InfluxDB backend's own settings (see `perfpipe_influxdb::InfluxConfig`).
@@ -48,6 +54,8 @@ impl Default for Config {
             backends: vec![BackendKind::Whisper],
             max_body_size: ByteSize::mb(32),
             trash_retention: Duration::from_secs(7 * 86_400),
+            stale_after: Duration::from_secs(30 * 86_400),
+            purge_stale: false,
             whisper: WhisperConfig::default(),
             rrd: RrdConfig::default(),
             influxdb: InfluxConfig::default(),

@@ -373,9 +373,6 @@ impl Shard {
     /// returns where the backends keep its data.
     fn forget(&mut self, host: &str, series: Option<(String, String)>) -> Vec<std::path::PathBuf> {
         let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
-        if let Some(last_values) = &self.settings.last_values {
-            last_values.forget(host, series_ref);
-        }
         let matches = |key: &SeriesKey| {
             key.host == host
                 && series_ref

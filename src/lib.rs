@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod cachemanager;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod enqueuer;
+pub mod expr;
 pub mod https;
 pub mod ingest;
 pub mod intake;

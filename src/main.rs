@@ -46,6 +46,11 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Evaluate an expression over a node's last values and print the answer as JSON.
+    Eval(perfpipe::check::EvalArgs),
+    /// A Nagios plugin: an expression's value against thresholds that are expressions too
+    /// (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Check(perfpipe::check::CheckArgs),
     /// Print a token for namespace NAME, sealed with `cache.namespace_key`, for plugins to
     /// send as their namespace when the cache's namespaces are encrypted.
     NamespaceToken {
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(file.as_deref()),
         Command::Parse { summary } => parse::run(summary),
         Command::NamespaceToken { name, config } => namespace_token(&name, config.as_deref()),
+        Command::Eval(args) => perfpipe::check::eval(args),
+        Command::Check(args) => return ExitCode::from(perfpipe::check::check(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

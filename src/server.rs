@@ -148,6 +148,9 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     tokio::spawn(purge_trash(node.clone()));
     tokio::spawn(purge_plugin_items(node.clone()));
     tokio::spawn(save_last_values(node.clone()));
+    if node.config.purge_stale {
+        tokio::spawn(purge_stale(node.clone()));
+    }
     tokio::spawn(node.plugins.peers.clone().probe_forever());
     let endpoint = Endpoint {
         encrypted_namespaces: node.config.cache.http_server.encrypted_namespaces,
@@ -200,6 +203,40 @@ async fn purge_plugin_items(node: Arc<Node>) {
             }
             Ok(Err(failure)) => tracing::warn!(%failure, "state purge failed"),
             Err(failure) => tracing::warn!(%failure, "state purge failed"),
+        }
+    }
+}
+
+/// Moves series not updated for `stale_after` to the trash, hourly (`purge_stale = true`).
+async fn purge_stale(node: Arc<Node>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let node = node.clone();
+        let purged = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let before = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                .saturating_sub(node.config.stale_after.as_secs()) as i64;
+            let stale = crate::storage::open_catalogue(&node.config)?.stale(before)?;
+            for series in &stale {
+                let key = &series.key;
+                crate::api::delete::forget_here(
+                    &node,
+                    &key.host,
+                    Some((&key.service, &key.metric)),
+                )?;
+            }
+            Ok(stale.len())
+        })
+        .await;
+        match purged {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => info!(series = count, "stale series moved to the trash"),
+            Ok(Err(failure)) => {
+                tracing::warn!(failure = %format!("{failure:#}"), "stale purge failed")
+            }
+            Err(failure) => tracing::warn!(%failure, "stale purge failed"),
         }
     }
 }

@@ -39,6 +39,31 @@ pub async fn delete_series(
     remove(node, key.host, Some((key.service, key.metric))).await
 }
 
+/// Forgets a host, or one series of it, stored on this node: the shards drop its queued points
+/// and open files, its files move to the trash, the catalogue marks it deleted. Returns the
+/// catalogue rows and the paths moved.
+pub fn forget_here(
+    node: &Node,
+    host: &str,
+    series: Option<(&str, &str)>,
+) -> anyhow::Result<(u64, usize)> {
+    let paths = node.enqueuer.forget(host, series);
+    node.last_values.forget(host, series);
+    let moved = crate::trash::move_to_trash(&node.config.data_dir, &paths)?;
+    let mut catalogue = crate::storage::open_catalogue(&node.config)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    let forgotten = match series {
+        None => catalogue.delete_host(host, now)?,
+        Some((service, metric)) => u64::from(catalogue.delete_series(
+            &perfpipe_backend::SeriesKey::new(host, service, metric),
+            now,
+        )?),
+    };
+    Ok((forgotten, moved))
+}
+
 async fn remove(
     node: Arc<Node>,
     host: String,
@@ -59,29 +84,7 @@ async fn remove(
     }
     blocking(move || {
         let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
-        let paths = node.enqueuer.forget(&host, series_ref);
-        let moved = crate::trash::move_to_trash(&node.config.data_dir, &paths)?;
-        let mut catalogue = crate::storage::open_catalogue(&node.config)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs() as i64);
-        let forgotten = match &series {
-            None => catalogue
-                .delete_host(&host, now)
-                .map_err(anyhow::Error::from)?,
-            Some((service, metric)) => u64::from(
-                catalogue
-                    .delete_series(
-                        &perfpipe_backend::SeriesKey::new(
-                            host.as_str(),
-                            service.as_str(),
-                            metric.as_str(),
-                        ),
-                        now,
-                    )
-                    .map_err(anyhow::Error::from)?,
-            ),
-        };
+        let (forgotten, moved) = forget_here(&node, &host, series_ref)?;
         if forgotten == 0 && moved == 0 {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,

@@ -4,7 +4,8 @@
 //! the points to the enqueuer. Handlers do their CPU work (parsing, file reads, SQLite) on
 //! tokio's blocking pool, never on the async workers.
 
-mod delete;
+pub(crate) mod delete;
+mod eval;
 mod plugins;
 mod query;
 mod status;
@@ -59,6 +60,8 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
         .route("/api/v1/series", delete(delete::delete_series))
+        .route("/api/v1/stale", get(query::stale))
+        .route("/api/v1/eval", get(eval::eval))
         .route("/get_data", post(plugins::get_data))
         .route("/set_data", post(plugins::set_data))
         .route("/store_data", post(plugins::store_data))

@@ -302,6 +302,89 @@ pub async fn hosts(
     Ok(Json(answer))
 }
 
+/// `GET /api/v1/stale[?older_than=30days]`: series not updated for `older_than` (default
+/// `stale_after`), least recently seen first, gathered from every node.
+pub async fn stale(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let mut local_only = false;
+    let mut older_than = node.config.stale_after;
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        match &*name {
+            "local" => local_only = value == "true",
+            "older_than" => {
+                older_than = humantime::parse_duration(&value).map_err(|error| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("older_than {value:?}: {error} (e.g. 30days, 12h)"),
+                    )
+                })?
+            }
+            _ => {}
+        }
+    }
+    let forwarded = format!(
+        "/api/v1/stale?local=true&older_than={}s",
+        older_than.as_secs()
+    );
+    let asks: Vec<_> = if local_only {
+        Vec::new()
+    } else {
+        node.cluster
+            .peers()
+            .map(|peer| {
+                let node = node.clone();
+                let path = forwarded.clone();
+                (
+                    peer,
+                    tokio::task::spawn_blocking(move || node.cluster.get(peer, &path)),
+                )
+            })
+            .collect()
+    };
+    let config = node.config.clone();
+    let before = now_seconds() - older_than.as_secs() as i64;
+    let local = blocking(move || {
+        let catalogue = crate::storage::open_catalogue(&config)?;
+        Ok(catalogue.stale(before).map_err(anyhow::Error::from)?)
+    })
+    .await?;
+    let mut stale: Vec<Value> = local
+        .into_iter()
+        .map(|series| {
+            json!({
+                "hsm": format!("{}::{}::{}", series.key.host, series.key.service, series.key.metric),
+                "host": series.key.host,
+                "service": series.key.service,
+                "metric": series.key.metric,
+                "last_seen": series.last_seen,
+            })
+        })
+        .collect();
+    let mut missing = Vec::new();
+    for (peer, answer) in asks {
+        match answer.await.map_err(anyhow::Error::from).and_then(|a| a) {
+            Ok((200, json)) => stale.extend(json["stale"].as_array().cloned().unwrap_or_default()),
+            _ => missing.push(node.cluster.node_url(peer).to_string()),
+        }
+    }
+    stale.sort_by_key(|series| series["last_seen"].as_i64());
+    let mut answer = json!({ "older_than": older_than.as_secs(), "stale": stale });
+    if !missing.is_empty() {
+        answer["partial"] = json!(true);
+        answer["missing"] = json!(missing);
+    }
+    Ok(Json(answer))
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
+}
+
 pub async fn host_metrics(
     State(node): State<Arc<Node>>,
     Path(host): Path<String>,

@@ -323,6 +323,14 @@ impl Catalogue {
         )
     }
 
+    /// Live series last seen before `before` (epoch seconds), least recently seen first.
+    pub fn stale(&self, before: i64) -> Result<Vec<SeriesInfo>, CatalogueError> {
+        self.select(
+            "WHERE deleted_at IS NULL AND last_seen < ?1 ORDER BY last_seen, host, service, metric",
+            params![before],
+        )
+    }
+
     fn select(
         &self,
         condition: &str,
