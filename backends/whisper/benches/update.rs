@@ -131,7 +131,12 @@ fn bench_update(criterion: &mut Criterion) {
 
 /// `WHISPER_BENCH_BATCHES` (comma-separated points per call) and `WHISPER_BENCH_PASSES` narrow or
 /// lengthen the plain run, so that a profiler sees mostly the timed writes rather than the setup.
+/// `WHISPER_BENCH_CPU=1` reports all points over the time the thread spent on a CPU in all
+/// passes instead of the median over elapsed time: on a busy machine that compares two builds
+/// more steadily (the scheduler counts in ticks, hence the total; it is not what vs-python.sh
+/// reports).
 fn plain() {
+    let cpu_time = std::env::var_os("WHISPER_BENCH_CPU").is_some();
     let batches: Vec<i64> =
         std::env::var("WHISPER_BENCH_BATCHES").map_or(BATCH_SIZES.to_vec(), |list| {
             list.split(',')
@@ -149,13 +154,37 @@ fn plain() {
                 // As on the Python side, the points are ready before the clock starts.
                 let batches = pass_batches(&clock, &keys, batch, pass_number);
                 let started = Instant::now();
+                let cpu_started = thread_cpu_seconds();
                 write(&mut backend, &batches);
-                (FILES as i64 * batch) as f64 / started.elapsed().as_secs_f64()
+                let seconds = if cpu_time {
+                    thread_cpu_seconds() - cpu_started
+                } else {
+                    started.elapsed().as_secs_f64()
+                };
+                (FILES as i64 * batch) as f64 / seconds
             })
             .collect();
+        if cpu_time {
+            // Each rate is points over seconds: the total time is the sum of the inverses.
+            let seconds: f64 = rates
+                .iter()
+                .map(|rate| (FILES as i64 * batch) as f64 / rate)
+                .sum();
+            let points = (FILES as i64 * batch) as f64 * rates.len() as f64;
+            println!("rust {batch} {:.0}", points / seconds);
+            continue;
+        }
         rates.sort_by(f64::total_cmp);
         println!("rust {batch} {:.0}", rates[rates.len() / 2]);
     }
+}
+
+/// Seconds this thread has spent on a CPU (user and kernel), from the scheduler's statistics.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|stat| stat.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |nanoseconds| nanoseconds / 1e9)
 }
 
 fn main() {

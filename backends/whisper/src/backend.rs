@@ -29,7 +29,7 @@ use perfpipe_backend::{
 
 use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
-use crate::format::{Preallocation, WhisperFile, DEFAULT_X_FILES_FACTOR};
+use crate::format::{Preallocation, UpdateScratch, WhisperFile, DEFAULT_X_FILES_FACTOR};
 use crate::retention::{parse_retentions, validate_archive_list, ArchiveSpec};
 
 /// The retentions new files get unless configured otherwise.
@@ -51,7 +51,8 @@ pub struct WhisperConfig {
     pub x_files_factor: f64,
     /// How new files are zero-filled.
     pub preallocation: Preallocation,
-    /// Files kept open between calls, at most (0 keeps none open).
+    /// Files kept open between calls, at most (0 keeps none open). Each open file also keeps up
+    /// to 8 KiB of its content in memory (see [`WhisperBackend`]).
     pub max_open_files: usize,
 }
 
@@ -80,16 +81,21 @@ pub const MAX_OPEN_FILES: usize = 4096;
 /// perfpipe's Whisper storage backend.
 ///
 /// Files stay open between calls (at most `max_open_files`; when full, half are closed), so a
-/// write costs no `open`, header read or `close`: the header of a
-/// Whisper file never changes after creation, and the points are read afresh at every update.
-/// Before each write one `fstat` checks that the open file still has a name and its length
-/// ([`WhisperFile::is_current`]); a file replaced (`whisper-resize`), truncated or removed by
-/// someone else is reopened, so no write goes to a file nobody reads. This relies on the
-/// backend's contract that it is a series' only writer.
+/// write costs no `open` or `close`, and each open [`WhisperFile`] keeps its header, archive
+/// bases and recently used bytes between calls (at most 8 KiB of content per file, so at most
+/// `max_open_files * 8 KiB` for the backend, 32 MiB with the default limit). A one-point update
+/// is then one `fstat`, one `pwrite` per archive written and one `fstat` after writing.
+/// The `fstat` before each write checks that the open file still has a name and that nobody
+/// changed it since our last write ([`WhisperFile::update_many_if_linked`]): a file replaced
+/// (`whisper-resize`) or removed by someone else is reopened, so no write goes to a file nobody
+/// reads; one changed in place (truncated, copied over) is read afresh. This relies on the
+/// backend's contract that it is a series' only writer while it writes.
 pub struct WhisperBackend {
     config: WhisperConfig,
     clock: Clock,
     open_files: HashMap<SeriesKey, WhisperFile>,
+    /// Working memory of updates, shared by all files.
+    scratch: UpdateScratch,
 }
 
 impl std::fmt::Debug for WhisperBackend {
@@ -112,6 +118,7 @@ impl WhisperBackend {
             config,
             clock: Box::new(system_now),
             open_files: HashMap::new(),
+            scratch: UpdateScratch::default(),
         })
     }
 
@@ -156,26 +163,25 @@ impl WhisperBackend {
                 .iter()
                 .map(|point| (point.timestamp, point.value)),
         );
-        if self
-            .open_files
-            .get(&batch.key)
-            .is_some_and(|file| !file.is_current())
-        {
-            self.open_files.remove(&batch.key);
-        }
         if let Some(file) = self.open_files.get_mut(&batch.key) {
-            return match file.update_many(points, now) {
-                Ok(summary) => Ok((summary.stored, summary.dropped)),
+            match file.update(points, now, &mut self.scratch, true) {
+                Ok(Some(summary)) => return Ok((summary.stored, summary.dropped)),
+                // Removed or replaced behind our back: write to whatever the path names now.
+                Ok(None) => {
+                    self.open_files.remove(&batch.key);
+                }
                 Err(error) => {
                     // Reopen next time: the file may have been repaired or replaced.
                     self.open_files.remove(&batch.key);
-                    Err(error.into())
+                    return Err(error.into());
                 }
-            };
+            }
         }
         let path = self.series_path(&batch.key)?;
         let mut file = self.open_or_create(&path)?;
-        let summary = file.update_many(points, now)?;
+        let summary = file
+            .update(points, now, &mut self.scratch, false)?
+            .unwrap_or_default();
         if self.config.max_open_files == 0 {
             return Ok((summary.stored, summary.dropped));
         }

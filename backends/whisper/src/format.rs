@@ -36,20 +36,31 @@
 //!
 //! # I/O
 //!
-//! The header is read once per [`WhisperFile`] value. All access is positional
-//! (`pread`/`pwrite`). An `update_many` performs whisper's reads and writes against a page cache
-//! (`page_cache`): each 4 KiB page is read at most once and the modified bytes are written back
-//! at the end, one `pwrite` per contiguous run.
+//! All access is positional (`pread`/`pwrite`). A [`WhisperFile`] keeps, between updates, the
+//! header, each archive's base and the most recently used bytes of the file (at most 8 KiB, see
+//! `page_cache`), and `update_many` performs whisper's reads and writes against that cache: bytes
+//! already known are not read again, bytes about to be overwritten are not read at all, and the
+//! modified bytes are written back at the end, one `pwrite` per contiguous run.
+//!
+//! What is kept is only trusted while the file is as this value last left it: each update starts
+//! with one `fstat`, and if the file's identity, length, modification or change time differ from
+//! what the `fstat` after this value's last write (or at open) said, everything kept is dropped
+//! and the header read again. That second `fstat` after writing is needed because the update's
+//! own writes change the times, and recording them from the clock instead would miss another
+//! program's write in the same clock tick. The check assumes another program's change is not
+//! interleaved with an update's own writes (the window between the first `pwrite` and the
+//! `fstat` after the last one), which whisper itself does not survive either: it has no locking
+//! by default and computes what it writes from what it read earlier in the same call.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
-use crate::page_cache::PageCache;
-use crate::python_set_order::python_set_order;
+use crate::page_cache::{ChunkCache, ChunkPool};
+use crate::python_set_order::{python_set_order_into, SetBuffers};
 use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
 
 /// Bytes of the metadata block.
@@ -111,10 +122,16 @@ impl ArchiveInfo {
 
     /// File offset of the slot for `interval`, given the archive's base interval (non-zero).
     fn slot_offset(&self, base: i64, interval: i64) -> u64 {
-        let point_distance = (interval - base).div_euclid(self.step());
-        // Python's `%` on a positive modulus: always in [0, points).
-        let slot = point_distance.rem_euclid(i64::from(self.points));
-        self.start() + slot as u64 * POINT_SIZE
+        let slot = match u32::try_from(interval - base) {
+            // The usual case, at or after the base: 32-bit divisions are much cheaper.
+            Ok(distance) => u64::from(distance / self.seconds_per_point % self.points),
+            Err(_) => {
+                let point_distance = (interval - base).div_euclid(self.step());
+                // Python's `%` on a positive modulus: always in [0, points).
+                point_distance.rem_euclid(i64::from(self.points)) as u64
+            }
+        };
+        self.start() + slot * POINT_SIZE
     }
 }
 
@@ -273,14 +290,53 @@ pub struct FetchedSeries {
     pub values: Vec<Option<f64>>,
 }
 
-/// An open whisper file with its header.
-#[derive(Debug)]
+/// What one `fstat` says about a file, as far as noticing another program's changes goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(metadata: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            len: metadata.len(),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            // `touch -d`, `cp -p` and rsync can set the modification time back; not this one.
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// An open whisper file with its header, and what is kept of its content between updates.
+///
+/// Memory per value, between updates: the header, one `Option<u32>` per archive and at most
+/// 8 KiB of cached file content (`page_cache::MAX_KEPT_CHUNKS` chunks of 512 bytes).
 pub struct WhisperFile {
     file: File,
     path: PathBuf,
     header: Header,
-    /// Length when opened, to notice a file truncated or extended since.
-    opened_len: u64,
+    /// The file as last seen by this value (at open, or after its last write); `None` when
+    /// unknown, which drops the cache at the next update.
+    stamp: Option<Stamp>,
+    /// Recently used bytes of the file, trusted while `stamp` matches.
+    cache: ChunkCache,
+    /// Base interval of each archive once read, trusted while `stamp` matches.
+    bases: Vec<Option<u32>>,
+}
+
+impl std::fmt::Debug for WhisperFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperFile")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WhisperFile {
@@ -331,12 +387,21 @@ impl WhisperFile {
             let _ = std::fs::remove_file(path);
             return Err(WhisperError::io("create", path, error));
         }
-        Ok(WhisperFile {
+        // The file as we left it, so that the first update need not read the header again.
+        let stamp = file.metadata().ok().map(|metadata| Stamp::of(&metadata));
+        Ok(WhisperFile::with_header(file, path, header, stamp))
+    }
+
+    fn with_header(file: File, path: &Path, header: Header, stamp: Option<Stamp>) -> WhisperFile {
+        let archive_count = header.archives.len();
+        WhisperFile {
             file,
             path: path.to_path_buf(),
             header,
-            opened_len: file_len,
-        })
+            stamp,
+            cache: ChunkCache::default(),
+            bases: vec![None; archive_count],
+        }
     }
 
     /// Opens an existing file for reading and writing and reads its header.
@@ -355,30 +420,48 @@ impl WhisperFile {
             .write(write)
             .open(path)
             .map_err(|error| WhisperError::io("open", path, error))?;
-        let file_len = file
-            .metadata()
-            .map_err(|error| WhisperError::io("stat", path, error))?
-            .len();
-        let header = Header::read(&file, path, file_len)?;
-        Ok(WhisperFile {
-            file,
-            path: path.to_path_buf(),
-            header,
-            opened_len: file_len,
+        let stamp = Stamp::of(
+            &file
+                .metadata()
+                .map_err(|error| WhisperError::io("stat", path, error))?,
+        );
+        let header = Header::read(&file, path, stamp.len)?;
+        Ok(WhisperFile::with_header(file, path, header, Some(stamp)))
+    }
+
+    /// Whether this open file still has a name and is as this value last saw it (same length
+    /// and times): false once it was unlinked (removed, or replaced by a rename over it, as
+    /// `whisper-resize` does: the old inode then has no links) or changed by someone else. One
+    /// `fstat`, no path lookup. (`update_many` makes the same check itself and copes with a
+    /// changed file by reading it afresh.)
+    pub fn is_current(&self) -> bool {
+        self.file.metadata().is_ok_and(|now| {
+            now.nlink() > 0 && self.stamp.is_some_and(|stamp| stamp == Stamp::of(&now))
         })
     }
 
-    /// Whether this open file is still the one its path names, at the length it had when
-    /// opened: false once it was unlinked (removed, or replaced by a rename over it, as
-    /// `whisper-resize` does: the old inode then has no links) or its length changed. One
-    /// `fstat`, no path lookup; a file kept open across writes is checked before each, so no
-    /// write goes to a file nobody will read again. (A new file copied *into* the old one keeps
-    /// the inode, and the map sees its bytes: that is not a stale file.)
-    pub fn is_current(&self) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        self.file
+    /// The one `fstat` before an update: if the file is not as this value last left it, drops
+    /// what is kept of it and reads the header again. Returns whether the file still has a name.
+    fn revalidate(&mut self) -> Result<bool, WhisperError> {
+        let metadata = self
+            .file
             .metadata()
-            .is_ok_and(|now| now.nlink() > 0 && now.len() == self.opened_len)
+            .map_err(|error| WhisperError::io("stat", &self.path, error))?;
+        let stamp = Stamp::of(&metadata);
+        if self.stamp != Some(stamp) {
+            self.forget_content();
+            self.header = Header::read(&self.file, &self.path, stamp.len)?;
+            self.bases = vec![None; self.header.archives.len()];
+            self.stamp = Some(stamp);
+        }
+        Ok(metadata.nlink() > 0)
+    }
+
+    /// Drops everything kept of the file's content (and unwritten changes).
+    fn forget_content(&mut self) {
+        self.stamp = None;
+        self.cache.clear();
+        self.bases.iter_mut().for_each(|base| *base = None);
     }
 
     /// The file's header (whisper's `info`).
@@ -400,16 +483,57 @@ impl WhisperFile {
         points: &[(i64, f64)],
         now: i64,
     ) -> Result<UpdateSummary, WhisperError> {
-        let mut summary = UpdateSummary::default();
+        let summary = self.update(points, now, &mut UpdateScratch::default(), false)?;
+        Ok(summary.unwrap_or_default())
+    }
+
+    /// [`WhisperFile::update_many`] if the file still has a name; `None`, and nothing written,
+    /// once it was removed or replaced (see [`WhisperFile::is_current`]).
+    pub fn update_many_if_linked(
+        &mut self,
+        points: &[(i64, f64)],
+        now: i64,
+    ) -> Result<Option<UpdateSummary>, WhisperError> {
+        self.update(points, now, &mut UpdateScratch::default(), true)
+    }
+
+    /// [`WhisperFile::update_many`] with working memory from `scratch`, and (if `only_if_linked`)
+    /// `None` when the file no longer has a name.
+    pub(crate) fn update(
+        &mut self,
+        points: &[(i64, f64)],
+        now: i64,
+        scratch: &mut UpdateScratch,
+        only_if_linked: bool,
+    ) -> Result<Option<UpdateSummary>, WhisperError> {
         if points.is_empty() {
-            return Ok(summary);
+            return Ok(Some(UpdateSummary::default()));
         }
-        let mut newest_first = points.to_vec();
+        if !self.revalidate()? && only_if_linked {
+            return Ok(None);
+        }
+        let summary = self.update_validated(points, now, scratch);
+        scratch.shrink();
+        summary.map(Some)
+    }
+
+    /// The update proper, once [`WhisperFile::revalidate`] made the kept content trustworthy.
+    fn update_validated(
+        &mut self,
+        points: &[(i64, f64)],
+        now: i64,
+        scratch: &mut UpdateScratch,
+    ) -> Result<UpdateSummary, WhisperError> {
+        let mut summary = UpdateSummary::default();
+        let mut newest_first = std::mem::take(&mut scratch.newest_first);
+        newest_first.clear();
+        newest_first.extend_from_slice(points);
         newest_first.sort_by_key(|&(timestamp, _)| std::cmp::Reverse(timestamp));
 
         // Assign consecutive runs of the sorted points to archives: (archive, range).
         let archives = &self.header.archives;
-        let mut assignments: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut assignments = std::mem::take(&mut scratch.assignments);
+        assignments.clear();
         let mut archive_index = 0;
         let mut group_start = 0;
         let mut kept = newest_first.len();
@@ -433,12 +557,23 @@ impl WhisperFile {
         summary.stored = kept as u64;
         summary.dropped = (newest_first.len() - kept) as u64;
 
-        // Refuse the whole update before writing if any kept point cannot be stored.
+        // Refuse the whole update before writing if any kept point cannot be stored. A group is
+        // sorted and aligning is monotonic, so its newest and oldest points decide for all of it
+        // (then the first offending point, newest first, is looked for).
         for (archive_index, range) in &assignments {
             let step = archives[*archive_index].step();
-            for &(timestamp, _) in &newest_first[range.clone()] {
+            let group = &newest_first[range.clone()];
+            let fits = |&(timestamp, _): &(i64, f64)| {
+                u32::try_from(timestamp - timestamp.rem_euclid(step)).is_ok()
+            };
+            if group.first().is_none_or(fits) && group.last().is_none_or(fits) {
+                continue;
+            }
+            for &(timestamp, _) in group {
                 let interval = timestamp - timestamp.rem_euclid(step);
                 if u32::try_from(interval).is_err() {
+                    scratch.newest_first = newest_first;
+                    scratch.assignments = assignments;
                     return Err(WhisperError::TimestampOutOfRange {
                         path: self.path.clone(),
                         timestamp,
@@ -448,17 +583,45 @@ impl WhisperFile {
         }
 
         let mut writer = ArchiveWriter {
-            cache: PageCache::new(&self.file, &self.path),
+            file: &self.file,
+            path: &self.path,
+            cache: &mut self.cache,
             header: &self.header,
-            bases: vec![None; self.header.archives.len()],
+            bases: &mut self.bases,
+            scratch,
         };
-        let mut oldest_first = Vec::new();
-        for (archive_index, range) in assignments {
+        let mut oldest_first = std::mem::take(&mut writer.scratch.oldest_first);
+        let mut written = Ok(());
+        for (archive_index, range) in assignments.drain(..) {
             oldest_first.clear();
             oldest_first.extend(newest_first[range].iter().rev());
-            writer.archive_update_many(archive_index, &oldest_first)?;
+            written = writer.archive_update_many(archive_index, &oldest_first);
+            if written.is_err() {
+                break;
+            }
         }
-        writer.cache.flush()?;
+        scratch.oldest_first = oldest_first;
+        scratch.newest_first = newest_first;
+        scratch.assignments = assignments;
+        let flushed = written.and_then(|()| self.cache.flush(&self.file, &self.path));
+        match flushed {
+            Ok(false) => {}
+            Ok(true) => {
+                // Our writes changed the file's times: what they are now is what the next
+                // update must find.
+                self.stamp = self
+                    .file
+                    .metadata()
+                    .ok()
+                    .map(|metadata| Stamp::of(&metadata));
+            }
+            Err(error) => {
+                // Unwritten changes, or a file partly written: trust nothing kept.
+                self.forget_content();
+                return Err(error);
+            }
+        }
+        self.cache.trim(&mut scratch.pool);
         Ok(summary)
     }
 
@@ -539,8 +702,10 @@ impl WhisperFile {
         }
         let from_offset = archive.slot_offset(base, from_interval);
         let until_offset = archive.slot_offset(base, until_interval);
-        let bytes = read_ring(&mut read, archive, from_offset, until_offset)?;
-        let values = decode_slots(&bytes, from_interval, step);
+        let mut bytes = Vec::new();
+        read_ring(&mut read, archive, from_offset, until_offset, &mut bytes)?;
+        let mut values = Vec::new();
+        decode_slots(&bytes, from_interval, step, &mut values);
         Ok(FetchedSeries {
             from: from_interval,
             until: until_interval,
@@ -575,12 +740,57 @@ fn write_new_file(
     }
 }
 
-/// The writes of one `update_many`, with each archive's base cached once read.
+/// The writes of one `update_many`, through the file's cache.
 struct ArchiveWriter<'a> {
-    cache: PageCache<'a>,
+    file: &'a File,
+    path: &'a Path,
+    cache: &'a mut ChunkCache,
     header: &'a Header,
     /// Base interval of each archive, once read; kept current by [`ArchiveWriter::write`].
-    bases: Vec<Option<u32>>,
+    bases: &'a mut [Option<u32>],
+    scratch: &'a mut UpdateScratch,
+}
+
+/// Working memory of updates, reused from one to the next (one per backend, not per file).
+/// Capacity left by an unusually large update is given back after it ([`UpdateScratch::shrink`]).
+#[derive(Debug, Default)]
+pub(crate) struct UpdateScratch {
+    newest_first: Vec<(i64, f64)>,
+    oldest_first: Vec<(i64, f64)>,
+    assignments: Vec<(usize, std::ops::Range<usize>)>,
+    aligned: Vec<(i64, f64)>,
+    packed: Vec<u8>,
+    runs: Vec<(i64, std::ops::Range<usize>)>,
+    lower_intervals: Vec<u64>,
+    set_order: Vec<u64>,
+    set_buffers: SetBuffers,
+    ring: Vec<u8>,
+    slots: Vec<Option<f64>>,
+    pool: ChunkPool,
+}
+
+impl UpdateScratch {
+    /// Elements kept per buffer between updates, at most.
+    const KEPT: usize = 1 << 12;
+
+    fn shrink(&mut self) {
+        fn cap<T>(buffer: &mut Vec<T>) {
+            if buffer.capacity() > UpdateScratch::KEPT {
+                *buffer = Vec::new();
+            }
+        }
+        cap(&mut self.newest_first);
+        cap(&mut self.oldest_first);
+        cap(&mut self.assignments);
+        cap(&mut self.aligned);
+        cap(&mut self.packed);
+        cap(&mut self.runs);
+        cap(&mut self.lower_intervals);
+        cap(&mut self.set_order);
+        cap(&mut self.ring);
+        cap(&mut self.slots);
+        self.set_buffers.shrink();
+    }
 }
 
 impl ArchiveWriter<'_> {
@@ -590,7 +800,15 @@ impl ArchiveWriter<'_> {
             None => {
                 let archive = &self.header.archives[archive_index];
                 let base = read_base(
-                    &mut |buffer, offset| self.cache.read_exact_at(buffer, offset),
+                    &mut |buffer, offset| {
+                        self.cache.read_exact_at(
+                            self.file,
+                            self.path,
+                            &mut self.scratch.pool,
+                            buffer,
+                            offset,
+                        )
+                    },
                     archive,
                 )?;
                 self.bases[archive_index] = Some(base);
@@ -603,9 +821,10 @@ impl ArchiveWriter<'_> {
     /// One positional write; forgets the cached base of any archive whose first timestamp it
     /// touches.
     fn write(&mut self, bytes: &[u8], offset: u64) -> Result<(), WhisperError> {
-        self.cache.write_all_at(bytes, offset)?;
+        self.cache
+            .write_all_at(self.file, self.path, &mut self.scratch.pool, bytes, offset)?;
         let end = offset + bytes.len() as u64;
-        for (archive, base) in self.header.archives.iter().zip(&mut self.bases) {
+        for (archive, base) in self.header.archives.iter().zip(self.bases.iter_mut()) {
             if archive.start() < end && offset < archive.start() + 4 {
                 *base = None;
             }
@@ -622,14 +841,20 @@ impl ArchiveWriter<'_> {
     ) -> Result<(), WhisperError> {
         let archive = self.header.archives[archive_index];
         let step = archive.step();
-        let aligned: Vec<(i64, f64)> = points
-            .iter()
-            .map(|&(timestamp, value)| (timestamp - timestamp.rem_euclid(step), value))
-            .collect();
+        let mut aligner = Aligner::new(step);
+        let mut aligned = std::mem::take(&mut self.scratch.aligned);
+        aligned.clear();
+        aligned.extend(
+            points
+                .iter()
+                .map(|&(timestamp, value)| (aligner.align(timestamp), value)),
+        );
 
         // Pack runs of consecutive intervals; of several points in one interval keep the last.
-        let mut packed = Vec::with_capacity(aligned.len() * POINT_SIZE as usize);
-        let mut runs: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+        let mut packed = std::mem::take(&mut self.scratch.packed);
+        packed.clear();
+        let mut runs = std::mem::take(&mut self.scratch.runs);
+        runs.clear();
         let mut run_start = 0;
         let mut previous: Option<i64> = None;
         for (i, &(interval, value)) in aligned.iter().enumerate() {
@@ -655,7 +880,7 @@ impl ArchiveWriter<'_> {
             // The file's first update: the earliest run starts at slot 0.
             base = runs[0].0;
         }
-        for (start_interval, range) in runs {
+        for (start_interval, range) in runs.drain(..) {
             let bytes = &packed[range];
             let offset = archive.slot_offset(base, start_interval);
             let beyond = (offset + bytes.len() as u64).saturating_sub(archive.end());
@@ -675,34 +900,57 @@ impl ArchiveWriter<'_> {
             if lower_step <= step {
                 continue;
             }
-            let intervals = python_set_order(
-                aligned
-                    .iter()
-                    .map(|&(interval, _)| (interval - interval.rem_euclid(lower_step)) as u64),
-            );
+            // `aligned` is in time order, so equal lower intervals are adjacent; leaving out the
+            // repeats changes nothing in a set and spares most of its insertions.
+            let mut aligner = Aligner::new(lower_step);
+            let mut lower_intervals = std::mem::take(&mut self.scratch.lower_intervals);
+            lower_intervals.clear();
+            for &(interval, _) in &aligned {
+                let lower_interval = aligner.align(interval) as u64;
+                if lower_intervals.last() != Some(&lower_interval) {
+                    lower_intervals.push(lower_interval);
+                }
+            }
+            let mut intervals = std::mem::take(&mut self.scratch.set_order);
+            if lower_intervals.len() == 1 {
+                intervals.clear();
+                intervals.push(lower_intervals[0]);
+            } else {
+                python_set_order_into(
+                    lower_intervals.iter().copied(),
+                    &mut self.scratch.set_buffers,
+                    &mut intervals,
+                );
+            }
+            self.scratch.lower_intervals = lower_intervals;
             let mut propagated = false;
-            for interval in intervals {
+            for &interval in &intervals {
                 propagated |= self.propagate(interval as i64, higher, lower)?;
             }
+            self.scratch.set_order = intervals;
             if !propagated {
                 break;
             }
             higher = lower;
         }
+        self.scratch.aligned = aligned;
+        self.scratch.packed = packed;
+        self.scratch.runs = runs;
         Ok(())
     }
 
-    /// whisper's `__propagate`: recomputes the `lower` archive's point for the interval holding
-    /// `timestamp` from the `higher` archive. Returns whether a point was written.
+    /// whisper's `__propagate`: recomputes the `lower` archive's point for `lower_interval`
+    /// (already aligned to the lower archive's step, so whisper's own aligning is a no-op left
+    /// out) from the `higher` archive. Returns whether a point was written.
     fn propagate(
         &mut self,
-        timestamp: i64,
+        lower_interval: i64,
         higher_index: usize,
         lower_index: usize,
     ) -> Result<bool, WhisperError> {
         let higher = self.header.archives[higher_index];
         let lower = self.header.archives[lower_index];
-        let lower_interval = timestamp - timestamp.rem_euclid(lower.step());
+        debug_assert_eq!(lower_interval.rem_euclid(lower.step()), 0);
 
         let higher_base = self.base(higher_index)?;
         let first = if higher_base == 0 {
@@ -712,13 +960,28 @@ impl ArchiveWriter<'_> {
         };
         let span = (lower.step() / higher.step()) as u64 * POINT_SIZE;
         let last = higher.start() + (first - higher.start() + span) % higher.size();
-        let bytes = read_ring(
-            &mut |buffer, offset| self.cache.read_exact_at(buffer, offset),
+        read_ring(
+            &mut |buffer, offset| {
+                self.cache.read_exact_at(
+                    self.file,
+                    self.path,
+                    &mut self.scratch.pool,
+                    buffer,
+                    offset,
+                )
+            },
             &higher,
             first,
             last,
+            &mut self.scratch.ring,
         )?;
-        let neighbors = decode_slots(&bytes, lower_interval, higher.step());
+        decode_slots(
+            &self.scratch.ring,
+            lower_interval,
+            higher.step(),
+            &mut self.scratch.slots,
+        );
+        let neighbors = &self.scratch.slots;
 
         let known = neighbors.iter().filter(|value| value.is_some()).count();
         if known == 0 {
@@ -728,9 +991,10 @@ impl ArchiveWriter<'_> {
         if known_fraction < f64::from(self.header.x_files_factor) {
             return Ok(false);
         }
-        let aggregate = self.header.aggregation.aggregate(&neighbors);
-        let mut point = Vec::with_capacity(POINT_SIZE as usize);
-        push_point(&mut point, lower_interval, aggregate);
+        let aggregate = self.header.aggregation.aggregate(neighbors);
+        let mut point = [0u8; POINT_SIZE as usize];
+        point[..4].copy_from_slice(&(lower_interval as u32).to_be_bytes());
+        point[4..].copy_from_slice(&aggregate.to_be_bytes());
         let lower_base = self.base(lower_index)?;
         let offset = if lower_base == 0 {
             lower.start()
@@ -739,6 +1003,43 @@ impl ArchiveWriter<'_> {
         };
         self.write(&point, offset)?;
         Ok(true)
+    }
+}
+
+/// Aligns timestamps down to a multiple of a step (`t - t % step`, Python's `%`), remembering
+/// the last interval: for timestamps in time order the next one is mostly in the same interval
+/// or the next, found without a division (a 64-bit division is among the costliest
+/// instructions of an update).
+struct Aligner {
+    step: i64,
+    current: Option<i64>,
+}
+
+impl Aligner {
+    fn new(step: i64) -> Aligner {
+        Aligner {
+            step,
+            current: None,
+        }
+    }
+
+    fn align(&mut self, timestamp: i64) -> i64 {
+        if let Some(current) = self.current {
+            match timestamp.checked_sub(current) {
+                Some(distance) if (0..self.step).contains(&distance) => return current,
+                Some(distance) if (self.step..2 * self.step).contains(&distance) => {
+                    self.current = Some(current + self.step);
+                    return current + self.step;
+                }
+                _ => {}
+            }
+        }
+        let interval = match (u32::try_from(timestamp), u32::try_from(self.step)) {
+            (Ok(small), Ok(step)) => i64::from(small - small % step),
+            _ => timestamp - timestamp.rem_euclid(self.step),
+        };
+        self.current = Some(interval);
+        interval
     }
 }
 
@@ -760,49 +1061,47 @@ fn push_point(bytes: &mut Vec<u8>, interval: i64, value: f64) {
     bytes.extend_from_slice(&value.to_be_bytes());
 }
 
-/// Values of consecutive slots expected to hold `first, first + step, ...`.
-fn decode_slots(bytes: &[u8], first: i64, step: i64) -> Vec<Option<f64>> {
+/// Values of consecutive slots expected to hold `first, first + step, ...`, into `values`.
+fn decode_slots(bytes: &[u8], first: i64, step: i64, values: &mut Vec<Option<f64>>) {
     let mut expected = first;
-    bytes
-        .chunks_exact(POINT_SIZE as usize)
-        .map(|point| {
-            let timestamp = u32::from_be_bytes(point[..4].try_into().unwrap());
-            let value = f64::from_be_bytes(point[4..].try_into().unwrap());
-            let known = i64::from(timestamp) == expected;
-            expected += step;
-            known.then_some(value)
-        })
-        .collect()
+    values.clear();
+    values.extend(bytes.chunks_exact(POINT_SIZE as usize).map(|point| {
+        let timestamp = u32::from_be_bytes(point[..4].try_into().unwrap());
+        let value = f64::from_be_bytes(point[4..].try_into().unwrap());
+        let known = i64::from(timestamp) == expected;
+        expected += step;
+        known.then_some(value)
+    }));
 }
 
-/// The timestamp of an archive's first slot (0 if the archive was never written).
-/// Positional exact reads, from the file or from a [`PageCache`].
+/// Positional exact reads, from the file or from a [`ChunkCache`].
 type ReadAt<'r> = dyn FnMut(&mut [u8], u64) -> Result<(), WhisperError> + 'r;
 
+/// The timestamp of an archive's first slot (0 if the archive was never written).
 fn read_base(read: &mut ReadAt<'_>, archive: &ArchiveInfo) -> Result<u32, WhisperError> {
     let mut timestamp = [0u8; 4];
     read(&mut timestamp, archive.start())?;
     Ok(u32::from_be_bytes(timestamp))
 }
 
-/// The ring bytes from `first` up to `last`, wrapping at the archive's end when `last` is not
-/// after `first` (equal offsets read the whole ring, as whisper does).
+/// The ring bytes from `first` up to `last` into `bytes`, wrapping at the archive's end when
+/// `last` is not after `first` (equal offsets read the whole ring, as whisper does).
 fn read_ring(
     read: &mut ReadAt<'_>,
     archive: &ArchiveInfo,
     first: u64,
     last: u64,
-) -> Result<Vec<u8>, WhisperError> {
+    bytes: &mut Vec<u8>,
+) -> Result<(), WhisperError> {
+    bytes.clear();
     if first < last {
-        let mut bytes = vec![0u8; (last - first) as usize];
-        read(&mut bytes, first)?;
-        Ok(bytes)
+        bytes.resize((last - first) as usize, 0);
+        read(bytes, first)
     } else {
         let tail = (archive.end() - first) as usize;
-        let mut bytes = vec![0u8; tail + (last - archive.start()) as usize];
+        bytes.resize(tail + (last - archive.start()) as usize, 0);
         read(&mut bytes[..tail], first)?;
-        read(&mut bytes[tail..], archive.start())?;
-        Ok(bytes)
+        read(&mut bytes[tail..], archive.start())
     }
 }
 

@@ -1,10 +1,11 @@
 //! Graphite Whisper storage for perfpipe, in pure Rust and byte-identical with graphite's
 //! whisper 1.1.4 (as run by CPython 3.11, Debian's `python3-whisper`).
 //!
-//! Owns the whisper file format ([`format`]: [`WhisperFile::create`], [`WhisperFile::update_many`],
-//! [`WhisperFile::fetch`], [`WhisperFile::info`]), retention parsing and validation
-//! ([`parse_retentions`]), the eight aggregation methods ([`AggregationMethod`]) and
-//! [`WhisperBackend`], the [`perfpipe_backend::Backend`] that stores each series in its own file.
+//! Owns the whisper file format ([`format`](mod@format): [`WhisperFile::create`],
+//! [`WhisperFile::update_many`], [`WhisperFile::fetch`], [`WhisperFile::info`]), retention
+//! parsing and validation ([`parse_retentions`]), the eight aggregation methods
+//! ([`AggregationMethod`]) and [`WhisperBackend`], the [`perfpipe_backend::Backend`] that stores
+//! each series in its own file.
 //!
 //! Guarantees: for the same file, points and `now`, `update_many` leaves the file with exactly
 //! the bytes whisper's `update_many` leaves, and `fetch` returns what whisper's `fetch` returns;

@@ -18,26 +18,65 @@ const MIN_SIZE: usize = 8;
 /// The distinct `values` in the order `for v in set(values)` visits them in CPython 3.11.
 /// Values must be below 2^61 - 1 (where an int's hash stops being the int itself).
 pub fn python_set_order(values: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut order = Vec::new();
+    python_set_order_into(values, &mut SetBuffers::default(), &mut order);
+    order
+}
+
+/// Tables reused by [`python_set_order_into`] from one call to the next, so that the many small
+/// sets of an update cost no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct SetBuffers {
+    slots: Vec<Option<u64>>,
+    spare: Vec<Option<u64>>,
+}
+
+impl SetBuffers {
+    /// Capacity kept between calls, at most (in slots).
+    const KEPT_SLOTS: usize = 1 << 12;
+
+    /// Gives back memory a large set left behind.
+    pub(crate) fn shrink(&mut self) {
+        for table in [&mut self.slots, &mut self.spare] {
+            if table.capacity() > Self::KEPT_SLOTS {
+                *table = Vec::new();
+            }
+        }
+    }
+}
+
+/// [`python_set_order`] into `order` (cleared first), with tables from `buffers`.
+pub(crate) fn python_set_order_into(
+    values: impl IntoIterator<Item = u64>,
+    buffers: &mut SetBuffers,
+    order: &mut Vec<u64>,
+) {
+    buffers.slots.clear();
+    buffers.slots.resize(MIN_SIZE, None);
     let mut table = SetTable {
-        slots: vec![None; MIN_SIZE],
+        slots: &mut buffers.slots,
+        spare: &mut buffers.spare,
         used: 0,
     };
     for value in values {
         table.add(value);
     }
-    table.slots.into_iter().flatten().collect()
+    order.clear();
+    order.extend(table.slots.iter().flatten());
 }
 
-struct SetTable {
-    slots: Vec<Option<u64>>,
+struct SetTable<'a> {
+    slots: &'a mut Vec<Option<u64>>,
+    /// Where the old slots go while the table is rebuilt.
+    spare: &'a mut Vec<Option<u64>>,
     used: usize,
 }
 
-impl SetTable {
+impl SetTable<'_> {
     /// `set_add_entry`: insert unless present, then grow when the table is 60% full.
     fn add(&mut self, key: u64) {
         let mask = self.slots.len() - 1;
-        match probe(&self.slots, key) {
+        match probe(self.slots, key) {
             Probe::Present => {}
             Probe::Free(index) => {
                 self.slots[index] = Some(key);
@@ -62,9 +101,11 @@ impl SetTable {
         while size <= min_used {
             size <<= 1;
         }
-        let old = std::mem::replace(&mut self.slots, vec![None; size]);
-        for key in old.into_iter().flatten() {
-            if let Probe::Free(index) = probe(&self.slots, key) {
+        std::mem::swap(self.slots, self.spare);
+        self.slots.clear();
+        self.slots.resize(size, None);
+        for &key in self.spare.iter().flatten() {
+            if let Probe::Free(index) = probe(self.slots, key) {
                 self.slots[index] = Some(key);
             }
         }

@@ -120,6 +120,52 @@ fn update_many_is_byte_identical_with_whisper() {
     }
 }
 
+/// A `WhisperFile` keeps what it read of its file between updates; when another program (here
+/// whisper itself, writing in place: same inode, same length) changes the file between two of
+/// its updates, the next update must notice and work from the file's new content.
+#[test]
+fn updates_after_another_writer_see_its_changes() {
+    let mut reference = ReferenceWhisper::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(0x0dd_ba11);
+    for case in 0..150 {
+        let spec = RandomFile::new(&mut rng);
+        let expected_path = dir.path().join(format!("python-{case}.wsp"));
+        let shared_path = dir.path().join(format!("shared-{case}.wsp"));
+        let context = format!(
+            "case {case}: archives {:?}, {}, xff {}",
+            spec.archives, spec.aggregation, spec.xff
+        );
+        reference.create(&expected_path, &spec.archives, spec.aggregation, spec.xff);
+        let mut file =
+            WhisperFile::create(&shared_path, &spec.archives, spec.aggregation, spec.xff)
+                .unwrap_or_else(|error| panic!("{context}: create: {error}"));
+        let mut now = EPOCH_BASE + rng.i64(0..1_000_000);
+        for call in 0..rng.usize(2..=8) {
+            let points = random_points(&mut rng, now, spec.finest_step(), spec.max_retention());
+            reference.update_many(&expected_path, &points, now);
+            let writer = if rng.bool() {
+                reference.update_many(&shared_path, &points, now);
+                "whisper"
+            } else {
+                file.update_many(&points, now)
+                    .unwrap_or_else(|error| panic!("{context}: update_many {call}: {error}"));
+                "ours"
+            };
+            assert_same_bytes(
+                &expected_path,
+                &shared_path,
+                &format!("{context}, after call {call} ({writer}) at now {now} with {points:?}"),
+            );
+            now += match rng.u8(0..3) {
+                0 => 0,
+                1 => rng.i64(1..=spec.finest_step() * 3),
+                _ => rng.i64(0..=spec.max_retention() / 4),
+            };
+        }
+    }
+}
+
 #[test]
 fn fetch_matches_whisper_fetch() {
     let mut reference = ReferenceWhisper::start();
