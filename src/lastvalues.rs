@@ -453,6 +453,9 @@ mod tests {
         ])
         .err()
         .unwrap();
-        assert!(error.to_string().starts_with("last_values rule 1: match"), "{error}");
+        assert!(
+            error.to_string().starts_with("last_values rule 1: match"),
+            "{error}"
+        );
     }
 }
