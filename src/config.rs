@@ -44,6 +44,8 @@ pub struct Config {
     pub state: StateConfig,
     /// How many values of which series the last-values cache keeps.
     pub last_values: Vec<crate::lastvalues::LastValuesRule>,
+    /// Hour, day, week and month aggregates per series pattern (none by default).
+    pub rollups: Vec<crate::rollup::RollupRule>,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             state: StateConfig::default(),
             last_values: vec![crate::lastvalues::LastValuesRule::default()],
+            rollups: Vec::new(),
         }
     }
 }
@@ -319,6 +322,7 @@ impl Config {
             );
         }
         crate::lastvalues::LastValuesRules::new(&self.last_values)?;
+        crate::rollup::RollupRules::new(self.rollups.clone())?;
         anyhow::ensure!(
             self.state.max_persistent_data_items > 0,
             "state.max_persistent_data_items must be positive"

@@ -22,9 +22,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use perfpipe_backend::{Backend, Levels, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 use tracing::{error, warn};
+
+use crate::rollup::{AggregatePoint, RollupRules, Rollups};
 
 use crate::routing::fnv1a_64;
 
@@ -93,6 +96,54 @@ pub struct EnqueuerSettings {
     pub max_queued_points: usize,
     /// Where flushed points are also kept for expressions, if anywhere.
     pub last_values: Option<Arc<crate::lastvalues::LastValues>>,
+    /// Aggregates to compute, and where each shard keeps its state across restarts.
+    pub rollups: Option<RollupSettings>,
+}
+
+/// The rollup rules and the directory of the shards' rollup state files.
+#[derive(Clone)]
+pub struct RollupSettings {
+    pub rules: Arc<RollupRules>,
+    pub state_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for RollupSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollupSettings")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RollupSettings {
+    fn state_file(&self, shard: usize) -> std::path::PathBuf {
+        self.state_dir.join(format!("rollups-{shard}.json"))
+    }
+
+    /// Shard `shard`'s engine, continuing from its saved state when there is one.
+    fn open(&self, shard: usize) -> anyhow::Result<Rollups> {
+        let path = self.state_file(shard);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let snapshot = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading rollup state {}", path.display()))?;
+                Ok(Rollups::restore(self.rules.clone(), snapshot))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Rollups::new(self.rules.clone()))
+            }
+            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Saves a shard's engine (written whole, then renamed over the old state).
+    fn save(&self, shard: usize, rollups: &Rollups) -> anyhow::Result<()> {
+        let path = self.state_file(shard);
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, serde_json::to_vec(&rollups.snapshot())?)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("saving rollup state {}", path.display()))
+    }
 }
 
 enum Command {
@@ -160,6 +211,12 @@ impl Enqueuer {
                 queued: queued.clone(),
                 counters: counters.clone(),
                 stopping: stopping.clone(),
+                index,
+                rollups: settings
+                    .rollups
+                    .as_ref()
+                    .map(|rollups| rollups.open(index))
+                    .transpose()?,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -323,6 +380,34 @@ struct Shard {
     queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     stopping: Arc<AtomicBool>,
+    index: usize,
+    /// This shard's aggregates of its own series, when rollups are configured.
+    rollups: Option<Rollups>,
+}
+
+/// How often quiet series' ended periods are closed.
+const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
+
+/// Aggregate points as batches, one per aggregate series. A period corrected by a late point
+/// is emitted again; the last emission is the right one, so the points are reversed before
+/// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregate
+/// series carry no unit (their base series has it).
+fn aggregate_batches(mut points: Vec<AggregatePoint>) -> Vec<SeriesBatch> {
+    points.reverse();
+    let mut by_series: HashMap<SeriesKey, Vec<Point>> = HashMap::new();
+    for point in points {
+        by_series
+            .entry(SeriesKey::new(point.host, point.service, point.metric))
+            .or_default()
+            .push(Point {
+                timestamp: point.timestamp,
+                value: point.value,
+            });
+    }
+    by_series
+        .into_iter()
+        .map(|(key, points)| SeriesBatch::from_unordered(key, String::new(), points, Vec::new()).0)
+        .collect()
 }
 
 impl Shard {
@@ -330,6 +415,7 @@ impl Shard {
         let tick = (self.settings.max_batch_age / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut last_age_check = Instant::now();
+        let mut last_rollup_close = Instant::now();
         loop {
             match commands.recv_timeout(tick) {
                 Ok(Command::Points(series)) => {
@@ -350,8 +436,18 @@ impl Shard {
                 Err(RecvTimeoutError::Disconnected) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
                     self.flush(all, true);
+                    if let (Some(settings), Some(rollups)) = (&self.settings.rollups, &self.rollups)
+                    {
+                        if let Err(failure) = settings.save(self.index, rollups) {
+                            error!(failure = %format!("{failure:#}"), "rollup state not saved");
+                        }
+                    }
                     return;
                 }
+            }
+            if self.rollups.is_some() && last_rollup_close.elapsed() >= ROLLUP_CLOSE_EVERY {
+                last_rollup_close = Instant::now();
+                self.close_rollups();
             }
             if last_age_check.elapsed() >= tick {
                 last_age_check = Instant::now();
@@ -431,6 +527,18 @@ impl Shard {
         due
     }
 
+    /// Closes the ended periods of quiet series and writes their aggregates.
+    fn close_rollups(&mut self) {
+        let Some(rollups) = &mut self.rollups else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64);
+        let batches = aggregate_batches(rollups.close_due(now));
+        self.write(&batches, false);
+    }
+
     /// Writes the queues of `keys` to every backend and the catalogue.
     fn flush(&mut self, keys: Vec<SeriesKey>, shutting_down: bool) {
         let mut taken = 0usize;
@@ -450,17 +558,46 @@ impl Shard {
         if batches.is_empty() {
             return;
         }
+        if let Some(rollups) = &mut self.rollups {
+            let mut aggregates = Vec::new();
+            for batch in &batches {
+                let points: Vec<(i64, f64)> = batch
+                    .points
+                    .iter()
+                    .map(|point| (point.timestamp, point.value))
+                    .collect();
+                let key = &batch.key;
+                rollups.add_into(
+                    &key.host,
+                    &key.service,
+                    &key.metric,
+                    &points,
+                    &mut aggregates,
+                );
+            }
+            batches.extend(aggregate_batches(aggregates));
+        }
+        self.write(&batches, shutting_down);
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_sub(taken, Ordering::AcqRel);
+    }
+
+    /// Writes `batches` to every backend, the last-values cache and the catalogue.
+    fn write(&mut self, batches: &[SeriesBatch], shutting_down: bool) {
+        if batches.is_empty() {
+            return;
+        }
         for (backend, counters) in self.backends.iter_mut().zip(&self.counters.backends) {
             write_with_retries(
                 backend.as_mut(),
-                &batches,
+                batches,
                 counters,
                 shutting_down,
                 &self.stopping,
             );
         }
         if let Some(last_values) = &self.settings.last_values {
-            for batch in &batches {
+            for batch in batches {
                 last_values.record(&batch.key, &batch.points);
             }
         }
@@ -471,8 +608,6 @@ impl Shard {
         if let Err(failure) = self.catalogue.record(&updates) {
             error!(%failure, series = updates.len(), "catalogue update failed");
         }
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        self.queued.fetch_sub(taken, Ordering::AcqRel);
     }
 }
 

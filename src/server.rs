@@ -55,8 +55,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .load(&last_values_path)
         .with_context(|| format!("loading {}", last_values_path.display()))?;
     tracing::debug!(series = loaded, "last values loaded");
+    let rollup_rules = crate::rollup::RollupRules::new(config.rollups.clone())?;
     let settings = EnqueuerSettings {
         last_values: Some(last_values.clone()),
+        rollups: (!rollup_rules.rules().is_empty()).then(|| crate::enqueuer::RollupSettings {
+            rules: Arc::new(rollup_rules),
+            state_dir: config.data_dir.clone(),
+        }),
         shards: config.enqueuer.shards,
         max_batch_points: config.enqueuer.max_batch_points,
         max_batch_age: config.enqueuer.max_batch_age,
