@@ -247,6 +247,48 @@ pub async fn query(
     Ok(Json(answer))
 }
 
+/// A `GET` of `path` sent to every peer at once, answered later by [`gather_from_peers`].
+type PeerAsk = (usize, tokio::task::JoinHandle<anyhow::Result<(u16, Value)>>);
+
+/// Sends `GET path` (a `local=true` listing) to every peer in parallel.
+fn ask_peers(node: &Arc<Node>, path: &str) -> Vec<PeerAsk> {
+    node.cluster
+        .peers()
+        .map(|peer| {
+            let node = node.clone();
+            let path = path.to_owned();
+            let answer = tokio::task::spawn_blocking(move || node.cluster.get(peer, &path));
+            (peer, answer)
+        })
+        .collect()
+}
+
+/// Appends the array `field` of each peer's answer to `into`; returns the URLs of the peers
+/// that did not answer it (logged).
+async fn gather_from_peers(
+    node: &Node,
+    asks: Vec<PeerAsk>,
+    field: &str,
+    into: &mut Vec<Value>,
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (peer, answer) in asks {
+        let url = node.cluster.node_url(peer);
+        match answer.await.map_err(anyhow::Error::from).and_then(|a| a) {
+            Ok((200, json)) => into.extend(json[field].as_array().cloned().unwrap_or_default()),
+            Ok((status, json)) => {
+                tracing::warn!(peer = url, status, %json, field, "peer listing");
+                missing.push(url.to_string());
+            }
+            Err(error) => {
+                tracing::warn!(peer = url, error = %format!("{error:#}"), field, "peer listing");
+                missing.push(url.to_string());
+            }
+        }
+    }
+    missing
+}
+
 /// The hosts of the whole cluster (`local=true`: of this node only). A node that cannot be
 /// asked makes the answer `"partial": true` with the node in `"missing"`.
 pub async fn hosts(
@@ -255,19 +297,10 @@ pub async fn hosts(
 ) -> Result<Json<Value>, ApiError> {
     let local_only = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .any(|(name, value)| name == "local" && value == "true");
-    let asks: Vec<_> = if local_only {
+    let asks = if local_only {
         Vec::new()
     } else {
-        node.cluster
-            .peers()
-            .map(|peer| {
-                let node = node.clone();
-                let answer = tokio::task::spawn_blocking(move || {
-                    node.cluster.get(peer, "/api/v1/hosts?local=true")
-                });
-                (peer, answer)
-            })
-            .collect()
+        ask_peers(&node, "/api/v1/hosts?local=true")
     };
     let config = node.config.clone();
     let local = blocking(move || {
@@ -279,20 +312,7 @@ pub async fn hosts(
         .into_iter()
         .map(|h| json!({ "host": h.host, "series": h.series, "last_seen": h.last_seen }))
         .collect();
-    let mut missing = Vec::new();
-    for (peer, answer) in asks {
-        match answer.await.map_err(anyhow::Error::from).and_then(|a| a) {
-            Ok((200, json)) => hosts.extend(json["hosts"].as_array().cloned().unwrap_or_default()),
-            Ok((status, json)) => {
-                tracing::warn!(peer = node.cluster.node_url(peer), status, %json, "host list");
-                missing.push(node.cluster.node_url(peer).to_string());
-            }
-            Err(error) => {
-                tracing::warn!(peer = node.cluster.node_url(peer), error = %format!("{error:#}"), "host list");
-                missing.push(node.cluster.node_url(peer).to_string());
-            }
-        }
-    }
+    let missing = gather_from_peers(&node, asks, "hosts", &mut hosts).await;
     hosts.sort_by(|a, b| a["host"].as_str().cmp(&b["host"].as_str()));
     let mut answer = json!({ "hosts": hosts });
     if !missing.is_empty() {
@@ -329,20 +349,10 @@ pub async fn stale(
         "/api/v1/stale?local=true&older_than={}s",
         older_than.as_secs()
     );
-    let asks: Vec<_> = if local_only {
+    let asks = if local_only {
         Vec::new()
     } else {
-        node.cluster
-            .peers()
-            .map(|peer| {
-                let node = node.clone();
-                let path = forwarded.clone();
-                (
-                    peer,
-                    tokio::task::spawn_blocking(move || node.cluster.get(peer, &path)),
-                )
-            })
-            .collect()
+        ask_peers(&node, &forwarded)
     };
     let config = node.config.clone();
     let before = now_seconds() - older_than.as_secs() as i64;
@@ -363,13 +373,7 @@ pub async fn stale(
             })
         })
         .collect();
-    let mut missing = Vec::new();
-    for (peer, answer) in asks {
-        match answer.await.map_err(anyhow::Error::from).and_then(|a| a) {
-            Ok((200, json)) => stale.extend(json["stale"].as_array().cloned().unwrap_or_default()),
-            _ => missing.push(node.cluster.node_url(peer).to_string()),
-        }
-    }
+    let missing = gather_from_peers(&node, asks, "stale", &mut stale).await;
     stale.sort_by_key(|series| series["last_seen"].as_i64());
     let mut answer = json!({ "older_than": older_than.as_secs(), "stale": stale });
     if !missing.is_empty() {
