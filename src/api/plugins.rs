@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, Endpoint, Node};
@@ -31,6 +31,15 @@ struct GetData {
     key: String,
     #[serde(default)]
     max_wait_time: f64,
+}
+
+/// `get_data`'s answer.
+#[derive(Serialize)]
+struct GetAnswer<'a> {
+    data: Option<&'a str>,
+    lock: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -223,11 +232,16 @@ pub async fn get_data(
         }
     }
     let outcome = cache.get(&namespace, &request.key, max_wait).await;
-    let mut answer = json!({ "data": outcome.data.as_deref(), "lock": outcome.lock });
-    if let (Caller::Peer { .. }, Some(ttl)) = (caller, outcome.remaining_ttl) {
-        // What the asking peer keeps its copy for.
-        answer["ttl"] = json!(ttl.as_secs_f64());
-    }
+    // Serialized straight from the cached data (a `json!` value would copy it first).
+    let answer = GetAnswer {
+        data: outcome.data.as_deref(),
+        lock: outcome.lock,
+        // What an asking peer keeps its copy for.
+        ttl: match caller {
+            Caller::Peer { .. } => outcome.remaining_ttl.map(|ttl| ttl.as_secs_f64()),
+            Caller::Client { .. } => None,
+        },
+    };
     Ok(Json(answer).into_response())
 }
 
