@@ -3,20 +3,29 @@
 //! `perfpipe` binary, built by `cargo bench` in the bench profile) on 127.0.0.1 with an
 //! ephemeral port, in a temporary directory with a config it writes (Whisper only; enqueuer and
 //! retentions from the flags), generates `hosts × services` results of `metrics` metrics each
-//! for `rounds` timestamps (60 s apart, ending now), posts them as JSON bodies of `batch`
+//! for `rounds` timestamps (`round-step` seconds apart, 60 by default, ending now), posts them as JSON bodies of `batch`
 //! results from `clients` threads (keep-alive connections, 503 answers honoured by waiting
-//! `Retry-After` and retrying), and polls `/status` until every point is written. Round 0
+//! `Retry-After` and retrying), and polls `/status` until every point is written (every posted
+//! point counted by the backend and none left queued, so that aggregate points, which the
+//! backend counts too, do not end the wait early). Round 0
 //! creates the files and is measured on its own (phase `create`); the remaining rounds update
 //! existing files (phase `update`). It reports results/s and points/s accepted, points/s
 //! written (first post until `/status` shows all written), 503 retries, the node's peak RSS
 //! (VmHWM) and CPU time against the driver's own, then stops the node with SIGTERM (it must
-//! exit 0) and removes the directory. All traffic stays on loopback.
+//! exit 0) and removes the directory. All traffic stays on loopback. With `--rollups` the
+//! config also rolls up every series (`[[rollups]] match = "*"`, avg, max and min, UTC), so the
+//! shards compute hour/day/week/month aggregates of each flush and write them as extra series;
+//! the points/s figures count posted points only, and the aggregate points written are
+//! reported apart. Aggregates of a period are written once a later period's point arrives, so
+//! for rollups to cost anything the rounds must cross hours: `--round-step 600 --rounds 20`
+//! spans 3 h 10 min (the driver prints how many UTC hours the rounds touch).
 //!
 //! Run: `cargo bench --bench load_driver -- [--hosts 10000 --services 10 --metrics 3
-//! --rounds 4 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000 --max-batch-age 5s
-//! --retentions 60s:1d,1h:7d --perf FILE]`; `--perf FILE` records the node with
-//! `perf record -e cpu-clock -g` during the posting phases. Files take disk space: the default
-//! workload (300,000 series) writes about 6 GB under the temp dir.
+//! --rounds 4 --round-step 60 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000
+//! --max-batch-age 5s --retentions 60s:1d,1h:7d --rollups --perf FILE]`; `--perf FILE` records
+//! the node with `perf record -e cpu-clock -g` (one recording, from the first post of the
+//! phases `--perf-phase` names until their points are written). Files take disk space: the
+//! default workload (300,000 series) writes about 6 GB under the temp dir.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,9 +49,12 @@ struct Args {
     /// Metrics per service (perfdata `m0=… m1=…`).
     #[arg(long, default_value_t = 3)]
     metrics: usize,
-    /// Timestamps per series (60 s apart, ending now); round 0 creates the files.
+    /// Timestamps per series (`--round-step` apart, ending now); round 0 creates the files.
     #[arg(long, default_value_t = 4)]
     rounds: usize,
+    /// Seconds between the timestamps of consecutive rounds.
+    #[arg(long, default_value_t = 60)]
+    round_step: u32,
     /// Results per request.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -65,6 +77,10 @@ struct Args {
     /// 436 KB a file).
     #[arg(long, default_value = "60s:1d,1h:7d")]
     retentions: String,
+    /// Roll up every series: appends `[[rollups]] match = "*"`, methods avg, max and min,
+    /// timezone UTC, to the node's config.
+    #[arg(long)]
+    rollups: bool,
     /// Give up (and fail) after this many seconds in all.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
@@ -93,8 +109,8 @@ fn main() -> anyhow::Result<()> {
         "hosts, services, metrics and rounds must be at least 1"
     );
     ensure!(
-        args.batch > 0 && args.clients > 0 && args.shards > 0,
-        "batch, clients and shards must be at least 1"
+        args.batch > 0 && args.clients > 0 && args.shards > 0 && args.round_step > 0,
+        "batch, clients, shards and round-step must be at least 1"
     );
     let archives = perfpipe_whisper::parse_retentions(&args.retentions)
         .map_err(|e| anyhow::anyhow!("--retentions {:?}: {e}", args.retentions))?;
@@ -117,20 +133,22 @@ fn main() -> anyhow::Result<()> {
 
     println!("perfpipe load driver");
     println!(
-        "  parameters: --hosts {} --services {} --metrics {} --rounds {} --batch {} --clients {} \
-         --shards {} --max-batch-points {} --max-batch-age {} --max-queued-points {} \
-         --retentions {}",
+        "  parameters: --hosts {} --services {} --metrics {} --rounds {} --round-step {} \
+         --batch {} --clients {} --shards {} --max-batch-points {} --max-batch-age {} \
+         --max-queued-points {} --retentions {}{}",
         args.hosts,
         args.services,
         args.metrics,
         args.rounds,
+        args.round_step,
         args.batch,
         args.clients,
         args.shards,
         args.max_batch_points,
         args.max_batch_age,
         args.max_queued_points,
-        args.retentions
+        args.retentions,
+        if args.rollups { " --rollups" } else { "" }
     );
     println!(
         "  workload: {series} series, {} results and {} points in all, whisper files of {} \
@@ -145,12 +163,25 @@ fn main() -> anyhow::Result<()> {
     let driver_cpu_start = cpu_seconds("self")?;
     let generate_start = Instant::now();
     let end = now() / 60 * 60;
-    let rounds: Vec<Vec<Vec<u8>>> = (0..args.rounds)
-        .map(|round| {
-            let timestamp = end - 60 * (args.rounds - 1 - round) as i64;
-            generate_round(&args, round, timestamp)
-        })
+    let timestamps: Vec<i64> = (0..args.rounds)
+        .map(|round| end - i64::from(args.round_step) * (args.rounds - 1 - round) as i64)
         .collect();
+    let rounds: Vec<Vec<Vec<u8>>> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(round, &timestamp)| generate_round(&args, round, timestamp))
+        .collect();
+    let mut hours: Vec<i64> = timestamps.iter().map(|t| t.div_euclid(3600)).collect();
+    hours.dedup();
+    println!(
+        "  timestamps: {} to {}, {} s apart, touching {} UTC hours ({} hour periods closed by \
+         later rounds)",
+        timestamps[0],
+        end,
+        args.round_step,
+        hours.len(),
+        hours.len() - 1
+    );
     let body_bytes: usize = rounds.iter().flatten().map(Vec::len).sum();
     println!(
         "  generated {} bodies, {:.1} MB, in {:.2} s",
@@ -161,7 +192,7 @@ fn main() -> anyhow::Result<()> {
     let driver_cpu_generated = cpu_seconds("self")?;
 
     // The node.
-    let config = format!(
+    let mut config = format!(
         "listen = \"127.0.0.1:0\"\n\
          data_dir = {data:?}\n\
          backends = [\"whisper\"]\n\
@@ -180,6 +211,14 @@ fn main() -> anyhow::Result<()> {
         age = args.max_batch_age,
         mqp = args.max_queued_points,
     );
+    if args.rollups {
+        config.push_str(
+            "[[rollups]]\n\
+             match = \"*\"\n\
+             methods = [\"avg\", \"max\", \"min\"]\n\
+             timezone = \"UTC\"\n",
+        );
+    }
     let config_path = dir.join("perfpipe.toml");
     std::fs::write(&config_path, config)?;
     let binary = args
@@ -197,10 +236,6 @@ fn main() -> anyhow::Result<()> {
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
-    if let Some(file) = &args.perf {
-        guard.perf = Some(start_perf(pid, file)?);
-    }
-
     // Phase `create`: round 0, then phase `update`: the others.
     let retries = AtomicU64::new(0);
     let node_cpu_0 = cpu_seconds(&pid.to_string())?;
@@ -217,7 +252,9 @@ fn main() -> anyhow::Result<()> {
             .perf
             .as_ref()
             .filter(|_| [name, "all"].contains(&&*args.perf_phase));
-        if let Some(file) = record {
+        // One recording: with `all` it runs on through both phases (a second `perf record -o`
+        // of the same file would move the first one's data to FILE.old).
+        if let (Some(file), None) = (record, &guard.perf) {
             guard.perf = Some(start_perf(pid, file)?);
         }
         let node_cpu = cpu_seconds(&pid.to_string())?;
@@ -231,9 +268,8 @@ fn main() -> anyhow::Result<()> {
         wait_written(&agent, &base, target, deadline)?;
         let written_at = start.elapsed();
         written_before = target;
-        if let Some(mut perf) = guard.perf.take() {
-            signal(perf.id(), "INT")?;
-            let _ = perf.wait();
+        if args.perf_phase != "all" {
+            stop_perf(&mut guard)?;
         }
         phases.push(Phase {
             name,
@@ -247,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             driver_cpu: cpu_seconds("self")? - driver_cpu,
         });
     }
+    stop_perf(&mut guard)?;
     let total_elapsed = first_post.map_or(Duration::ZERO, |t| t.elapsed());
     let node_cpu = cpu_seconds(&pid.to_string())? - node_cpu_0;
     let driver_cpu = cpu_seconds("self")? - driver_cpu_0;
@@ -317,6 +354,17 @@ fn main() -> anyhow::Result<()> {
         "  503 retries {}, intake errors {}, status: points {} flushes {} backends {}",
         total.retries, total.errors, status["points"], status["flushes"], status["backends"]
     );
+    if args.rollups {
+        let stored: u64 = status["backends"]
+            .as_array()
+            .map_or(0, |b| b.iter().filter_map(|b| b["written"].as_u64()).sum());
+        println!(
+            "  rollups: {} aggregate points written besides the {} posted (backend written \
+             minus posted; the points/s above count posted points only)",
+            stored.saturating_sub(total.points),
+            total.points
+        );
+    }
 
     // Stop: SIGTERM, exit 0.
     let mut child = guard.node.take().expect("node running");
@@ -482,7 +530,10 @@ fn post_all(
     Ok(totals.into_inner().unwrap())
 }
 
-/// Polls `/status` until every backend has written (or refused as late) `points`.
+/// Polls `/status` until every backend has written (or refused as late) `points` and no point
+/// is queued any more. Backends count aggregate points (rollups) as written too, so the count
+/// alone could be reached while posted points are still queued; a shard decrements the queued
+/// count only after the flush holding them has been written.
 fn wait_written(
     agent: &ureq::Agent,
     base: &str,
@@ -500,7 +551,10 @@ fn wait_written(
             .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
             .min()
             .unwrap_or(0);
-        if done >= points {
+        let queued = status["queued_points"]
+            .as_u64()
+            .context("status.queued_points")?;
+        if done >= points && queued == 0 {
             return Ok(());
         }
         ensure!(
@@ -599,6 +653,15 @@ fn start_perf(pid: u32, file: &Path) -> anyhow::Result<Child> {
         .context("starting perf")?;
     std::thread::sleep(Duration::from_millis(500));
     Ok(perf)
+}
+
+/// Ends the `perf record` running, if one is, and waits for it to write its file.
+fn stop_perf(guard: &mut Guard) -> anyhow::Result<()> {
+    if let Some(mut perf) = guard.perf.take() {
+        signal(perf.id(), "INT")?;
+        let _ = perf.wait();
+    }
+    Ok(())
 }
 
 /// utime + stime of `/proc/<which>/stat`, in seconds.

@@ -74,6 +74,10 @@ fn bad_request(message: String) -> ApiError {
 
 /// The JSON body as `T`, or a 400 naming what was wrong and where.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The common case reads once; only a refused body is read again to name the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let reader = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(reader).map_err(|error| {
         let path = error.path().to_string();
