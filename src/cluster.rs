@@ -233,6 +233,25 @@ impl Cluster {
         Ok((status, json))
     }
 
+    /// `POST path_and_query` (no body) on peer `index`: its status and JSON answer.
+    pub fn post(
+        &self,
+        index: usize,
+        path_and_query: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path_and_query}", self.nodes[index]);
+        let mut answer = self
+            .agent
+            .post(&url)
+            .send_empty()
+            .with_context(|| format!("asking {}", self.nodes[index]))?;
+        let status = answer.status().as_u16();
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text)
+            .with_context(|| format!("{} answered {status}: {text}", self.nodes[index]))?;
+        Ok((status, json))
+    }
+
     /// Passes a `DELETE` of `path_and_query` to peer `index`; returns its answer.
     pub fn delete(&self, index: usize, path_and_query: &str) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path_and_query}", self.nodes[index]);

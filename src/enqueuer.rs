@@ -154,6 +154,17 @@ enum Command {
         series: Option<(String, String)>,
         done: Sender<Vec<std::path::PathBuf>>,
     },
+    Pause {
+        hosts: Vec<String>,
+        paused: Sender<()>,
+        resume: Receiver<()>,
+    },
+}
+
+/// Every shard held still (see [`Enqueuer::pause`]) until this is dropped.
+pub struct PausedShards {
+    /// Dropping these lets the shards go on.
+    _resume: Vec<Sender<()>>,
 }
 
 /// The front end's handle on the shards.
@@ -315,6 +326,34 @@ impl Enqueuer {
         }
     }
 
+    /// Holds every shard still, after it has written everything queued and closed the files
+    /// its backends keep open for `hosts`, until the returned guard is dropped: the files of
+    /// those hosts can then be moved or merged with no shard writing into them. Points that
+    /// arrive meanwhile wait in the shards' channels (their memory is already reserved).
+    pub fn pause(&self, hosts: &[String]) -> PausedShards {
+        let mut resume = Vec::with_capacity(self.senders.len());
+        let mut acks = Vec::with_capacity(self.senders.len());
+        for sender in &self.senders {
+            let (paused, paused_ack) = mpsc::channel();
+            let (release, held) = mpsc::channel();
+            if sender
+                .send(Command::Pause {
+                    hosts: hosts.to_vec(),
+                    paused,
+                    resume: held,
+                })
+                .is_ok()
+            {
+                acks.push(paused_ack);
+                resume.push(release);
+            }
+        }
+        for ack in acks {
+            let _ = ack.recv();
+        }
+        PausedShards { _resume: resume }
+    }
+
     /// Makes every shard drop the queued points of `host` (or of its one series) and forget
     /// what its backends keep open for them; returns where their data lies on disk, once every
     /// shard is done, so it can be moved away without a shard writing into it.
@@ -431,6 +470,22 @@ impl Shard {
                 }
                 Ok(Command::Forget { host, series, done }) => {
                     let _ = done.send(self.forget(&host, series));
+                }
+                Ok(Command::Pause {
+                    hosts,
+                    paused,
+                    resume,
+                }) => {
+                    let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
+                    self.flush(all, false);
+                    for backend in &mut self.backends {
+                        for host in &hosts {
+                            backend.forget(host, None);
+                        }
+                    }
+                    let _ = paused.send(());
+                    // Held until the guard's sender is dropped (recv then fails).
+                    let _ = resume.recv();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {

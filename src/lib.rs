@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod intake;
 pub mod lastvalues;
 pub mod parse;
+pub mod rename;
 pub mod rollup;
 pub mod routing;
 pub mod server;

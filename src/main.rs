@@ -51,6 +51,9 @@ enum Command {
     /// A Nagios plugin: an expression's value against thresholds that are expressions too
     /// (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Check(perfpipe::check::CheckArgs),
+    /// Rename a host (or one service of it) on a running node, merging with data already
+    /// stored under the new name.
+    Rename(perfpipe::rename::RenameArgs),
     /// Print a token for namespace NAME, sealed with `cache.namespace_key`, for plugins to
     /// send as their namespace when the cache's namespaces are encrypted.
     NamespaceToken {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Parse { summary } => parse::run(summary),
         Command::NamespaceToken { name, config } => namespace_token(&name, config.as_deref()),
         Command::Eval(args) => perfpipe::check::eval(args),
+        Command::Rename(args) => perfpipe::rename::run(args),
         Command::Check(args) => return ExitCode::from(perfpipe::check::check(args)),
     };
     match outcome {

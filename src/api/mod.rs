@@ -8,6 +8,7 @@ pub(crate) mod delete;
 mod eval;
 mod plugins;
 mod query;
+mod rename;
 mod status;
 mod write;
 
@@ -62,6 +63,7 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/api/v1/series", delete(delete::delete_series))
         .route("/api/v1/stale", get(query::stale))
         .route("/api/v1/eval", get(eval::eval))
+        .route("/api/v1/rename", post(rename::rename))
         .route("/get_data", post(plugins::get_data))
         .route("/set_data", post(plugins::set_data))
         .route("/store_data", post(plugins::store_data))

@@ -389,6 +389,53 @@ impl Catalogue {
         Ok(changed as u64)
     }
 
+    /// Gives the live series `from` the name `to`. When `to` is already known the two rows
+    /// become one: the earlier first sighting, the later last sighting with its value, live.
+    /// Returns whether `from` was a live series.
+    pub fn rename_series(
+        &mut self,
+        from: &SeriesKey,
+        to: &SeriesKey,
+    ) -> Result<bool, CatalogueError> {
+        let at = self.at(&format!("rename {from} to {to}"));
+        let transaction = self.connection.transaction().context(|| at.clone())?;
+        let moved = transaction
+            .execute(
+                "INSERT INTO series (host, service, metric, uom, ds_type, first_seen, last_seen,
+                                     last_value, deleted_at)
+                 SELECT ?4, ?5, ?6, uom, ds_type, first_seen, last_seen, last_value, NULL
+                 FROM series
+                 WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL
+                 ON CONFLICT (host, service, metric) DO UPDATE SET
+                     first_seen = CASE WHEN deleted_at IS NULL
+                                       THEN min(first_seen, excluded.first_seen)
+                                       ELSE excluded.first_seen END,
+                     last_value = CASE WHEN deleted_at IS NULL AND last_seen >= excluded.last_seen
+                                       THEN last_value ELSE excluded.last_value END,
+                     last_seen = CASE WHEN deleted_at IS NULL
+                                      THEN max(last_seen, excluded.last_seen)
+                                      ELSE excluded.last_seen END,
+                     deleted_at = NULL",
+                params![
+                    from.host,
+                    from.service,
+                    from.metric,
+                    to.host,
+                    to.service,
+                    to.metric
+                ],
+            )
+            .context(|| at.clone())?;
+        transaction
+            .execute(
+                "DELETE FROM series WHERE host = ?1 AND service = ?2 AND metric = ?3",
+                params![from.host, from.service, from.metric],
+            )
+            .context(|| at.clone())?;
+        transaction.commit().context(|| at.clone())?;
+        Ok(moved > 0)
+    }
+
     /// Whether the database is in WAL mode (for tests and `/status`).
     pub fn journal_mode(&self) -> Result<String, CatalogueError> {
         self.connection

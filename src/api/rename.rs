@@ -1,0 +1,71 @@
+//! `POST /api/v1/rename?host=OLD&to_host=NEW[&service=OLD&to_service=NEW]`: a host, or one
+//! service of it, takes a new name on the node that owns both names (see `rename`); asked of
+//! another node, the request is passed to that owner.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::Value;
+
+use super::{blocking, ApiError, Node};
+
+pub async fn rename(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let field = |name: &str| {
+        form_urlencoded::parse(raw.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let bad = |message: &str| ApiError(StatusCode::BAD_REQUEST, message.to_owned());
+    let (Some(host), Some(to_host)) = (field("host"), field("to_host")) else {
+        return Err(bad("host and to_host are needed"));
+    };
+    let services = match (field("service"), field("to_service")) {
+        (None, None) => None,
+        (Some(service), Some(to_service)) => Some((service, to_service)),
+        _ => return Err(bad("service and to_service go together")),
+    };
+    if host.is_empty() || to_host.is_empty() {
+        return Err(bad("host names cannot be empty"));
+    }
+    let owner = node.cluster.owner(&host);
+    if owner != node.cluster.owner(&to_host) {
+        return Err(bad(&format!(
+            "{host:?} and {to_host:?} are kept by different nodes; \
+             a rename moves files within one node"
+        )));
+    }
+    if let Some(owner) = owner {
+        let path = format!("/api/v1/rename?{raw}");
+        let asked = node.clone();
+        let (status, answer) = blocking(move || Ok(asked.cluster.post(owner, &path)?)).await?;
+        return match status {
+            200 => Ok(Json(answer)),
+            _ => Err(ApiError(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                answer["error"]
+                    .as_str()
+                    .unwrap_or("the owner refused")
+                    .to_owned(),
+            )),
+        };
+    }
+    let renamed = blocking(move || {
+        let from = (host.as_str(), services.as_ref().map(|(s, _)| s.as_str()));
+        let to = (to_host.as_str(), services.as_ref().map(|(_, s)| s.as_str()));
+        Ok(crate::rename::rename_here(&node, from, to)?)
+    })
+    .await?;
+    if renamed.series == 0 && renamed.kept.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "nothing stored under that name".into(),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "renamed": renamed })))
+}

@@ -1,0 +1,189 @@
+//! Renaming a host, or a service of a host, on the node that owns both names: files move,
+//! catalogue rows and last values follow, and where the new name already has data the two
+//! are merged.
+//!
+//! The shards are held still while it happens ([`crate::enqueuer::Enqueuer::pause`]): each
+//! first writes what it has queued and closes the files of both hosts, so no point is written
+//! into a file being moved, and points arriving meanwhile wait in the shards' channels (for the
+//! old name they start the old series afresh afterwards). Whisper files are merged as
+//! graphite's `whisper-merge` does (each archive's points written into the destination, the
+//! source winning where both have a value), the source then goes to the trash. RRD files
+//! cannot take points older than their last update, so an RRD series whose new name already
+//! has a file is left under its old name and reported. InfluxDB keeps points under the tags
+//! they were written with.
+
+use std::path::Path;
+
+use anyhow::Context;
+use perfpipe_backend::SeriesKey;
+use perfpipe_whisper::WhisperFile;
+use serde::Serialize;
+
+use crate::api::Node;
+
+/// What a rename did.
+#[derive(Debug, Default, Serialize)]
+pub struct Renamed {
+    /// Series that carry the new name now.
+    pub series: u64,
+    /// Files moved to the new name.
+    pub moved: u64,
+    /// Files merged into the new name's file.
+    pub merged: u64,
+    /// Files left under the old name (and why).
+    pub kept: Vec<String>,
+}
+
+/// Renames on this node: host `from.0` → `to.0`, and with a service only that service
+/// (`from.1` → `to.1`) of the host.
+pub fn rename_here(
+    node: &Node,
+    from: (&str, Option<&str>),
+    to: (&str, Option<&str>),
+) -> anyhow::Result<Renamed> {
+    let _paused = node.enqueuer.pause(&[from.0.to_owned(), to.0.to_owned()]);
+    let mut catalogue = crate::storage::open_catalogue(&node.config)?;
+    let series: Vec<SeriesKey> = catalogue
+        .metrics(from.0)?
+        .into_iter()
+        .map(|info| info.key)
+        .filter(|key| from.1.is_none_or(|service| key.service == service))
+        .collect();
+    // Fresh backend values, for where each keeps a series (the shards' own are paused).
+    let backends = crate::storage::open_backends(&node.config)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut renamed = Renamed::default();
+    for old in &series {
+        let new = SeriesKey::new(to.0, to.1.unwrap_or(&old.service), &*old.metric);
+        let mut kept = false;
+        for backend in &backends {
+            let place =
+                |key: &SeriesKey| backend.stored_at(&key.host, Some((&key.service, &key.metric)));
+            let (Some(source), Some(target)) = (place(old)?, place(&new)?) else {
+                continue;
+            };
+            if !source.exists() {
+                continue;
+            }
+            if !target.exists() {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::rename(&source, &target).with_context(|| {
+                    format!("moving {} to {}", source.display(), target.display())
+                })?;
+                renamed.moved += 1;
+            } else if backend.name() == "whisper" {
+                merge_whisper(&source, &target, now)?;
+                crate::trash::move_to_trash(&node.config.data_dir, &[source])?;
+                renamed.merged += 1;
+            } else {
+                renamed.kept.push(format!(
+                    "{}: {old} stays, {new} already has a file it cannot merge into",
+                    backend.name()
+                ));
+                kept = true;
+            }
+        }
+        if !kept {
+            catalogue.rename_series(old, &new)?;
+            let values = node
+                .last_values
+                .with_values(old, |values| values.iter().copied().collect::<Vec<_>>());
+            if let Some(values) = values {
+                let points: Vec<perfpipe_backend::Point> = values
+                    .into_iter()
+                    .map(|(timestamp, value)| perfpipe_backend::Point { timestamp, value })
+                    .collect();
+                node.last_values.record(&new, &points);
+                node.last_values
+                    .forget(&old.host, Some((&old.service, &old.metric)));
+            }
+            renamed.series += 1;
+        }
+    }
+    Ok(renamed)
+}
+
+/// Writes every point of the Whisper file `source` into `target`, archive by archive: each
+/// archive's span that no finer archive covers, so that coarse values never land on times a
+/// finer archive holds.
+fn merge_whisper(source: &Path, target: &Path, now: i64) -> anyhow::Result<()> {
+    let from = WhisperFile::open_read_only(source)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let mut into =
+        WhisperFile::open(target).with_context(|| format!("opening {}", target.display()))?;
+    let mut newest = now;
+    for archive in from.info().archives.clone() {
+        let oldest = now - archive.retention() as i64;
+        if let Some(fetched) =
+            from.fetch_archive(oldest, newest, now, Some(archive.seconds_per_point))?
+        {
+            let points: Vec<(i64, f64)> = fetched
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, value)| {
+                    value.map(|value| (fetched.from + slot as i64 * i64::from(fetched.step), value))
+                })
+                .filter(|&(timestamp, _)| timestamp < newest || newest == now)
+                .collect();
+            into.update_many(&points, now)
+                .with_context(|| format!("merging into {}", target.display()))?;
+        }
+        newest = oldest;
+    }
+    Ok(())
+}
+
+/// `perfpipe rename --host OLD NEW [--service OLD NEW] [--url URL]`.
+#[derive(clap::Args)]
+pub struct RenameArgs {
+    /// The host's old and new name.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], required = true)]
+    host: Vec<String>,
+    /// Only this service of the host: its old and new name.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    service: Option<Vec<String>>,
+    /// The node to ask (any node; it passes the request to the owner).
+    #[arg(long, default_value = "http://127.0.0.1:8480")]
+    url: String,
+}
+
+/// Asks a running node to rename and prints what it did.
+pub fn run(args: RenameArgs) -> anyhow::Result<()> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("host", &args.host[0])
+        .append_pair("to_host", &args.host[1]);
+    if let Some(service) = &args.service {
+        query
+            .append_pair("service", &service[0])
+            .append_pair("to_service", &service[1]);
+    }
+    let url = format!(
+        "{}/api/v1/rename?{}",
+        args.url.trim_end_matches('/'),
+        query.finish()
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut answer = agent
+        .post(&url)
+        .send_empty()
+        .with_context(|| format!("asking {}", args.url))?;
+    let status = answer.status().as_u16();
+    let text = answer.body_mut().read_to_string()?;
+    anyhow::ensure!(
+        status == 200,
+        "{} refused the rename ({status}): {text}",
+        args.url
+    );
+    println!("{text}");
+    Ok(())
+}
