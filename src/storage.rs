@@ -39,6 +39,33 @@ fn open_backend(
     })
 }
 
+/// Seconds between the stored values of aggregate series: every time zone's hours and
+/// midnights fall on a multiple of 15 minutes, so each value keeps its period's start exactly.
+const AGGREGATE_STEP: u64 = 900;
+
+/// The one archive of a new aggregate series' Whisper file (`None` for other series): its
+/// rule's retention of that level, plus the period being closed (a period's value is written
+/// when it ends, one period after its stamp) and an hour for a day that DST makes longer.
+fn aggregate_archives(
+    rules: &crate::rollup::RollupRules,
+    key: &perfpipe_backend::SeriesKey,
+) -> Option<Vec<perfpipe_whisper::ArchiveSpec>> {
+    use crate::rollup::Level;
+    let aggregate = crate::rollup::parse_aggregate_service(&key.service)?;
+    let (_, rule) = rules.rule_for(&key.host, aggregate.base, &key.metric)?;
+    let retention = rule.retention();
+    let (kept, period) = match aggregate.level {
+        Level::Hour => (retention.hours, 3_600),
+        Level::Day => (retention.days, 86_400 + 3_600),
+        Level::Week => (retention.weeks, 7 * 86_400 + 3_600),
+        Level::Month => (retention.months, 31 * 86_400 + 3_600),
+    };
+    let seconds = (u64::from(kept) + 1) * period;
+    let points = seconds.div_ceil(AGGREGATE_STEP);
+    perfpipe_whisper::parse_retentions(&format!("{AGGREGATE_STEP}s:{}s", points * AGGREGATE_STEP))
+        .ok()
+}
+
 fn open_whisper(
     config: &Config,
     max_open_files: usize,
@@ -53,6 +80,12 @@ fn open_whisper(
         .with_context(|| format!("whisper.aggregation = {:?}", settings.aggregation))?;
     whisper.x_files_factor = settings.xff;
     whisper.max_open_files = max_open_files;
+    if !config.rollups.is_empty() {
+        let rules = crate::rollup::RollupRules::new(config.rollups.clone())?;
+        whisper.archives_by_series = Some(perfpipe_whisper::ArchivesBySeries(std::sync::Arc::new(
+            move |key| aggregate_archives(&rules, key),
+        )));
+    }
     if settings.sparse {
         whisper.preallocation = perfpipe_whisper::Preallocation::Sparse;
     }

@@ -78,6 +78,29 @@ fn closed_hours_are_aggregated_into_their_own_series() {
             );
         }
     }
+    // Aggregates keep their own resolution and their rule's retention (plus the period being
+    // closed): 15-minute slots, 26 hours for the hour level; the base series the configured
+    // archives.
+    let info = |path: &str| -> serde_json::Value {
+        let output = std::process::Command::new("/usr/bin/python3")
+            .args(["/usr/bin/whisper-info", "--json"])
+            .arg(dir.join("data/whisper").join(path))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let suffix = if weekend(first_hour) {
+        "%2Fweekend"
+    } else {
+        ""
+    };
+    let hourly = info(&format!("web/http%2FH%2Favg{suffix}/time.wsp"));
+    assert_eq!(hourly["archives"][0]["secondsPerPoint"], 900, "{hourly}");
+    assert_eq!(hourly["maxRetention"], 26 * 3600, "{hourly}");
+    let base = info("web/http/time.wsp");
+    assert_eq!(base["archives"][0]["secondsPerPoint"], 60, "{base}");
+
     let metrics = node.get("/api/v1/hosts/web/metrics").json();
     let services: Vec<&str> = metrics["metrics"]
         .as_array()

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use perfpipe_backend::{
@@ -54,6 +55,25 @@ pub struct WhisperConfig {
     /// Files kept open between calls, at most (0 keeps none open). Each open file also keeps up
     /// to 8 KiB of its content in memory (see [`WhisperBackend`]).
     pub max_open_files: usize,
+    /// Archives of new files of particular series (aggregates kept at their own resolution),
+    /// instead of `archives`.
+    pub archives_by_series: Option<ArchivesBySeries>,
+}
+
+/// Chooses the archives of a new file by its series; `None` = the configured `archives`.
+#[derive(Clone)]
+pub struct ArchivesBySeries(pub Arc<dyn Fn(&SeriesKey) -> Option<Vec<ArchiveSpec>> + Send + Sync>);
+
+impl std::fmt::Debug for ArchivesBySeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArchivesBySeries(..)")
+    }
+}
+
+impl PartialEq for ArchivesBySeries {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl WhisperConfig {
@@ -67,6 +87,7 @@ impl WhisperConfig {
             x_files_factor: DEFAULT_X_FILES_FACTOR,
             preallocation: Preallocation::Zeros,
             max_open_files: MAX_OPEN_FILES,
+            archives_by_series: None,
         }
     }
 }
@@ -178,7 +199,7 @@ impl WhisperBackend {
             }
         }
         let path = self.series_path(&batch.key)?;
-        let mut file = self.open_or_create(&path)?;
+        let mut file = self.open_or_create(&path, &batch.key)?;
         let summary = file
             .update(points, now, &mut self.scratch, false)?
             .unwrap_or_default();
@@ -196,7 +217,7 @@ impl WhisperBackend {
         Ok((summary.stored, summary.dropped))
     }
 
-    fn open_or_create(&self, path: &Path) -> Result<WhisperFile, WhisperError> {
+    fn open_or_create(&self, path: &Path, key: &SeriesKey) -> Result<WhisperFile, WhisperError> {
         match WhisperFile::open(path) {
             Ok(file) => return Ok(file),
             Err(WhisperError::Io { source, .. })
@@ -208,9 +229,13 @@ impl WhisperBackend {
                 .map_err(|error| WhisperError::io("create directory", directory, error))?;
         }
         let config = &self.config;
+        let chosen = config
+            .archives_by_series
+            .as_ref()
+            .and_then(|choose| (choose.0)(key));
         match WhisperFile::create_with(
             path,
-            &config.archives,
+            chosen.as_deref().unwrap_or(&config.archives),
             config.aggregation,
             config.x_files_factor,
             config.preallocation,

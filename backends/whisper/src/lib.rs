@@ -20,7 +20,9 @@ pub mod python_set_order;
 pub mod retention;
 
 pub use aggregation::AggregationMethod;
-pub use backend::{Clock, WhisperBackend, WhisperConfig, DEFAULT_RETENTIONS, MAX_OPEN_FILES};
+pub use backend::{
+    ArchivesBySeries, Clock, WhisperBackend, WhisperConfig, DEFAULT_RETENTIONS, MAX_OPEN_FILES,
+};
 pub use error::WhisperError;
 pub use format::{
     ArchiveInfo, FetchedSeries, Header, Preallocation, UpdateSummary, WhisperFile,
