@@ -60,9 +60,12 @@ pub struct WhisperConfig {
     pub archives_by_series: Option<ArchivesBySeries>,
 }
 
-/// Chooses the archives of a new file by its series; `None` = the configured `archives`.
+/// The archives of a new file of a series; `None` = the configured `archives`.
+pub type ChooseArchives = dyn Fn(&SeriesKey) -> Option<Vec<ArchiveSpec>> + Send + Sync;
+
+/// Chooses the archives of new files by their series.
 #[derive(Clone)]
-pub struct ArchivesBySeries(pub Arc<dyn Fn(&SeriesKey) -> Option<Vec<ArchiveSpec>> + Send + Sync>);
+pub struct ArchivesBySeries(pub Arc<ChooseArchives>);
 
 impl std::fmt::Debug for ArchivesBySeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
