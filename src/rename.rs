@@ -30,7 +30,7 @@ pub struct Renamed {
     pub moved: u64,
     /// Files merged into the new name's file.
     pub merged: u64,
-    /// Files left under the old name (and why).
+    /// Series left whole under the old name (and why).
     pub kept: Vec<String>,
 }
 
@@ -57,53 +57,60 @@ pub fn rename_here(
     let mut renamed = Renamed::default();
     for old in &series {
         let new = SeriesKey::new(to.0, to.1.unwrap_or(&old.service), &*old.metric);
-        let mut kept = false;
+        // Where each backend keeps the two names: (backend, source, target), source existing.
+        let mut places = Vec::new();
         for backend in &backends {
             let place =
                 |key: &SeriesKey| backend.stored_at(&key.host, Some((&key.service, &key.metric)));
-            let (Some(source), Some(target)) = (place(old)?, place(&new)?) else {
-                continue;
-            };
-            if !source.exists() {
-                continue;
-            }
-            if !target.exists() {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
+            if let (Some(source), Some(target)) = (place(old)?, place(&new)?) {
+                if source.exists() {
+                    places.push((backend.name(), source, target));
                 }
-                std::fs::rename(&source, &target).with_context(|| {
-                    format!("moving {} to {}", source.display(), target.display())
-                })?;
-                renamed.moved += 1;
-            } else if backend.name() == "whisper" {
+            }
+        }
+        // A series one backend cannot merge stays whole under its old name, so its files,
+        // catalogue row and last values never disagree about its name.
+        let unmergeable: Vec<&str> = places
+            .iter()
+            .filter(|(backend, _, target)| target.exists() && *backend != "whisper")
+            .map(|(backend, _, _)| *backend)
+            .collect();
+        if !unmergeable.is_empty() {
+            renamed.kept.push(format!(
+                "{old} stays: {new} already has {} files it cannot be merged into",
+                unmergeable.join(", ")
+            ));
+            continue;
+        }
+        for (_, source, target) in places {
+            if target.exists() {
                 merge_whisper(&source, &target, now)?;
                 crate::trash::move_to_trash(&node.config.data_dir, &[source])?;
                 renamed.merged += 1;
-            } else {
-                renamed.kept.push(format!(
-                    "{}: {old} stays, {new} already has a file it cannot merge into",
-                    backend.name()
-                ));
-                kept = true;
+                continue;
             }
-        }
-        if !kept {
-            catalogue.rename_series(old, &new)?;
-            let values = node
-                .last_values
-                .with_values(old, |values| values.iter().copied().collect::<Vec<_>>());
-            if let Some(values) = values {
-                let points: Vec<perfpipe_backend::Point> = values
-                    .into_iter()
-                    .map(|(timestamp, value)| perfpipe_backend::Point { timestamp, value })
-                    .collect();
-                node.last_values.record(&new, &points);
-                node.last_values
-                    .forget(&old.host, Some((&old.service, &old.metric)));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
-            renamed.series += 1;
+            std::fs::rename(&source, &target)
+                .with_context(|| format!("moving {} to {}", source.display(), target.display()))?;
+            renamed.moved += 1;
         }
+        catalogue.rename_series(old, &new)?;
+        let values = node
+            .last_values
+            .with_values(old, |values| values.iter().copied().collect::<Vec<_>>());
+        if let Some(values) = values {
+            let points: Vec<perfpipe_backend::Point> = values
+                .into_iter()
+                .map(|(timestamp, value)| perfpipe_backend::Point { timestamp, value })
+                .collect();
+            node.last_values.record(&new, &points);
+            node.last_values
+                .forget(&old.host, Some((&old.service, &old.metric)));
+        }
+        renamed.series += 1;
     }
     Ok(renamed)
 }

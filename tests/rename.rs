@@ -97,3 +97,42 @@ fn a_renamed_host_merges_into_the_new_name_under_load() {
     let stored = values(&node, "busy::load::load1", oldest - 60, t0 + 60);
     assert_eq!(stored.len() as u64, busy);
 }
+
+/// RRD files cannot take older points: a series whose new name already has one stays whole
+/// under its old name (no file of it moves), and the answer says so. (RRD needs the `rrd`
+/// feature, which the test command turns on.)
+#[cfg(feature = "rrd")]
+#[test]
+fn a_series_rrd_cannot_merge_stays_whole_under_its_old_name() {
+    let dir = temp_dir("rename-rrd");
+    let config = config(
+        &dir,
+        "backends = [\"whisper\", \"rrd\"]\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+    );
+    let node = Node::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+    ]);
+    let t = (now() / 300 - 10) * 300;
+    let lines =
+        format!("{t}||a||Disk||OK||used=1\n{t}||b||Disk||OK||used=2\n{t}||a||Load||OK||load1=3\n");
+    assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+    node.wait_written(3);
+    let answer = node.post("/api/v1/rename?host=a&to_host=b", "text/plain", "");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let renamed = &answer.json()["renamed"];
+    assert_eq!(renamed["series"], 1, "{renamed}");
+    assert_eq!(renamed["moved"], 2, "{renamed}");
+    let kept = renamed["kept"][0].as_str().unwrap();
+    assert!(
+        kept.contains("a::Disk::used stays") && kept.contains("rrd"),
+        "{kept}"
+    );
+    let whisper = dir.join("data/whisper");
+    assert!(whisper.join("a/Disk/used.wsp").exists());
+    assert!(whisper.join("b/Load/load1.wsp").exists());
+    assert!(!whisper.join("a/Load/load1.wsp").exists());
+    assert!(dir.join("data/rrd/b/Load/load1").exists());
+}
