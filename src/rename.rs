@@ -8,9 +8,9 @@
 //! old name they start the old series afresh afterwards). Whisper files are merged as
 //! graphite's `whisper-merge` does (each archive's points written into the destination, the
 //! source winning where both have a value), the source then goes to the trash. RRD files
-//! cannot take points older than their last update, so an RRD series whose new name already
-//! has a file is left under its old name and reported. InfluxDB keeps points under the tags
-//! they were written with.
+//! cannot take points older than their last update, so a series whose new name already has
+//! an RRD file stays whole under its old name (no file of it moves) and is reported. InfluxDB
+//! keeps points under the tags they were written with.
 
 use std::path::Path;
 
