@@ -37,6 +37,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 
+mod support;
+use support::{cpu_seconds, signal, start_perf};
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "End-to-end load driver for perfpipe serve")]
 struct Args {
@@ -634,27 +637,6 @@ fn start_node(binary: &Path, config: &Path) -> anyhow::Result<(Child, String, Ar
     Ok((child, address, log))
 }
 
-/// `perf record -e cpu-clock -g -p PID -o FILE`, given half a second to attach.
-fn start_perf(pid: u32, file: &Path) -> anyhow::Result<Child> {
-    let perf = Command::new("perf")
-        .args([
-            "record",
-            "-e",
-            "cpu-clock",
-            "-g",
-            "-p",
-            &pid.to_string(),
-            "-o",
-        ])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting perf")?;
-    std::thread::sleep(Duration::from_millis(500));
-    Ok(perf)
-}
-
 /// Ends the `perf record` running, if one is, and waits for it to write its file.
 fn stop_perf(guard: &mut Guard) -> anyhow::Result<()> {
     if let Some(mut perf) = guard.perf.take() {
@@ -662,29 +644,6 @@ fn stop_perf(guard: &mut Guard) -> anyhow::Result<()> {
         let _ = perf.wait();
     }
     Ok(())
-}
-
-/// utime + stime of `/proc/<which>/stat`, in seconds.
-fn cpu_seconds(which: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{which}/stat"))?;
-    let after = stat.rsplit_once(')').context("/proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 fn vm_hwm_kb(pid: u32) -> anyhow::Result<u64> {
@@ -698,15 +657,6 @@ fn vm_hwm_kb(pid: u32) -> anyhow::Result<u64> {
         .nth(1)
         .context("VmHWM value")?
         .parse()?)
-}
-
-fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    ensure!(status.success(), "kill -{name} {pid} failed");
-    Ok(())
 }
 
 fn now() -> i64 {

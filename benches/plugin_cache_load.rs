@@ -53,6 +53,9 @@ use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+mod support;
+use support::{clock_ticks, cpu_seconds, signal, start_perf};
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load driver of perfpipe's plugin cache (get_data/set_data) against Redis")]
 struct Args {
@@ -1070,48 +1073,6 @@ fn on_path(program: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-/// `perf record -e cpu-clock -g -p PID -o FILE`, given half a second to attach.
-fn start_perf(pid: u32, file: &Path) -> anyhow::Result<Child> {
-    let perf = Command::new("perf")
-        .args([
-            "record",
-            "-e",
-            "cpu-clock",
-            "-g",
-            "-p",
-            &pid.to_string(),
-            "-o",
-        ])
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting perf")?;
-    std::thread::sleep(Duration::from_millis(500));
-    Ok(perf)
-}
-
-fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .context("running kill")?;
-    ensure!(status.success(), "kill -{name} {pid} failed");
-    Ok(())
-}
-
-/// utime + stime of `/proc/<which>/stat`, in seconds.
-fn cpu_seconds(which: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{which}/stat"))?;
-    let after = stat.rsplit_once(')').context("/proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks())
-}
-
 /// cutime + cstime of this process (its children waited for), in seconds.
 fn children_cpu_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
@@ -1135,19 +1096,6 @@ fn machine_busy_seconds() -> anyhow::Result<f64> {
     let busy: u64 =
         ticks.iter().take(8).sum::<u64>() - ticks.get(3).unwrap_or(&0) - ticks.get(4).unwrap_or(&0);
     Ok(busy as f64 / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 /// A `Vm...:` line of `/proc/PID/status`, in kB.
