@@ -218,19 +218,8 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let mut answer = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| format!("asking {}", self.nodes[index]))?;
-        let status = answer.status().as_u16();
-        let text = answer
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer of {}", self.nodes[index]))?;
-        let json = serde_json::from_str(&text)
-            .with_context(|| format!("{} answered {status}: {text}", self.nodes[index]))?;
-        Ok((status, json))
+        let answer = self.agent.get(&url).call();
+        self.json_answer(index, answer)
     }
 
     /// `POST path_and_query` (no body) on peer `index`: its status and JSON answer.
@@ -240,13 +229,22 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let mut answer = self
-            .agent
-            .post(&url)
-            .send_empty()
-            .with_context(|| format!("asking {}", self.nodes[index]))?;
+        let answer = self.agent.post(&url).send_empty();
+        self.json_answer(index, answer)
+    }
+
+    /// A peer's answer as status and JSON; errors name the peer.
+    fn json_answer(
+        &self,
+        index: usize,
+        answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut answer = answer.with_context(|| format!("asking {}", self.nodes[index]))?;
         let status = answer.status().as_u16();
-        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        let text = answer
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer of {}", self.nodes[index]))?;
         let json = serde_json::from_str(&text)
             .with_context(|| format!("{} answered {status}: {text}", self.nodes[index]))?;
         Ok((status, json))
