@@ -13,7 +13,7 @@ use axum::Json;
 use perfpipe_backend::SeriesKey;
 use serde_json::Value;
 
-use super::{blocking, ApiError, Node};
+use super::{blocking, owner_answer, ApiError, Node};
 use crate::cluster::path_segment;
 use crate::expr::{self, Sample, SeriesName};
 use crate::lastvalues::LastValues;
@@ -108,17 +108,8 @@ pub async fn eval(
     if let Some(&Some(owner)) = owners.first() {
         let path = format!("/api/v1/eval?expr={}", path_segment(&text));
         let asked = node.clone();
-        let (status, answer) = blocking(move || Ok(asked.cluster.get(owner, &path)?)).await?;
-        return match status {
-            200 => Ok(Json(answer)),
-            _ => Err(ApiError(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                answer["error"]
-                    .as_str()
-                    .unwrap_or("the owner refused")
-                    .to_owned(),
-            )),
-        };
+        let answer = blocking(move || Ok(asked.cluster.get(owner, &path)?)).await?;
+        return owner_answer(answer);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

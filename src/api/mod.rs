@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde_json::Value;
 
 use crate::cachemanager::CacheManager;
 use crate::cluster::Cluster;
@@ -92,6 +93,21 @@ impl From<anyhow::Error> for ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; the node's log has the details".into(),
         )
+    }
+}
+
+/// The answer of the owner node a request was passed to, as this node's answer: its JSON on
+/// 200, otherwise its status with its error message.
+fn owner_answer((status, answer): (u16, Value)) -> Result<Json<Value>, ApiError> {
+    match status {
+        200 => Ok(Json(answer)),
+        _ => Err(ApiError(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            answer["error"]
+                .as_str()
+                .unwrap_or("the owner refused")
+                .to_owned(),
+        )),
     }
 }
 

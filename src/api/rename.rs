@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
 
-use super::{blocking, ApiError, Node};
+use super::{blocking, owner_answer, ApiError, Node};
 
 pub async fn rename(
     State(node): State<Arc<Node>>,
@@ -43,17 +43,8 @@ pub async fn rename(
     if let Some(owner) = owner {
         let path = format!("/api/v1/rename?{raw}");
         let asked = node.clone();
-        let (status, answer) = blocking(move || Ok(asked.cluster.post(owner, &path)?)).await?;
-        return match status {
-            200 => Ok(Json(answer)),
-            _ => Err(ApiError(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                answer["error"]
-                    .as_str()
-                    .unwrap_or("the owner refused")
-                    .to_owned(),
-            )),
-        };
+        let answer = blocking(move || Ok(asked.cluster.post(owner, &path)?)).await?;
+        return owner_answer(answer);
     }
     let renamed = blocking(move || {
         let from = (host.as_str(), services.as_ref().map(|(s, _)| s.as_str()));
