@@ -22,7 +22,7 @@
 //!
 //! Run: `cargo bench --bench load_driver -- [--hosts 10000 --services 10 --metrics 3
 //! --rounds 4 --round-step 60 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000
-//! --max-batch-age 5s --retentions 60s:1d,1h:7d --rollups --perf FILE]`; `--perf FILE` records
+//! --max-batch-age 5s --retentions 60s:1d,1h:7d --wal 10ms|off --rollups --perf FILE]`; `--perf FILE` records
 //! the node with `perf record -e cpu-clock -g` (one recording, from the first post of the
 //! phases `--perf-phase` names until their points are written). Files take disk space: the
 //! default workload (300,000 series) writes about 6 GB under the temp dir.
@@ -84,6 +84,10 @@ struct Args {
     /// timezone UTC, to the node's config.
     #[arg(long)]
     rollups: bool,
+    /// wal.sync_interval of the node (a duration with unit), or `off` for `wal.enabled =
+    /// false`: the write-ahead log's cost is this run against one with `off`.
+    #[arg(long, default_value = "10ms")]
+    wal: String,
     /// Give up (and fail) after this many seconds in all.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
@@ -138,7 +142,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  parameters: --hosts {} --services {} --metrics {} --rounds {} --round-step {} \
          --batch {} --clients {} --shards {} --max-batch-points {} --max-batch-age {} \
-         --max-queued-points {} --retentions {}{}",
+         --max-queued-points {} --retentions {} --wal {}{}",
         args.hosts,
         args.services,
         args.metrics,
@@ -151,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         args.max_batch_age,
         args.max_queued_points,
         args.retentions,
+        args.wal,
         if args.rollups { " --rollups" } else { "" }
     );
     println!(
@@ -214,6 +219,10 @@ fn main() -> anyhow::Result<()> {
         age = args.max_batch_age,
         mqp = args.max_queued_points,
     );
+    config.push_str(&match args.wal.as_str() {
+        "off" => "[wal]\nenabled = false\n".to_owned(),
+        interval => format!("[wal]\nsync_interval = {interval:?}\n"),
+    });
     if args.rollups {
         config.push_str(
             "[[rollups]]\n\

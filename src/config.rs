@@ -40,6 +40,7 @@ pub struct Config {
     pub influxdb: InfluxConfig,
     pub cluster: ClusterConfig,
     pub enqueuer: EnqueuerConfig,
+    pub wal: WalConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
     /// How many values of which series the last-values cache keeps.
@@ -63,6 +64,7 @@ impl Default for Config {
             influxdb: InfluxConfig::default(),
             cluster: ClusterConfig::default(),
             enqueuer: EnqueuerConfig::default(),
+            wal: WalConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
             last_values: vec![crate::lastvalues::LastValuesRule::default()],
@@ -165,6 +167,37 @@ impl Default for EnqueuerConfig {
             max_batch_points: 1000,
             max_batch_age: Duration::from_secs(5),
             max_queued_points: 10_000_000,
+        }
+    }
+}
+
+/// The write-ahead log (see `crate::wal`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Log writes before acknowledging them. Off, a node killed loses what its queues held.
+    pub enabled: bool,
+    /// Default `<data_dir>/wal`.
+    pub dir: Option<PathBuf>,
+    /// Group commit: writes arriving within this of each other share one `fdatasync`, and
+    /// each waits for it.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// A segment is sealed at this size...
+    pub segment_size: ByteSize,
+    /// ...or at this age, and deleted once its points are in every backend.
+    #[serde(with = "humantime_serde")]
+    pub segment_age: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            enabled: true,
+            dir: None,
+            sync_interval: Duration::from_millis(10),
+            segment_size: ByteSize::mb(64),
+            segment_age: Duration::from_secs(30),
         }
     }
 }
@@ -331,6 +364,13 @@ impl Config {
     }
 
     /// Where Whisper files live.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"))
+    }
+
     pub fn whisper_dir(&self) -> PathBuf {
         self.whisper
             .dir

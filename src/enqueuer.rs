@@ -71,6 +71,9 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     /// Flushes done.
     pub flushes: AtomicU64,
+    /// Points given up at shutdown because a backend stayed down (still in the write-ahead
+    /// log, which keeps them for the next start).
+    pub abandoned: AtomicU64,
     /// Per backend, in config order.
     pub backends: Vec<BackendCounters>,
 }
@@ -149,6 +152,8 @@ impl RollupSettings {
 enum Command {
     Points(Vec<SeriesPoints>),
     Flush(Sender<()>),
+    /// Answered once every point received before it is written.
+    Barrier(Sender<()>),
     Forget {
         host: String,
         series: Option<(String, String)>,
@@ -167,9 +172,69 @@ pub struct PausedShards {
     _resume: Vec<Sender<()>>,
 }
 
+/// Waits until every shard has written the points it was given before the wait began (the
+/// write-ahead log's cue to delete a segment). It holds the shards weakly, so it never keeps
+/// the enqueuer from shutting down: once it has, [`Barrier::wait`] answers `false`.
+pub struct Barrier(BarrierKind);
+
+enum BarrierKind {
+    Shards(std::sync::Weak<Vec<Sender<Command>>>),
+    #[cfg(test)]
+    Manual(std::sync::Mutex<Receiver<()>>),
+}
+
+impl Barrier {
+    /// Blocks until every shard has written what it held when this was called: `true`, or
+    /// `false` when the shards stopped first. Points are not flushed early for it; they go
+    /// out on their own count or age, so this takes up to `max_batch_age` (longer while a
+    /// backend is down and being retried, which is the point).
+    pub fn wait(&self) -> bool {
+        match &self.0 {
+            BarrierKind::Shards(senders) => {
+                let Some(senders) = senders.upgrade() else {
+                    return false;
+                };
+                let mut passed = Vec::with_capacity(senders.len());
+                for sender in senders.iter() {
+                    let (ack, answer) = mpsc::channel();
+                    if sender.send(Command::Barrier(ack)).is_err() {
+                        return false;
+                    }
+                    passed.push(answer);
+                }
+                drop(senders);
+                passed.into_iter().all(|answer| answer.recv().is_ok())
+            }
+            #[cfg(test)]
+            BarrierKind::Manual(passes) => passes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv()
+                .is_ok(),
+        }
+    }
+
+    /// A barrier that passes once per `()` sent, and fails when the sender is dropped.
+    #[cfg(test)]
+    pub fn manual() -> (Barrier, Sender<()>) {
+        let (pass, passes) = mpsc::channel();
+        (
+            Barrier(BarrierKind::Manual(std::sync::Mutex::new(passes))),
+            pass,
+        )
+    }
+
+    /// A barrier that never passes.
+    #[cfg(test)]
+    pub fn never() -> Barrier {
+        Barrier::manual().0
+    }
+}
+
 /// The front end's handle on the shards.
 pub struct Enqueuer {
-    senders: Vec<Sender<Command>>,
+    /// Shared only weakly, with [`Barrier`]s.
+    senders: Arc<Vec<Sender<Command>>>,
     threads: Vec<JoinHandle<()>>,
     /// Set by [`Enqueuer::shutdown`]: a shard retrying a down backend gives up after a few
     /// more tries instead of retrying forever, so shutdown cannot hang on it.
@@ -223,6 +288,8 @@ impl Enqueuer {
                 counters: counters.clone(),
                 stopping: stopping.clone(),
                 index,
+                epoch: 0,
+                barriers: Vec::new(),
                 rollups: settings
                     .rollups
                     .as_ref()
@@ -236,7 +303,7 @@ impl Enqueuer {
             threads.push(thread);
         }
         Ok(Enqueuer {
-            senders,
+            senders: Arc::new(senders),
             threads,
             stopping,
             queued,
@@ -253,6 +320,11 @@ impl Enqueuer {
     /// Points queued and not yet written.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// A barrier over every shard, for the write-ahead log.
+    pub fn barrier(&self) -> Barrier {
+        Barrier(BarrierKind::Shards(Arc::downgrade(&self.senders)))
     }
 
     /// Number of shards.
@@ -333,7 +405,7 @@ impl Enqueuer {
     pub fn pause(&self, hosts: &[String]) -> PausedShards {
         let mut resume = Vec::with_capacity(self.senders.len());
         let mut acks = Vec::with_capacity(self.senders.len());
-        for sender in &self.senders {
+        for sender in self.senders.iter() {
             let (paused, paused_ack) = mpsc::channel();
             let (release, held) = mpsc::channel();
             if sender
@@ -383,13 +455,16 @@ impl Enqueuer {
 
     /// Flushes every queue and stops the shards. Commands already sent are handled first; a
     /// backend that stays down is tried three more times per flush, then its points are counted
-    /// as failed, so shutdown cannot hang on it.
-    pub fn shutdown(self) {
+    /// as failed, so shutdown cannot hang on it. Answers whether every queued point was
+    /// written (no backend given up on, no shard thread lost).
+    pub fn shutdown(self) -> bool {
         self.stopping.store(true, Ordering::Release);
         drop(self.senders);
+        let mut joined = true;
         for thread in self.threads {
-            let _ = thread.join();
+            joined &= thread.join().is_ok();
         }
+        joined && self.counters.abandoned.load(Ordering::Acquire) == 0
     }
 }
 
@@ -409,6 +484,9 @@ struct SeriesQueue {
     points: Vec<Point>,
     levels: Vec<(i64, Levels)>,
     oldest: Instant,
+    /// The shard's barrier epoch when this queue began: a barrier of a later epoch waits for
+    /// it to be written.
+    epoch: u64,
 }
 
 struct Shard {
@@ -422,6 +500,10 @@ struct Shard {
     index: usize,
     /// This shard's aggregates of its own series, when rollups are configured.
     rollups: Option<Rollups>,
+    /// Barriers received so far; queues begun before barrier `n` have an epoch below `n`.
+    epoch: u64,
+    /// Barriers not yet passed, with their epochs, oldest first.
+    barriers: Vec<(u64, Sender<()>)>,
 }
 
 /// How often quiet series' ended periods are closed.
@@ -467,6 +549,14 @@ impl Shard {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
                     self.flush(all, false);
                     let _ = ack.send(());
+                }
+                Ok(Command::Barrier(ack)) => {
+                    if self.queues.is_empty() {
+                        let _ = ack.send(());
+                    } else {
+                        self.epoch += 1;
+                        self.barriers.push((self.epoch, ack));
+                    }
                 }
                 Ok(Command::Forget { host, series, done }) => {
                     let _ = done.send(self.forget(&host, series));
@@ -516,7 +606,24 @@ impl Shard {
                 if !old.is_empty() {
                     self.flush(old, false);
                 }
+                self.pass_barriers();
             }
+        }
+    }
+
+    /// Answers the barriers that no queue still waiting to be written began before.
+    fn pass_barriers(&mut self) {
+        if self.barriers.is_empty() {
+            return;
+        }
+        let oldest = self.queues.values().map(|queue| queue.epoch).min();
+        let passed = self
+            .barriers
+            .iter()
+            .take_while(|(epoch, _)| oldest.is_none_or(|oldest| oldest >= *epoch))
+            .count();
+        for (_, ack) in self.barriers.drain(..passed) {
+            let _ = ack.send(());
         }
     }
 
@@ -564,6 +671,7 @@ impl Shard {
                     points: Vec::new(),
                     levels: Vec::new(),
                     oldest: Instant::now(),
+                    epoch: self.epoch,
                 });
             queue.uom = series.uom;
             queue.points.extend(series.points);
@@ -649,6 +757,7 @@ impl Shard {
                 counters,
                 shutting_down,
                 &self.stopping,
+                &self.counters.abandoned,
             );
         }
         if let Some(last_values) = &self.settings.last_values {
@@ -675,6 +784,7 @@ fn write_with_retries(
     counters: &BackendCounters,
     shutting_down: bool,
     stopping: &AtomicBool,
+    abandoned: &AtomicU64,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
@@ -701,6 +811,7 @@ fn write_with_retries(
                 if (shutting_down || stopping.load(Ordering::Acquire)) && attempts >= 3 {
                     let points: usize = batches.iter().map(|batch| batch.points.len()).sum();
                     counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+                    abandoned.fetch_add(points as u64, Ordering::AcqRel);
                     error!(backend = backend.name(), %failure, points, "giving up at shutdown");
                     return;
                 }

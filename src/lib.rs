@@ -24,3 +24,4 @@ pub mod routing;
 pub mod server;
 pub mod storage;
 pub mod trash;
+pub mod wal;

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::api::{Endpoint, Node};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::enqueuer::{Enqueuer, EnqueuerSettings};
+use crate::enqueuer::{EnqueueError, Enqueuer, EnqueuerSettings};
 
 /// The last-values cache's file under the data dir.
 const LAST_VALUES_FILE: &str = "last-values";
@@ -79,6 +79,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ))
         }),
     )?;
+    let wal = if config.wal.enabled {
+        Some(start_wal(&config, &enqueuer)?)
+    } else {
+        None
+    };
     let cluster = Cluster::new(&config)?;
     let plugins = crate::cachemanager::CacheManager::open(&config)?;
     let node = Arc::new(Node {
@@ -87,6 +92,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster,
         plugins,
         last_values,
+        wal,
         started: Instant::now(),
     });
 
@@ -99,15 +105,82 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // Every request has finished; the node is ours alone again.
     let node = Arc::into_inner(node).context("requests still hold the node after shutdown")?;
+    if let Some(wal) = &node.wal {
+        wal.stop();
+    }
     let queued = node.enqueuer.queued();
     info!(queued, "flushing queues");
-    node.enqueuer.shutdown();
+    let all_written = node.enqueuer.shutdown();
+    if let Some(wal) = &node.wal {
+        if all_written {
+            wal.remove_all()?;
+        } else {
+            tracing::warn!("points not written are kept in the write-ahead log for the next start");
+        }
+    }
     let path = node.config.data_dir.join(LAST_VALUES_FILE);
     node.last_values
         .save(&path)
         .with_context(|| format!("saving {}", path.display()))?;
     info!("stopped");
     Ok(())
+}
+
+/// Replays what the write-ahead log holds into the queues, then starts logging.
+fn start_wal(config: &Config, enqueuer: &Enqueuer) -> anyhow::Result<crate::wal::Wal> {
+    let dir = config.wal_dir();
+    let mut failure = None;
+    let replayed = crate::wal::replay(&dir, |series| {
+        if failure.is_none() {
+            failure = enqueue_patiently(enqueuer, series).err();
+        }
+    })?;
+    if let Some(failure) = failure {
+        return Err(failure).context("replaying the write-ahead log");
+    }
+    let settings = crate::wal::WalSettings {
+        dir,
+        sync_interval: config.wal.sync_interval,
+        segment_size: config.wal.segment_size.as_u64(),
+        segment_age: config.wal.segment_age,
+    };
+    Ok(crate::wal::Wal::start(
+        settings,
+        replayed,
+        enqueuer.barrier(),
+    )?)
+}
+
+/// Queues replayed points, waiting while the queues are full, and in smaller parts when they
+/// are more than the queues hold at once (`max_queued_points` lowered since they were logged).
+fn enqueue_patiently(
+    enqueuer: &Enqueuer,
+    series: Vec<crate::enqueuer::SeriesPoints>,
+) -> Result<(), EnqueueError> {
+    loop {
+        match enqueuer.enqueue(series.clone()) {
+            Ok(_) => return Ok(()),
+            Err(EnqueueError::Full { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(EnqueueError::TooLarge { limit, .. }) => {
+                for mut one in series {
+                    let levels = std::mem::take(&mut one.levels);
+                    for points in one.points.chunks(limit.max(1)) {
+                        let part = crate::enqueuer::SeriesPoints {
+                            key: one.key.clone(),
+                            uom: one.uom.clone(),
+                            points: points.to_vec(),
+                            levels: levels.clone(),
+                        };
+                        enqueue_patiently(enqueuer, vec![part])?;
+                    }
+                }
+                return Ok(());
+            }
+            Err(gone) => return Err(gone),
+        }
+    }
 }
 
 async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {

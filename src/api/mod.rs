@@ -34,6 +34,8 @@ pub struct Node {
     pub cluster: Cluster,
     pub plugins: CacheManager,
     pub last_values: Arc<crate::lastvalues::LastValues>,
+    /// The write-ahead log, unless `wal.enabled = false`.
+    pub wal: Option<crate::wal::Wal>,
     pub started: Instant,
 }
 

@@ -40,6 +40,17 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
             .ok()
             .and_then(Result::ok);
     let (available_peer_refs, peers) = node.plugins.peers.status();
+    let wal = node.wal.as_ref().map(|wal| {
+        let wal = wal.counters();
+        json!({
+            "records": load(&wal.records),
+            "bytes": load(&wal.bytes),
+            "syncs": load(&wal.syncs),
+            "failures": load(&wal.failures),
+            "segments": load(&wal.segments),
+            "bytes_on_disk": load(&wal.bytes_on_disk),
+        })
+    });
     Json(json!({
         // The cache manager's fixed fields first (Opsview's shape), then the node's own.
         "ref": node.plugins.node_ref,
@@ -61,6 +72,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
         },
         "flushes": load(&counters.flushes),
         "backends": backends,
+        "wal": wal,
     }))
 }
 
@@ -135,5 +147,48 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "Backend calls that failed as a whole and were retried.",
         &per_backend(|b| b.retries.load(Ordering::Relaxed)),
     );
+    if let Some(wal) = &node.wal {
+        let wal = wal.counters();
+        for (name, kind, help, counter) in [
+            (
+                "perfpipe_wal_records_total",
+                "counter",
+                "Requests logged in the write-ahead log.",
+                &wal.records,
+            ),
+            (
+                "perfpipe_wal_bytes_total",
+                "counter",
+                "Bytes appended to the write-ahead log.",
+                &wal.bytes,
+            ),
+            (
+                "perfpipe_wal_syncs_total",
+                "counter",
+                "fdatasync calls of the write-ahead log (one per group commit).",
+                &wal.syncs,
+            ),
+            (
+                "perfpipe_wal_failures_total",
+                "counter",
+                "Requests the write-ahead log could not take (answered 503).",
+                &wal.failures,
+            ),
+            (
+                "perfpipe_wal_segments",
+                "gauge",
+                "Write-ahead log segments on disk.",
+                &wal.segments,
+            ),
+            (
+                "perfpipe_wal_bytes_on_disk",
+                "gauge",
+                "Bytes of write-ahead log segments on disk.",
+                &wal.bytes_on_disk,
+            ),
+        ] {
+            metric(name, kind, help, &plain(counter.load(Ordering::Relaxed)));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -59,9 +59,10 @@ pub async fn write(
             Some(owner) => remote.entry(owner).or_default().push(series),
         }
     }
-    if let Err(refusal) = node.enqueuer.enqueue(local) {
-        return Ok(refused(refusal));
-    }
+    let logged = match take_and_log(&node, local) {
+        Ok(logged) => logged,
+        Err(refusal) => return Ok(refused(refusal)),
+    };
     let forwards: Vec<_> = remote
         .into_iter()
         .map(|(owner, series)| {
@@ -70,6 +71,9 @@ pub async fn write(
         })
         .collect();
     let mut failures = Vec::new();
+    if let Err(failure) = logged.await {
+        failures.push(failure);
+    }
     for forward in forwards {
         match forward.await {
             Ok(Ok(())) => {}
@@ -104,7 +108,7 @@ fn unavailable(message: String) -> Response {
         .into_response()
 }
 
-/// Points forwarded by a peer: taken here, never forwarded again.
+/// Points forwarded by a peer: taken here, never forwarded again, and answered once logged.
 pub async fn internal_points(
     State(node): State<Arc<Node>>,
     body: Bytes,
@@ -112,10 +116,47 @@ pub async fn internal_points(
     let batch: WireBatch = serde_json::from_slice(&body)
         .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("points body: {error}")))?;
     let series: Vec<SeriesPoints> = batch.series.into_iter().map(SeriesPoints::from).collect();
-    match node.enqueuer.enqueue(series) {
-        Ok(points) => Ok(Json(serde_json::json!({ "points": points })).into_response()),
-        Err(refusal) => Ok(refused(refusal)),
+    let points: usize = series.iter().map(|series| series.points.len()).sum();
+    let logged = match take_and_log(&node, series) {
+        Ok(logged) => logged,
+        Err(refusal) => return Ok(refused(refusal)),
+    };
+    match logged.await {
+        Ok(()) => Ok(Json(serde_json::json!({ "points": points })).into_response()),
+        Err(failure) => Ok(unavailable(failure)),
     }
+}
+
+/// Queues `series` on this node's shards, then logs them in the write-ahead log; the future
+/// resolves once they are synced there (at once when there is no log or nothing to log).
+///
+/// Queued before logged: so every point in a log segment is queued before the segment is
+/// sealed and its barrier sent (see `crate::wal`). A point queued whose logging then fails is
+/// written all the same, only not acknowledged.
+fn take_and_log(
+    node: &Arc<Node>,
+    series: Vec<SeriesPoints>,
+) -> Result<impl std::future::Future<Output = Result<(), String>>, EnqueueError> {
+    let record = match &node.wal {
+        Some(_) if !series.is_empty() => Some(crate::wal::encode(&series)),
+        _ => None,
+    };
+    node.enqueuer.enqueue(series)?;
+    let node = node.clone();
+    Ok(async move {
+        let (Some(wal), Some(record)) = (&node.wal, record) else {
+            return Ok(());
+        };
+        wal.append(record).await.map_err(|failure| {
+            // The answer names no path of the node; its log has the whole error.
+            tracing::error!(%failure, "points not logged");
+            if failure.is_disk_full() {
+                "this node's disk is full: points not logged, retry later".to_owned()
+            } else {
+                "this node could not log the points (see its log); retry later".to_owned()
+            }
+        })
+    })
 }
 
 fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {

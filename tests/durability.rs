@@ -1,0 +1,226 @@
+//! kill -9 under load: clients write numbered points as fast as the node answers and record
+//! what it acknowledged; the node is killed with SIGKILL at a random moment and started again,
+//! round after round. Afterwards every acknowledged point is in the Whisper files, read back
+//! with graphite's own `whisper` module, and no slot holds a value that was never sent there.
+//!
+//! 20 rounds here; `PERFPIPE_KILL_ROUNDS=200` for the soak (`scripts/soak`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, now, temp_dir, Node, Poster};
+
+/// Client threads, each with its own hosts and its own numbering.
+const CLIENTS: usize = 4;
+/// Hosts per client: one point each per request.
+const HOSTS_PER_CLIENT: usize = 10;
+/// Requests per client at most: one minute apart, they fit the two days the files keep.
+const MAX_REQUESTS: usize = 2600;
+
+fn rounds() -> usize {
+    std::env::var("PERFPIPE_KILL_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(20)
+}
+
+/// A small xorshift generator: the kill moments vary per run, and the seed is printed so a
+/// failing run can be repeated (`PERFPIPE_KILL_SEED`).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn host(client: usize, h: usize) -> String {
+    format!("c{client}-h{h}")
+}
+
+/// Runs one client until `stop`, from request `next`; returns the requests acknowledged and
+/// where to go on from (a request not answered is never reused: its points may be stored).
+fn client(
+    address: String,
+    client: usize,
+    first: i64,
+    mut next: usize,
+    stop: Arc<AtomicBool>,
+) -> (Vec<usize>, usize) {
+    let poster = Poster::new(address);
+    let mut acknowledged = Vec::new();
+    while next < MAX_REQUESTS && !stop.load(Ordering::Relaxed) {
+        let i = next;
+        next += 1;
+        let lines: String = (0..HOSTS_PER_CLIENT)
+            .map(|h| {
+                format!(
+                    "{}||{}||Seq||OK||n={i}\n",
+                    first + i as i64 * 60,
+                    host(client, h)
+                )
+            })
+            .collect();
+        match poster.try_post("/api/v1/write", "text/plain", &lines) {
+            Some(200) => acknowledged.push(i),
+            Some(_) => {}
+            None => break, // killed
+        }
+    }
+    (acknowledged, next)
+}
+
+/// Every value of every series, read with graphite's `whisper.fetch`, by (client, host):
+/// `(from, step, values)`.
+fn fetch_all(whisper_dir: &Path, first: i64) -> serde_json::Value {
+    let script = r#"
+import json, sys, whisper
+root, first, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = {}
+for name in sys.argv[4:]:
+    (start, end, step), values = whisper.fetch(f"{root}/{name}/Seq/n.wsp", first - 60, until)
+    out[name] = [start, step, values]
+print(json.dumps(out))
+"#;
+    let mut names = Vec::new();
+    for c in 0..CLIENTS {
+        for h in 0..HOSTS_PER_CLIENT {
+            // The layout's encoding of `-` is %2D.
+            names.push(host(c, h).replace('-', "%2D"));
+        }
+    }
+    let output = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(whisper_dir)
+        .arg(first.to_string())
+        .arg(now().to_string())
+        .args(&names)
+        .output()
+        .expect("python3 with graphite's whisper (python3-whisper) runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_point() {
+    let dir = temp_dir("kill9");
+    let data = dir.join("data");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n\
+             [whisper]\nretentions = \"60s:2d\"\n\
+             [enqueuer]\nmax_batch_age = \"300ms\"\n\
+             [wal]\nsegment_age = \"200ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let seed = std::env::var("PERFPIPE_KILL_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| now() as u64 | 1);
+    eprintln!("kill moments from seed {seed} (PERFPIPE_KILL_SEED)");
+    let mut random = Random(seed);
+    let first = (now() - 46 * 3600) / 60 * 60;
+    let mut next = [0usize; CLIENTS];
+    let mut acknowledged: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); CLIENTS];
+
+    let rounds = rounds();
+    for round in 0..rounds {
+        let node = Node::start(&["--config", config.to_str().unwrap()]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (address, stop, from) = (node.address.clone(), stop.clone(), next[c]);
+                std::thread::spawn(move || client(address, c, first, from, stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + random.next() % 700));
+        let mut node = node;
+        node.child.kill().expect("SIGKILL");
+        node.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let mut acked_this_round = 0;
+        for (c, client) in clients.into_iter().enumerate() {
+            let (acked, went_to) = client.join().unwrap();
+            acked_this_round += acked.len();
+            acknowledged[c].extend(acked);
+            next[c] = went_to;
+        }
+        eprintln!("round {round}: {acked_this_round} requests acknowledged before SIGKILL");
+    }
+    let total: usize = acknowledged.iter().map(BTreeSet::len).sum();
+    assert!(
+        total > rounds * CLIENTS,
+        "the node took writes between kills ({total} requests acknowledged)"
+    );
+
+    // A last start replays what is left, and deletes each replayed segment once its points
+    // are written, while running; SIGTERM writes everything out.
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = node.get("/status").json();
+        if status["wal"]["segments"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replayed segments not deleted: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(node.terminate(), Some(0));
+
+    let fetched = fetch_all(&data.join("whisper"), first);
+    let mut checked = 0;
+    for (c, acknowledged) in acknowledged.iter().enumerate() {
+        for h in 0..HOSTS_PER_CLIENT {
+            let name = host(c, h).replace('-', "%2D");
+            let series = &fetched[&name];
+            let (from, step) = (series[0].as_i64().unwrap(), series[1].as_i64().unwrap());
+            let values = series[2].as_array().unwrap();
+            let value_of = |i: usize| {
+                let slot = ((first + i as i64 * 60 - from) / step) as usize;
+                values.get(slot).and_then(serde_json::Value::as_f64)
+            };
+            for &i in acknowledged {
+                assert_eq!(
+                    value_of(i),
+                    Some(i as f64),
+                    "{}, request {i}: acknowledged, not stored",
+                    host(c, h)
+                );
+                checked += 1;
+            }
+            // Nothing stored that was not sent to that minute.
+            for (slot, value) in values.iter().enumerate() {
+                if let Some(value) = value.as_f64() {
+                    let i = (from + slot as i64 * step - first) / 60;
+                    assert_eq!(value, i as f64, "{}: slot {slot}", host(c, h));
+                }
+            }
+        }
+    }
+    eprintln!("{checked} acknowledged points found, over {rounds} kills");
+    // Every segment was deleted once written.
+    let left = std::fs::read_dir(data.join("wal"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the log is empty after a clean stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
