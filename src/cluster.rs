@@ -92,19 +92,34 @@ impl From<WireLevels> for Levels {
     }
 }
 
+/// Why a peer did not take forwarded points.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Not reached, or it answered 5xx: worth handing off and retrying later.
+    #[error("forwarding to {node}: {message}")]
+    Unreachable { node: String, message: String },
+    /// It refused them (4xx): retrying the same points will not help.
+    #[error("forwarding to {node}: {status} {message}")]
+    Refused {
+        node: String,
+        status: u16,
+        message: String,
+    },
+}
+
 /// A forwarding request body.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireBatch {
     pub series: Vec<WireSeries>,
 }
 
-impl From<SeriesPoints> for WireSeries {
-    fn from(series: SeriesPoints) -> Self {
+impl From<&SeriesPoints> for WireSeries {
+    fn from(series: &SeriesPoints) -> Self {
         WireSeries {
-            h: series.key.host,
-            s: series.key.service,
-            m: series.key.metric,
-            u: series.uom,
+            h: series.key.host.clone(),
+            s: series.key.service.clone(),
+            m: series.key.metric.clone(),
+            u: series.uom.clone(),
             p: series
                 .points
                 .iter()
@@ -112,8 +127,8 @@ impl From<SeriesPoints> for WireSeries {
                 .collect(),
             l: series
                 .levels
-                .into_iter()
-                .map(|(timestamp, levels)| (timestamp, levels.into()))
+                .iter()
+                .map(|(timestamp, levels)| (*timestamp, (*levels).into()))
                 .collect(),
         }
     }
@@ -185,25 +200,44 @@ impl Cluster {
         &self.nodes[index]
     }
 
-    /// Sends `series` to peer `index`; an error names the peer and what it answered.
-    pub fn forward(&self, index: usize, series: Vec<SeriesPoints>) -> anyhow::Result<()> {
+    /// Sends `series` to peer `index`, answered once the peer has logged them; an error names
+    /// the peer and what it answered.
+    pub fn forward(&self, index: usize, series: &[SeriesPoints]) -> Result<(), ForwardError> {
+        let node = || self.nodes[index].clone();
         let url = format!("{}/internal/v1/points", self.nodes[index]);
         let body = WireBatch {
-            series: series.into_iter().map(WireSeries::from).collect(),
+            series: series.iter().map(WireSeries::from).collect(),
         };
-        let body = serde_json::to_vec(&body)?;
+        let body = serde_json::to_vec(&body).map_err(|error| ForwardError::Unreachable {
+            node: node(),
+            message: error.to_string(),
+        })?;
         let mut answer = self
             .agent
             .post(&url)
             .content_type("application/json")
             .send(&body[..])
-            .with_context(|| format!("forwarding to {}", self.nodes[index]))?;
+            .map_err(|error| ForwardError::Unreachable {
+                node: node(),
+                message: error.to_string(),
+            })?;
         let status = answer.status();
-        if !status.is_success() {
-            let text = answer.body_mut().read_to_string().unwrap_or_default();
-            anyhow::bail!("forwarding to {}: {status} {text}", self.nodes[index]);
+        if status.is_success() {
+            return Ok(());
         }
-        Ok(())
+        let message = answer.body_mut().read_to_string().unwrap_or_default();
+        if status.is_client_error() {
+            Err(ForwardError::Refused {
+                node: node(),
+                status: status.as_u16(),
+                message,
+            })
+        } else {
+            Err(ForwardError::Unreachable {
+                node: node(),
+                message: format!("{status} {message}"),
+            })
+        }
     }
 
     /// Every peer's index (not this node's).
@@ -321,7 +355,7 @@ mod tests {
             }],
             levels: vec![(7, levels)],
         };
-        let json = serde_json::to_string(&WireSeries::from(series.clone())).unwrap();
+        let json = serde_json::to_string(&WireSeries::from(&series)).unwrap();
         let back: WireSeries = serde_json::from_str(&json).unwrap();
         assert_eq!(SeriesPoints::from(back), series, "{json}");
     }

@@ -223,12 +223,6 @@ impl Barrier {
             pass,
         )
     }
-
-    /// A barrier that never passes.
-    #[cfg(test)]
-    pub fn never() -> Barrier {
-        Barrier::manual().0
-    }
 }
 
 /// The front end's handle on the shards.

@@ -84,6 +84,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let handoff = if config.wal.enabled {
+        Some(crate::handoff::Handoff::open(&config)?)
+    } else {
+        None
+    };
     let cluster = Cluster::new(&config)?;
     let plugins = crate::cachemanager::CacheManager::open(&config)?;
     let node = Arc::new(Node {
@@ -93,6 +98,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         plugins,
         last_values,
         wal,
+        handoff,
         started: Instant::now(),
     });
 
@@ -105,6 +111,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // Every request has finished; the node is ours alone again.
     let node = Arc::into_inner(node).context("requests still hold the node after shutdown")?;
+    if let Some(handoff) = &node.handoff {
+        handoff.stop();
+    }
     if let Some(wal) = &node.wal {
         wal.stop();
     }
@@ -144,10 +153,11 @@ fn start_wal(config: &Config, enqueuer: &Enqueuer) -> anyhow::Result<crate::wal:
         segment_size: config.wal.segment_size.as_u64(),
         segment_age: config.wal.segment_age,
     };
+    let barrier = enqueuer.barrier();
     Ok(crate::wal::Wal::start(
         settings,
         replayed,
-        enqueuer.barrier(),
+        Box::new(move |_| barrier.wait()),
     )?)
 }
 

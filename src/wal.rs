@@ -8,10 +8,11 @@
 //! appends: requests that arrive within `sync_interval` of the first share one write and one
 //! `fdatasync` (group commit), and [`Wal::append`] answers each only after that sync. A segment
 //! is sealed when it passes `segment_size` or is older than `segment_age`, and deleted once
-//! every point in it is in every backend, which the reaper thread learns from the enqueuer's
-//! barrier ([`crate::enqueuer::Barrier`]). The write path hands points to the enqueuer *before*
-//! logging them, so by the time a segment is sealed every point in it is already queued ahead
-//! of the barrier that is sent then.
+//! the reaper thread's [`Settle`] says its points are safe elsewhere. For the node's log that
+//! is the enqueuer's barrier ([`crate::enqueuer::Barrier`]): every point in it is in every
+//! backend. The write path hands points to the enqueuer *before* logging them, so by the time
+//! a segment is sealed every point in it is already queued ahead of the barrier sent then. For
+//! a hinted-handoff log ([`crate::handoff`]) it is the delivery of its records to their owner.
 //!
 //! On start, [`replay`] reads what segments are left, oldest first. A record whose length runs
 //! past the end of its segment, or whose checksum does not match, ends the segment: the rest is
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
 use tracing::{error, info, warn};
 
-use crate::enqueuer::{Barrier, SeriesPoints};
+use crate::enqueuer::SeriesPoints;
 
 /// The first bytes of every segment.
 const MAGIC: &[u8; 8] = b"PPWAL01\n";
@@ -106,6 +107,11 @@ struct Append {
     done: tokio::sync::oneshot::Sender<Result<(), WalError>>,
 }
 
+/// Called by the reaper with sealed segments, oldest first: `true` once their points are safe
+/// elsewhere (the segments are then deleted), `false` to stop reaping (the node is stopping;
+/// the segments stay for the next start).
+pub type Settle = Box<dyn FnMut(&[PathBuf]) -> bool + Send>;
+
 /// The running log: the committer and reaper threads.
 pub struct Wal {
     appends: Mutex<Option<Sender<Append>>>,
@@ -120,7 +126,7 @@ impl Wal {
     pub fn start(
         settings: WalSettings,
         replayed: Replayed,
-        barrier: Barrier,
+        settle: Settle,
     ) -> Result<Wal, WalError> {
         let counters = Arc::new(WalCounters::default());
         let (sealed_sender, sealed) = mpsc::channel::<Sealed>();
@@ -134,7 +140,7 @@ impl Wal {
         let reaper_counters = counters.clone();
         std::thread::Builder::new()
             .name("wal-reaper".into())
-            .spawn(move || reap(sealed, barrier, reaper_counters))
+            .spawn(move || reap(sealed, settle, reaper_counters))
             .map_err(|error| WalError::io(&settings.dir, error))?;
         let (appends, requests) = mpsc::channel::<Append>();
         let committer_counters = counters.clone();
@@ -176,6 +182,11 @@ impl Wal {
     /// The log's counters.
     pub fn counters(&self) -> &WalCounters {
         &self.counters
+    }
+
+    /// Whether any segment is on disk: records not yet settled, or an open segment.
+    pub fn has_segments(&self) -> bool {
+        self.counters.segments.load(Ordering::Acquire) > 0
     }
 
     /// Stops taking records and waits for the committer. The reaper is left to end by itself:
@@ -375,14 +386,14 @@ impl Committer {
     }
 }
 
-/// Deletes sealed segments once the enqueuer has written everything queued before them. All
-/// segments waiting share one barrier.
-fn reap(sealed: Receiver<Sealed>, barrier: Barrier, counters: Arc<WalCounters>) {
+/// Deletes sealed segments once `settle` says so; all segments waiting are settled together.
+fn reap(sealed: Receiver<Sealed>, mut settle: Settle, counters: Arc<WalCounters>) {
     while let Ok(first) = sealed.recv() {
         let mut due = vec![first];
         due.extend(sealed.try_iter());
-        if !barrier.wait() {
-            // The enqueuer is stopping; what it wrote is settled by the node's shutdown.
+        let paths: Vec<PathBuf> = due.iter().map(|segment| segment.path.clone()).collect();
+        if !settle(&paths) {
+            // The node is stopping; what is left is settled by its shutdown or next start.
             return;
         }
         for segment in due {
@@ -505,6 +516,21 @@ pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Rep
         );
     }
     Ok(replayed)
+}
+
+/// The payloads of a sealed segment's records from byte `from` on (`from` 0 = the first), each
+/// with the offset just past it; `None` when the file is not a segment.
+pub fn records_from(bytes: &[u8], from: usize) -> Option<Vec<(&[u8], usize)>> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let mut at = from.max(MAGIC.len());
+    let mut records = Vec::new();
+    while let Some((payload, next)) = next_record(bytes, at) {
+        records.push((payload, next));
+        at = next;
+    }
+    Some(records)
 }
 
 /// The payload of the record at `at` and where the next starts, if a whole, intact record
@@ -753,7 +779,7 @@ mod tests {
                 segment_age: Duration::from_secs(3600),
             },
             replayed,
-            Barrier::never(),
+            Box::new(|_| false),
         )
         .unwrap();
         (wal, taken)
@@ -818,7 +844,7 @@ mod tests {
     #[tokio::test]
     async fn segments_are_sealed_by_size_and_deleted_after_the_barrier() {
         let dir = tempfile::tempdir().unwrap();
-        let (barrier, passed) = Barrier::manual();
+        let (barrier, passed) = crate::enqueuer::Barrier::manual();
         let wal = Wal::start(
             WalSettings {
                 dir: dir.path().to_path_buf(),
@@ -827,7 +853,7 @@ mod tests {
                 segment_age: Duration::from_secs(3600),
             },
             Replayed::default(),
-            barrier,
+            Box::new(move |_| barrier.wait()),
         )
         .unwrap();
         for _ in 0..4 {

@@ -36,6 +36,8 @@ pub struct Node {
     pub last_values: Arc<crate::lastvalues::LastValues>,
     /// The write-ahead log, unless `wal.enabled = false`.
     pub wal: Option<crate::wal::Wal>,
+    /// Hint logs of the peers, unless the write-ahead log is off.
+    pub handoff: Option<crate::handoff::Handoff>,
     pub started: Instant,
 }
 

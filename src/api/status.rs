@@ -73,6 +73,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
         "flushes": load(&counters.flushes),
         "backends": backends,
         "wal": wal,
+        "handoff": node.handoff.as_ref().map(|handoff| handoff.backlog()),
     }))
 }
 
@@ -189,6 +190,39 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         ] {
             metric(name, kind, help, &plain(counter.load(Ordering::Relaxed)));
         }
+    }
+    if let Some(handoff) = &node.handoff {
+        let backlog = handoff.backlog();
+        let per_peer = |pick: fn(&crate::handoff::Backlog) -> u64| -> Vec<(String, u64)> {
+            backlog
+                .iter()
+                .map(|peer| (format!("{{peer=\"{}\"}}", peer.peer), pick(peer)))
+                .collect()
+        };
+        metric(
+            "perfpipe_handoff_segments",
+            "gauge",
+            "Hinted-handoff segments on disk waiting for their peer, per peer.",
+            &per_peer(|peer| peer.segments),
+        );
+        metric(
+            "perfpipe_handoff_bytes",
+            "gauge",
+            "Bytes of hinted points waiting for their peer, per peer.",
+            &per_peer(|peer| peer.bytes),
+        );
+        metric(
+            "perfpipe_handoff_delivered_total",
+            "counter",
+            "Hinted requests delivered to their peer, per peer.",
+            &per_peer(|peer| peer.delivered),
+        );
+        metric(
+            "perfpipe_handoff_refused_total",
+            "counter",
+            "Hinted requests their peer refused (4xx) and that were passed over, per peer.",
+            &per_peer(|peer| peer.refused),
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -8,11 +8,14 @@
 //! 413 when the body is over `max_body_size`, 415 for another content type, 400 when nothing
 //! could be taken at all.
 //!
-//! In a cluster, points of hosts owned by other nodes are forwarded, one request per peer and
-//! all peers at once, and the write is acknowledged only once every owner has taken its
-//! points; a peer that fails makes the answer 503 naming it (the points this node and the
-//! other peers took stay taken; a retry's duplicates are dropped or overwritten downstream).
-//! `POST /internal/v1/points` takes forwarded points and never forwards them again.
+//! A write is acknowledged once its points are in the write-ahead log (`crate::wal`) of their
+//! owner. In a cluster, points of hosts owned by other nodes are forwarded, one request per
+//! peer and all peers at once, and acknowledged once each owner has logged them; an owner that
+//! is down or answers 5xx has its points logged here instead, to be delivered when it is back
+//! (`crate::handoff`). A peer that refuses points (4xx), or a log that cannot take them, makes
+//! the answer 503 naming the reason (what others took stays taken; a retry's duplicates are
+//! dropped or overwritten downstream). `POST /internal/v1/points` takes forwarded points and
+//! never forwards them again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,9 +26,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use tracing::warn;
 
 use super::{blocking, ApiError, Node};
-use crate::cluster::WireBatch;
+use crate::cluster::{ForwardError, WireBatch};
 use crate::enqueuer::{EnqueueError, SeriesPoints};
 use crate::intake::{self, Format, IntakeError};
 
@@ -65,10 +69,7 @@ pub async fn write(
     };
     let forwards: Vec<_> = remote
         .into_iter()
-        .map(|(owner, series)| {
-            let node = node.clone();
-            tokio::task::spawn_blocking(move || node.cluster.forward(owner, series))
-        })
+        .map(|(owner, series)| tokio::spawn(to_owner(node.clone(), owner, series)))
         .collect();
     let mut failures = Vec::new();
     if let Err(failure) = logged.await {
@@ -77,8 +78,8 @@ pub async fn write(
     for forward in forwards {
         match forward.await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => failures.push(format!("{error:#}")),
-            Err(error) => failures.push(error.to_string()),
+            Ok(Err(failure)) => failures.push(failure),
+            Err(failure) => failures.push(failure.to_string()),
         }
     }
     if !failures.is_empty() {
@@ -106,6 +107,46 @@ fn unavailable(message: String) -> Response {
         Json(serde_json::json!({ "error": message })),
     )
         .into_response()
+}
+
+/// Hands `series` to their owner `owner`: forwarded, answered once the owner has logged
+/// them; or, when the owner cannot take them now or still has hinted points waiting here,
+/// logged here for it (hinted handoff), answered once synced.
+async fn to_owner(node: Arc<Node>, owner: usize, series: Vec<SeriesPoints>) -> Result<(), String> {
+    let backlog = node
+        .handoff
+        .as_ref()
+        .is_some_and(|handoff| handoff.has_backlog(owner));
+    let series = if backlog {
+        series
+    } else {
+        let forwarding = node.clone();
+        let (sent, series) = tokio::task::spawn_blocking(move || {
+            let sent = forwarding.cluster.forward(owner, &series);
+            (sent, series)
+        })
+        .await
+        .map_err(|failure| failure.to_string())?;
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(refused @ ForwardError::Refused { .. }) => return Err(refused.to_string()),
+            Err(unreachable) if node.handoff.is_some() => {
+                warn!(%unreachable, "points handed off to be delivered later");
+                series
+            }
+            Err(unreachable) => return Err(unreachable.to_string()),
+        }
+    };
+    let handoff = node.handoff.as_ref().expect("checked above");
+    handoff.hint(owner, &series).await.map_err(|failure| {
+        tracing::error!(%failure, "hinted points not logged");
+        if failure.is_disk_full() {
+            "this node's disk is full: points for a down owner not logged, retry later".to_owned()
+        } else {
+            "points for a down owner could not be logged here (see the node's log); retry later"
+                .to_owned()
+        }
+    })
 }
 
 /// Points forwarded by a peer: taken here, never forwarded again, and answered once logged.

@@ -59,8 +59,17 @@ impl Node {
             }
         }
         let address = address.expect("serve logs the address it listens on");
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the node never blocks on a full pipe; with
+        // PERFPIPE_TEST_LOG set, pass it on to the test's output.
+        let show = std::env::var_os("PERFPIPE_TEST_LOG").is_some();
+        let tag = address.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("[{tag}] {line}");
+                }
+            }
+        });
         Node { child, address }
     }
 
