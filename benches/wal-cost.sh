@@ -15,11 +15,15 @@ flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--hosts 2000 --rounds 4)
 cargo build --release --bin perfpipe >/dev/null
 cargo bench --bench load_driver --no-run >/dev/null 2>&1
+# Copies, so that the sources can change while this runs.
 out=$(mktemp -d)
+cp target/release/perfpipe "$out/perfpipe"
+driver=$(ls -t target/release/deps/load_driver-* | grep -v '\.d$' | head -1)
+cp "$driver" "$out/load_driver"
 for run in $(seq "$runs"); do
     for wal in off 10ms; do
         echo "== run $run, wal $wal"
-        cargo bench -q --bench load_driver -- "${flags[@]}" --wal "$wal" | tee "$out/$wal-$run.txt" |
+        "$out/load_driver" --bench --binary "$out/perfpipe" "${flags[@]}" --wal "$wal" | tee "$out/$wal-$run.txt" |
             grep -E "^  (phase|create|update|total) " || true
     done
 done

@@ -16,6 +16,7 @@ use anyhow::Context;
 use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
 use serde::{Deserialize, Serialize};
 
+use crate::cachemanager::peers::PEER_HEADER;
 use crate::config::Config;
 use crate::enqueuer::SeriesPoints;
 use crate::routing::owner_of_host;
@@ -33,6 +34,8 @@ pub struct Cluster {
     nodes: Vec<String>,
     self_index: usize,
     agent: ureq::Agent,
+    /// `cache.peer_secret`, sent with every call to a peer (empty: none sent).
+    secret: String,
 }
 
 /// Points of one series as they travel between nodes.
@@ -183,6 +186,7 @@ impl Cluster {
             nodes,
             self_index,
             agent,
+            secret: config.cache.peer_secret.clone(),
         })
     }
 
@@ -215,6 +219,7 @@ impl Cluster {
         let mut answer = self
             .agent
             .post(&url)
+            .header(PEER_HEADER, &self.secret)
             .content_type("application/json")
             .send(&body[..])
             .map_err(|error| ForwardError::Unreachable {
@@ -252,7 +257,11 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let answer = self.agent.get(&url).call();
+        let answer = self
+            .agent
+            .get(&url)
+            .header(PEER_HEADER, &self.secret)
+            .call();
         self.json_answer(index, answer)
     }
 
@@ -263,7 +272,11 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let answer = self.agent.post(&url).send_empty();
+        let answer = self
+            .agent
+            .post(&url)
+            .header(PEER_HEADER, &self.secret)
+            .send_empty();
         self.json_answer(index, answer)
     }
 
@@ -290,6 +303,7 @@ impl Cluster {
         let mut answer = self
             .agent
             .delete(&url)
+            .header(PEER_HEADER, &self.secret)
             .call()
             .with_context(|| format!("deleting on {}", self.nodes[index]))?;
         let status = answer.status();
@@ -309,6 +323,7 @@ impl Cluster {
         let mut answer = self
             .agent
             .get(&url)
+            .header(PEER_HEADER, &self.secret)
             .call()
             .with_context(|| format!("querying {}", self.nodes[index]))?;
         let status = answer.status();

@@ -41,6 +41,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub enqueuer: EnqueuerConfig,
     pub wal: WalConfig,
+    pub auth: AuthConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
     /// How many values of which series the last-values cache keeps.
@@ -65,6 +66,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             enqueuer: EnqueuerConfig::default(),
             wal: WalConfig::default(),
+            auth: AuthConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
             last_values: vec![crate::lastvalues::LastValuesRule::default()],
@@ -168,6 +170,28 @@ impl Default for EnqueuerConfig {
             max_batch_age: Duration::from_secs(5),
             max_queued_points: 10_000_000,
         }
+    }
+}
+
+/// Bearer tokens of the node's API, per scope (see `crate::api::auth`); a scope with none is
+/// open.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Tokens that may write (`POST /api/v1/write`).
+    pub write_tokens: Vec<String>,
+    /// Tokens that may read: queries, the catalogue, expressions, `/status`, `/metrics`.
+    pub query_tokens: Vec<String>,
+    /// Tokens that may delete and rename.
+    pub admin_tokens: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Whether any scope is behind tokens.
+    pub fn any(&self) -> bool {
+        !(self.write_tokens.is_empty()
+            && self.query_tokens.is_empty()
+            && self.admin_tokens.is_empty())
     }
 }
 

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Address of the HTTP API (default 127.0.0.1:8480; port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Listen on a non-loopback address even with no `[auth]` tokens (anyone who can reach
+    /// it may write, read and delete).
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -41,6 +45,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("listen = {:?} is not an address", config.listen))?,
     };
+    if !listen.ip().is_loopback() && !config.auth.any() && !args.insecure {
+        anyhow::bail!(
+            "refusing to listen on {listen} with no tokens: set [auth] write_tokens, \
+             query_tokens and admin_tokens, or pass --insecure to serve it open"
+        );
+    }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
     }

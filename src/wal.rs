@@ -5,8 +5,9 @@
 //! The log is a directory of segments named by a 16-digit number (`0000000000000007.wal`): an
 //! 8-byte magic, then records of `u32 length, u32 CRC-32 of the payload, payload`
 //! (little-endian), each payload one request's points ([`encode`]). One committer thread
-//! appends: requests that arrive within `sync_interval` of the first share one write and one
-//! `fdatasync` (group commit), and [`Wal::append`] answers each only after that sync. A segment
+//! appends, syncing at most once per `sync_interval`: a request after a quiet spell is synced
+//! at once, and the requests that arrive within the interval after a sync share the next write
+//! and `fdatasync` (group commit); [`Wal::append`] answers each only after its sync. A segment
 //! is sealed when it passes `segment_size` or is older than `segment_age`, and deleted once
 //! the reaper thread's [`Settle`] says its points are safe elsewhere. For the node's log that
 //! is the enqueuer's barrier ([`crate::enqueuer::Barrier`]): every point in it is in every
@@ -247,6 +248,9 @@ impl Committer {
     fn run(mut self, requests: Receiver<Append>) {
         let mut batch: Vec<Append> = Vec::new();
         let mut buffer: Vec<u8> = Vec::new();
+        let mut last_sync = Instant::now()
+            .checked_sub(self.settings.sync_interval)
+            .unwrap_or_else(Instant::now);
         loop {
             let first = match requests.recv_timeout(IDLE_CHECK.min(self.settings.segment_age)) {
                 Ok(first) => first,
@@ -257,7 +261,10 @@ impl Committer {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             batch.push(first);
-            let deadline = Instant::now() + self.settings.sync_interval;
+            // At most one sync per interval: a record arriving after a quiet spell is synced at
+            // once, one arriving just after a sync waits out the rest of the interval with
+            // whatever else arrives meanwhile.
+            let deadline = last_sync + self.settings.sync_interval;
             loop {
                 let now = Instant::now();
                 let next = if now >= deadline {
@@ -275,6 +282,7 @@ impl Committer {
                 frame(&append.record, &mut buffer);
             }
             let outcome = self.write_and_sync(&buffer, batch.len() as u64);
+            last_sync = Instant::now();
             if let Err(failure) = &outcome {
                 self.counters
                     .failures

@@ -4,6 +4,7 @@
 //! the points to the enqueuer. Handlers do their CPU work (parsing, file reads, SQLite) on
 //! tokio's blocking pool, never on the async workers.
 
+mod auth;
 pub(crate) mod delete;
 mod eval;
 mod plugins;
@@ -75,6 +76,10 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/fetch_data", post(plugins::fetch_data))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(internal)
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            auth::require_token,
+        ))
         .layer(axum::Extension(endpoint))
         .with_state(node)
 }
