@@ -30,17 +30,14 @@ fn rounds() -> usize {
         .unwrap_or(20)
 }
 
-/// A small xorshift generator: the kill moments vary per run, and the seed is printed so a
-/// failing run can be repeated (`PERFPIPE_KILL_SEED`).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// The kill moment of `round`, 100–800 ms after the start, from `seed`: the moments vary per
+/// run, and the seed is printed so a failing run can be repeated (`PERFPIPE_KILL_SEED`).
+/// (`DefaultHasher::new` hashes the same everywhere: a deterministic spread of the pair.)
+fn kill_after(seed: u64, round: usize) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (seed, round).hash(&mut hasher);
+    Duration::from_millis(100 + hasher.finish() % 700)
 }
 
 fn host(client: usize, h: usize) -> String {
@@ -134,7 +131,6 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| now() as u64 | 1);
     eprintln!("kill moments from seed {seed} (PERFPIPE_KILL_SEED)");
-    let mut random = Random(seed);
     let first = (now() - 46 * 3600) / 60 * 60;
     let mut next = [0usize; CLIENTS];
     let mut acknowledged: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); CLIENTS];
@@ -149,7 +145,7 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
                 std::thread::spawn(move || client(address, c, first, from, stop))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100 + random.next() % 700));
+        std::thread::sleep(kill_after(seed, round));
         let mut node = node;
         node.child.kill().expect("SIGKILL");
         node.child.wait().unwrap();
