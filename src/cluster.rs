@@ -217,9 +217,7 @@ impl Cluster {
             message: error.to_string(),
         })?;
         let mut answer = self
-            .agent
-            .post(&url)
-            .header(PEER_HEADER, &self.secret)
+            .as_peer(self.agent.post(&url))
             .content_type("application/json")
             .send(&body[..])
             .map_err(|error| ForwardError::Unreachable {
@@ -245,6 +243,16 @@ impl Cluster {
         }
     }
 
+    /// `request` marked as a call between nodes: `X-Perfpipe-Peer` with `cache.peer_secret`,
+    /// when there is one.
+    fn as_peer<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if self.secret.is_empty() {
+            request
+        } else {
+            request.header(PEER_HEADER, &self.secret)
+        }
+    }
+
     /// Every peer's index (not this node's).
     pub fn peers(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(move |&index| index != self.self_index)
@@ -257,11 +265,7 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let answer = self
-            .agent
-            .get(&url)
-            .header(PEER_HEADER, &self.secret)
-            .call();
+        let answer = self.as_peer(self.agent.get(&url)).call();
         self.json_answer(index, answer)
     }
 
@@ -272,11 +276,7 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let answer = self
-            .agent
-            .post(&url)
-            .header(PEER_HEADER, &self.secret)
-            .send_empty();
+        let answer = self.as_peer(self.agent.post(&url)).send_empty();
         self.json_answer(index, answer)
     }
 
@@ -301,9 +301,7 @@ impl Cluster {
     pub fn delete(&self, index: usize, path_and_query: &str) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
         let mut answer = self
-            .agent
-            .delete(&url)
-            .header(PEER_HEADER, &self.secret)
+            .as_peer(self.agent.delete(&url))
             .call()
             .with_context(|| format!("deleting on {}", self.nodes[index]))?;
         let status = answer.status();
@@ -321,9 +319,7 @@ impl Cluster {
     pub fn query(&self, index: usize, raw_query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         let url = format!("{}/api/v1/query?{raw_query}&local=true", self.nodes[index]);
         let mut answer = self
-            .agent
-            .get(&url)
-            .header(PEER_HEADER, &self.secret)
+            .as_peer(self.agent.get(&url))
             .call()
             .with_context(|| format!("querying {}", self.nodes[index]))?;
         let status = answer.status();

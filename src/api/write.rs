@@ -138,15 +138,21 @@ async fn to_owner(node: Arc<Node>, owner: usize, series: Vec<SeriesPoints>) -> R
         }
     };
     let handoff = node.handoff.as_ref().expect("checked above");
-    handoff.hint(owner, &series).await.map_err(|failure| {
-        tracing::error!(%failure, "hinted points not logged");
-        if failure.is_disk_full() {
-            "this node's disk is full: points for a down owner not logged, retry later".to_owned()
-        } else {
-            "points for a down owner could not be logged here (see the node's log); retry later"
-                .to_owned()
-        }
-    })
+    handoff
+        .hint(owner, &series)
+        .await
+        .map_err(|failure| not_logged(&failure, "points for a down owner"))
+}
+
+/// The answer for points a log did not take. It names no path of the node: the node's log has
+/// the whole error.
+fn not_logged(failure: &crate::wal::WalError, what: &str) -> String {
+    tracing::error!(%failure, what, "points not logged");
+    if failure.is_disk_full() {
+        format!("this node's disk is full: {what} not logged, retry later")
+    } else {
+        format!("{what} could not be logged on this node (see its log); retry later")
+    }
 }
 
 /// Points forwarded by a peer: taken here, never forwarded again, and answered once logged.
@@ -188,15 +194,9 @@ fn take_and_log(
         let (Some(wal), Some(record)) = (&node.wal, record) else {
             return Ok(());
         };
-        wal.append(record).await.map_err(|failure| {
-            // The answer names no path of the node; its log has the whole error.
-            tracing::error!(%failure, "points not logged");
-            if failure.is_disk_full() {
-                "this node's disk is full: points not logged, retry later".to_owned()
-            } else {
-                "this node could not log the points (see its log); retry later".to_owned()
-            }
-        })
+        wal.append(record)
+            .await
+            .map_err(|failure| not_logged(&failure, "points"))
     })
 }
 
