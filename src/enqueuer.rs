@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use perfpipe_backend::{Backend, Levels, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::rollup::{AggregatePoint, RollupRules, Rollups};
 
@@ -771,7 +771,10 @@ impl Shard {
 
 /// One backend call for the batches; a call that fails as a whole is retried with backoff
 /// (indefinitely while running, the points staying queued; three times in all once the node is
-/// stopping).
+/// stopping). Series that failed because the disk is full are retried the same way, alone:
+/// writes to that backend pause (one log line when they pause, one when they resume) until
+/// space returns, and meanwhile the queues fill and the front end answers 503. Other per-series
+/// failures are counted and logged.
 fn write_with_retries(
     backend: &mut dyn Backend,
     batches: &[SeriesBatch],
@@ -782,28 +785,64 @@ fn write_with_retries(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
+    // The series still to write once the disk had no room for them.
+    let mut disk_full: Option<Vec<SeriesBatch>> = None;
     loop {
         attempts += 1;
-        match backend.write(batches) {
+        let giving_up = (shutting_down || stopping.load(Ordering::Acquire)) && attempts >= 3;
+        let current = disk_full.as_deref().unwrap_or(batches);
+        match backend.write(current) {
             Ok(report) => {
                 counters
                     .written
                     .fetch_add(report.written, Ordering::Relaxed);
                 counters.late.fetch_add(report.late, Ordering::Relaxed);
-                for (key, failure) in &report.failed {
-                    let points = batches
+                let points_of = |key: &SeriesKey| {
+                    current
                         .iter()
                         .find(|batch| &batch.key == key)
-                        .map_or(0, |batch| batch.points.len());
+                        .map_or(0, |batch| batch.points.len())
+                };
+                let mut no_room = Vec::new();
+                for (key, failure) in &report.failed {
+                    if failure.is_disk_full() && !giving_up {
+                        no_room.push(key);
+                        continue;
+                    }
+                    let points = points_of(key);
                     counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+                    if failure.is_disk_full() {
+                        abandoned.fetch_add(points as u64, Ordering::AcqRel);
+                    }
                     warn!(backend = backend.name(), series = %key, %failure, "series not written");
                 }
-                return;
+                if no_room.is_empty() {
+                    if disk_full.is_some() {
+                        info!(backend = backend.name(), "disk space back: writes resumed");
+                    }
+                    return;
+                }
+                if disk_full.is_none() {
+                    error!(
+                        backend = backend.name(),
+                        series = no_room.len(),
+                        "disk full: writes paused until space returns"
+                    );
+                }
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                let retry: Vec<SeriesBatch> = current
+                    .iter()
+                    .filter(|batch| no_room.contains(&&batch.key))
+                    .cloned()
+                    .collect();
+                disk_full = Some(retry);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(failure) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
-                if (shutting_down || stopping.load(Ordering::Acquire)) && attempts >= 3 {
-                    let points: usize = batches.iter().map(|batch| batch.points.len()).sum();
+                if giving_up {
+                    let points: usize = current.iter().map(|batch| batch.points.len()).sum();
                     counters.failed.fetch_add(points as u64, Ordering::Relaxed);
                     abandoned.fetch_add(points as u64, Ordering::AcqRel);
                     error!(backend = backend.name(), %failure, points, "giving up at shutdown");

@@ -412,3 +412,183 @@ print(json.dumps({name: whisper.fetch(f"{root}/{name}/Seq/n.wsp", first - 60, un
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Mounts a tmpfs of `size` at `dir` (root, or passwordless sudo, is needed; the test command
+/// runs as root on CI machines). Unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut mount = if root {
+            Command::new("mount")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "mount"]);
+            sudo
+        };
+        let status = mount
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root or sudo -n");
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let _ = if root {
+            Command::new("umount").arg(&self.0).status()
+        } else {
+            Command::new("sudo")
+                .args(["-n", "umount"])
+                .arg(&self.0)
+                .status()
+        };
+    }
+}
+
+/// The data dir on a small tmpfs, filled up while a client writes: the node answers 503 (its
+/// log has no room) instead of acknowledging, the Whisper writes pause, and once space is freed
+/// both resume; every acknowledged point ends up in the files.
+#[test]
+fn a_full_disk_pauses_writes_and_loses_no_acknowledged_point() {
+    let dir = temp_dir("disk-full");
+    let data = dir.join("data");
+    let disk = SmallDisk::mount(&data, "12m");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n\
+             [whisper]\nretentions = \"60s:2d\"\n\
+             [enqueuer]\nmax_batch_age = \"100ms\"\n\
+             [wal]\nsegment_size = \"256KB\"\nsegment_age = \"200ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    // All but about 600 KB taken by a file the test will delete: room for a dozen new
+    // series (a file of two days of minutes is 34 KB) and a little log.
+    let filler = data.join("filler");
+    let free = {
+        let output = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        text.lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    std::fs::write(&filler, vec![1u8; (free - 600 * 1024) as usize]).unwrap();
+
+    // Request i: a point for each of 4 new hosts, value i.
+    let t = (now() - 3600) / 60 * 60;
+    let host = |i: usize, k: usize| format!("r{i}-h{k}");
+    let request = |i: usize| -> String {
+        (0..4)
+            .map(|k| format!("{t}||{}||Disk||OK||n={i}\n", host(i, k)))
+            .collect()
+    };
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let mut i = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while refused < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk never filled up ({} acknowledged)",
+            acknowledged.len()
+        );
+        let answer = node.post("/api/v1/write", "text/plain", &request(i));
+        match answer.status {
+            200 => acknowledged.push(i),
+            503 => {
+                refused += 1;
+                assert!(
+                    !answer.body.contains(data.to_str().unwrap()),
+                    "the answer names no path: {}",
+                    answer.body
+                );
+                assert!(
+                    answer.head.to_ascii_lowercase().contains("retry-after"),
+                    "{}",
+                    answer.head
+                );
+            }
+            other => panic!("request {i}: {other} {}", answer.body),
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "disk full after {} acknowledged requests; {refused} answered 503",
+        acknowledged.len()
+    );
+
+    // Space returns: writes are taken again.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = (0..200).find_map(|_| {
+        let answer = node.post("/api/v1/write", "text/plain", &request(i));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        (answer.status == 200).then_some(i - 1)
+    });
+    let resumed = resumed.expect("writes taken again once space returned");
+    acknowledged.push(resumed);
+    for _ in 0..10 {
+        let answer = node.post("/api/v1/write", "text/plain", &request(i));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        acknowledged.push(i);
+        i += 1;
+    }
+    assert_eq!(node.terminate(), Some(0));
+
+    let script = r#"
+import json, os, sys, whisper
+root, t = sys.argv[1], int(sys.argv[2])
+out = {}
+for name in sys.argv[3:]:
+    path = f"{root}/{name}/Disk/n.wsp"
+    if not os.path.exists(path):
+        out[name] = None
+        continue
+    (start, end, step), values = whisper.fetch(path, t - 60, t + 60)
+    out[name] = values[(t - start) // step]
+print(json.dumps(out))
+"#;
+    let names: Vec<String> = acknowledged
+        .iter()
+        .flat_map(|&i| (0..4).map(move |k| host(i, k).replace('-', "%2D")))
+        .collect();
+    let output = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(data.join("whisper"))
+        .arg(t.to_string())
+        .args(&names)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for &i in &acknowledged {
+        for k in 0..4 {
+            let name = host(i, k).replace('-', "%2D");
+            assert_eq!(
+                stored[&name].as_f64(),
+                Some(i as f64),
+                "{name}: acknowledged, not stored"
+            );
+        }
+    }
+    eprintln!("{} acknowledged requests all stored", acknowledged.len());
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}

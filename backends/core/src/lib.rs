@@ -270,6 +270,25 @@ pub enum BackendError {
     Store(String),
 }
 
+impl BackendError {
+    /// The disk (or the quota) is full: the write may succeed once space returns, so it is
+    /// worth retrying rather than counting as failed. librrd reports it only as text.
+    pub fn is_disk_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        match self {
+            BackendError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(ENOSPC | EDQUOT))
+            }
+            BackendError::Store(message) => {
+                message.contains("No space left on device")
+                    || message.contains("Disk quota exceeded")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The contract of a storage backend.
 pub trait Backend: Send {
     /// A short name for logs and metrics (`whisper`, `rrd`, `influxdb`).
