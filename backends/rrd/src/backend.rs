@@ -100,15 +100,82 @@ struct Writer {
     arguments: Vec<String>,
 }
 
+/// librrd's words for a file that is not a whole RRD (`rrd_open.c`): such a file is moved aside
+/// rather than failing every write of its series.
+const CORRUPT_MARKERS: [&str; 6] = [
+    "is not an RRD file",
+    "is too small (should be",
+    "reached EOF while loading header",
+    "short read while reading header",
+    "created on another architecture",
+    "can't handle RRD file version",
+];
+
+/// Whether `error` says the regular file `path` is not a whole RRD. An empty file fails to
+/// map ("mmaping file … Invalid argument"); other map failures (a directory, memory) are not
+/// the file's fault and are left as errors.
+fn is_corrupt(error: &RrdError, path: &Path) -> bool {
+    let RrdError::Librrd { message, .. } = error else {
+        return false;
+    };
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return false;
+    };
+    metadata.is_file()
+        && (CORRUPT_MARKERS
+            .iter()
+            .any(|marker| message.contains(marker))
+            || (metadata.len() == 0 && message.contains("mmaping file")))
+}
+
+/// Moves a corrupt RRD file to the first free name of `<file>.corrupt`, `<file>.1.corrupt`, …,
+/// with an error in the log naming both; the caller creates a new one in its place.
+fn set_aside(path: &Path, why: &RrdError) -> Result<PathBuf, BackendError> {
+    for n in 0..1000 {
+        let mut name = path.as_os_str().to_owned();
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        name.push(".corrupt");
+        let aside = PathBuf::from(name);
+        if aside.exists() {
+            continue;
+        }
+        std::fs::rename(path, &aside).map_err(|source| BackendError::Io {
+            context: format!("moving corrupt {} aside", path.display()),
+            source,
+        })?;
+        tracing::error!(
+            file = %path.display(),
+            moved_to = %aside.display(),
+            reason = %why,
+            "corrupt RRD file moved aside; a new one takes its place"
+        );
+        return Ok(aside);
+    }
+    Err(BackendError::Store(format!(
+        "{}: a thousand corrupt copies already beside it",
+        path.display()
+    )))
+}
+
 impl Writer {
-    /// The last update of `path`: cached, else read from the file, else `None` (no file).
+    /// The last update of `path`: cached, else read from the file, else `None` (no file, or
+    /// a corrupt one, which is then set aside).
     fn last_update(&mut self, path: &Path) -> Result<Option<i64>, BackendError> {
         if let Some(&last) = self.last_updates.get(path) {
             return Ok(Some(last));
         }
         match std::fs::symlink_metadata(path) {
             Ok(_) => {
-                let last = librrd::last_update(path)?;
+                let last = match librrd::last_update(path) {
+                    Ok(last) => last,
+                    Err(error) if is_corrupt(&error, path) => {
+                        set_aside(path, &error)?;
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 self.last_updates.insert(path.to_path_buf(), last);
                 Ok(Some(last))
             }
@@ -210,7 +277,17 @@ impl Writer {
         if used == 0 {
             return Ok(SeriesOutcome { written: 0, late });
         }
-        match librrd::update(path, &arguments[..used]) {
+        let mut updated = librrd::update(path, &arguments[..used]);
+        if let Err(error) = &updated {
+            if is_corrupt(error, path) {
+                // Damaged since it was last read: set aside, and the points go to a new file.
+                set_aside(path, error)?;
+                self.last_updates.remove(path);
+                self.create(config, path, batch.ds_type, first.timestamp)?;
+                updated = librrd::update(path, &self.arguments[..used]);
+            }
+        }
+        match updated {
             Ok(()) => {
                 self.remember(path, newest);
                 Ok(SeriesOutcome {

@@ -250,14 +250,14 @@ fn hostile_names_stay_inside_the_data_directory() {
 }
 
 #[test]
-fn one_broken_file_fails_its_series_with_the_file_named_and_others_are_written() {
+fn one_unwritable_path_fails_its_series_with_the_file_named_and_others_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut backend = opsview_backend(dir.path());
     let broken = key("h", "s", "broken");
     let fine = key("h", "s", "fine");
     let broken_file = backend.series_path(&broken).unwrap();
-    std::fs::create_dir_all(broken_file.parent().unwrap()).unwrap();
-    std::fs::write(&broken_file, b"this is not an RRD file").unwrap();
+    // A directory where the file should be.
+    std::fs::create_dir_all(&broken_file).unwrap();
 
     let report = backend
         .write(&[
@@ -273,12 +273,50 @@ fn one_broken_file_fails_its_series_with_the_file_named_and_others_are_written()
         error.to_string().contains(broken_file.to_str().unwrap()),
         "{error}"
     );
-    assert_eq!(
-        std::fs::read(&broken_file).unwrap(),
-        b"this is not an RRD file"
-    );
+    assert!(broken_file.is_dir(), "left as it was");
     let fine_file = backend.series_path(&fine).unwrap();
     assert_eq!(info(&fine_file)["last_update"], (T0 + 300).to_string());
+}
+
+#[test]
+fn corrupt_files_are_moved_aside_and_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = opsview_backend(dir.path());
+    let series = key("h", "s", "m");
+    let file = backend.series_path(&series).unwrap();
+    backend.write(&[batch(&series, "", &[(T0, 1.0)])]).unwrap();
+    let whole = std::fs::read(&file).unwrap();
+    let corruptions: [(&str, Vec<u8>); 3] = [
+        ("not an RRD", b"this is not an RRD file".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", whole[..whole.len() / 3].to_vec()),
+    ];
+    for (n, (what, bytes)) in corruptions.into_iter().enumerate() {
+        std::fs::write(&file, &bytes).unwrap();
+        // A new backend: nothing cached, so the damage is found when the file is read.
+        let mut backend = opsview_backend(dir.path());
+        let at = T0 + 300 * (n as i64 + 1);
+        let report = backend.write(&[batch(&series, "", &[(at, 2.0)])]).unwrap();
+        assert!(report.failed.is_empty(), "{what}: {:?}", report.failed);
+        let mut aside = file.as_os_str().to_owned();
+        if n > 0 {
+            aside.push(format!(".{n}"));
+        }
+        aside.push(".corrupt");
+        assert_eq!(std::fs::read(&aside).unwrap(), bytes, "{what}: set aside");
+        assert_eq!(
+            info(&file)["last_update"],
+            at.to_string(),
+            "{what}: a new file"
+        );
+    }
+
+    // Damaged while the backend has its last update cached: the update itself finds it.
+    let at = T0 + 300 * 10;
+    std::fs::write(&file, b"garbage").unwrap();
+    let report = backend.write(&[batch(&series, "", &[(at, 3.0)])]).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(info(&file)["last_update"], at.to_string());
 }
 
 fn read_rows(
@@ -474,10 +512,12 @@ fn many_series_written_by_several_threads_give_the_same_files_and_report_as_one_
     const { assert!(SERIES >= 4 * perfpipe_rrd::PARALLEL_MIN_SERIES / 2) };
     let single_dir = tempfile::tempdir().unwrap();
     let multi_dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be: fails its series every time (a corrupt file
+    // would be set aside and replaced).
     for dir in [single_dir.path(), multi_dir.path()] {
         let broken = dir.join("many/svc/broken/value.rrd");
-        std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
-        std::fs::write(&broken, b"not an RRD file").unwrap();
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("inside"), b"not an RRD file").unwrap();
     }
     let mut single = opsview_backend(single_dir.path()).with_write_threads(1);
     let mut multi = opsview_backend(multi_dir.path()).with_write_threads(4);

@@ -194,6 +194,10 @@ impl WhisperBackend {
                 Ok(None) => {
                     self.open_files.remove(&batch.key);
                 }
+                // Damaged behind our back: opened again below, which sets it aside.
+                Err(WhisperError::Corrupt { .. }) => {
+                    self.open_files.remove(&batch.key);
+                }
                 Err(error) => {
                     // Reopen next time: the file may have been repaired or replaced.
                     self.open_files.remove(&batch.key);
@@ -220,11 +224,24 @@ impl WhisperBackend {
         Ok((summary.stored, summary.dropped))
     }
 
+    /// The series' file, created when there is none. A corrupt one is moved aside to
+    /// `<file>.corrupt` (or `<file>.<n>.corrupt` when that exists) with an error in the log
+    /// naming both, and a new one is created in its place: the series goes on being written,
+    /// and the old bytes are kept for a person to look at.
     fn open_or_create(&self, path: &Path, key: &SeriesKey) -> Result<WhisperFile, WhisperError> {
         match WhisperFile::open(path) {
             Ok(file) => return Ok(file),
             Err(WhisperError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(WhisperError::Corrupt { reason, .. }) => {
+                let aside = set_aside(path)?;
+                tracing::error!(
+                    file = %path.display(),
+                    moved_to = %aside.display(),
+                    %reason,
+                    "corrupt whisper file moved aside; a new one takes its place"
+                );
+            }
             Err(other) => return Err(other),
         }
         if let Some(directory) = path.parent() {
@@ -248,6 +265,29 @@ impl WhisperBackend {
             other => other,
         }
     }
+}
+
+/// Renames a corrupt file to the first free name of `<file>.corrupt`, `<file>.1.corrupt`, ….
+fn set_aside(path: &Path) -> Result<PathBuf, WhisperError> {
+    for n in 0..1000 {
+        let mut name = path.as_os_str().to_owned();
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        name.push(".corrupt");
+        let aside = PathBuf::from(name);
+        if aside.exists() {
+            continue;
+        }
+        return std::fs::rename(path, &aside)
+            .map(|()| aside)
+            .map_err(|error| WhisperError::io("move aside", path, error));
+    }
+    Err(WhisperError::io(
+        "move aside",
+        path,
+        std::io::Error::other("a thousand corrupt copies already beside it"),
+    ))
 }
 
 fn system_now() -> i64 {

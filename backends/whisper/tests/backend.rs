@@ -308,7 +308,7 @@ fn names_never_leave_the_data_directory() {
 }
 
 #[test]
-fn corrupt_files_give_errors_naming_them() {
+fn corrupt_files_are_moved_aside_and_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1_800_000_000;
     let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
@@ -337,22 +337,34 @@ fn corrupt_files_give_errors_naming_them() {
         step: None,
         consolidation: Consolidation::Average,
     };
-    for (what, bytes) in corruptions {
+    let aside = |n: usize| {
+        let mut name = path.as_os_str().to_owned();
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        name.push(".corrupt");
+        std::path::PathBuf::from(name)
+    };
+    for (n, (what, bytes)) in corruptions.into_iter().enumerate() {
         std::fs::write(&path, &bytes).unwrap();
-        let report = backend.write(&[batch(&series, &[(now, 2.0)])]).unwrap();
-        assert_eq!(report.failed.len(), 1, "{what}");
-        let message = report.failed[0].1.to_string();
+        // Reading a corrupt file is an error naming it; the file is left as it is.
+        let message = backend.read(&series, &query).unwrap_err().to_string();
         assert!(
             message.contains("corrupt whisper file")
                 && message.contains(&path.display().to_string()),
             "{what}: {message}"
         );
-        let message = backend.read(&series, &query).unwrap_err().to_string();
-        assert!(
-            message.contains(&path.display().to_string()),
-            "{what}: {message}"
-        );
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: file changed");
+        // Writing moves it aside, keeping its bytes, and writes into a new file.
+        let report = backend
+            .write(&[batch(&series, &[(now - 60 * (n as i64 + 2), 2.0)])])
+            .unwrap();
+        assert!(report.failed.is_empty(), "{what}: {:?}", report.failed);
+        assert_eq!(report.written, 1, "{what}");
+        assert_eq!(std::fs::read(aside(n)).unwrap(), bytes, "{what}: set aside");
+        let fetched = backend.read(&series, &query).unwrap();
+        let stored: Vec<f64> = fetched.values.iter().flatten().copied().collect();
+        assert_eq!(stored, [2.0], "{what}: a new file with the new point only");
     }
 }
 
