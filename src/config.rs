@@ -42,6 +42,7 @@ pub struct Config {
     pub enqueuer: EnqueuerConfig,
     pub wal: WalConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
     /// How many values of which series the last-values cache keeps.
@@ -67,6 +68,7 @@ impl Default for Config {
             enqueuer: EnqueuerConfig::default(),
             wal: WalConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
             last_values: vec![crate::lastvalues::LastValuesRule::default()],
@@ -192,6 +194,53 @@ impl AuthConfig {
         !(self.write_tokens.is_empty()
             && self.query_tokens.is_empty()
             && self.admin_tokens.is_empty())
+    }
+}
+
+/// What a client may ask of a node at most; each is answered with a clear 4xx beyond.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Check results in one write request (413 beyond).
+    pub max_results_per_request: usize,
+    /// Metrics in one check result (the rest refused with an error).
+    pub max_metrics_per_result: usize,
+    /// Bytes of a host, service or metric name (refused with an error).
+    pub max_name_length: usize,
+    /// Longest span a query may ask for (400 beyond).
+    #[serde(with = "humantime_serde")]
+    pub max_query_span: Duration,
+    /// Values one query may answer, all series together (400 beyond).
+    pub max_query_points: usize,
+    /// Queries (and expression evaluations) served at once (429 beyond).
+    pub max_concurrent_queries: usize,
+    /// Requests in progress at once on the node's listener (429 beyond).
+    pub max_requests_in_flight: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let intake = crate::intake::Limits::default();
+        LimitsConfig {
+            max_results_per_request: intake.max_results,
+            max_metrics_per_result: intake.max_metrics_per_result,
+            max_name_length: intake.max_name_length,
+            max_query_span: Duration::from_secs(1_830 * 86_400),
+            max_query_points: 10_000_000,
+            max_concurrent_queries: 64,
+            max_requests_in_flight: 4_096,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits of a write body.
+    pub fn intake(&self) -> crate::intake::Limits {
+        crate::intake::Limits {
+            max_results: self.max_results_per_request,
+            max_metrics_per_result: self.max_metrics_per_result,
+            max_name_length: self.max_name_length,
+        }
     }
 }
 
@@ -349,6 +398,17 @@ impl Config {
         }
         anyhow::ensure!(self.rrd.step > 0, "rrd.step must be positive");
         anyhow::ensure!(self.enqueuer.shards > 0, "enqueuer.shards must be positive");
+        let limits = &self.limits;
+        for (name, value) in [
+            ("max_results_per_request", limits.max_results_per_request),
+            ("max_metrics_per_result", limits.max_metrics_per_result),
+            ("max_name_length", limits.max_name_length),
+            ("max_query_points", limits.max_query_points),
+            ("max_concurrent_queries", limits.max_concurrent_queries),
+            ("max_requests_in_flight", limits.max_requests_in_flight),
+        ] {
+            anyhow::ensure!(value > 0, "limits.{name} must be positive");
+        }
         if !self.cache.namespace_key.is_empty() {
             crate::cachemanager::token::NamespaceKey::from_hex(&self.cache.namespace_key)
                 .context("cache.namespace_key")?;

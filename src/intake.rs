@@ -82,6 +82,27 @@ fn index_of(location: Location) -> usize {
     }
 }
 
+/// What one body may hold at most (`[limits]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Check results in one body; reading stops past it ([`Intake::too_many_results`]).
+    pub max_results: usize,
+    /// Metrics in one result; the rest of its perfdata is refused with an error.
+    pub max_metrics_per_result: usize,
+    /// Bytes of a host, service or metric name; a longer one is refused with an error.
+    pub max_name_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_results: 100_000,
+            max_metrics_per_result: 1_000,
+            max_name_length: 1_024,
+        }
+    }
+}
+
 /// What a body held.
 #[derive(Debug, Default)]
 pub struct Intake {
@@ -95,14 +116,28 @@ pub struct Intake {
     pub unknown_values: u64,
     /// Records and metrics not taken.
     pub errors: Vec<IntakeError>,
+    /// The body held more results than `max_results`: reading stopped there, and the body as
+    /// a whole is to be refused.
+    pub too_many_results: bool,
 }
 
-/// Reads `body` as `format`.
+/// Reads `body` as `format` within the default [`Limits`].
 pub fn read(body: &[u8], format: Format) -> Intake {
+    read_within(body, format, &Limits::default())
+}
+
+/// Reads `body` as `format`; what passes `limits` is refused with errors naming the limit.
+pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
     let mut intake = Intake::default();
     let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    // Whether to go on: false once the body has shown more results than the limit.
     let mut accept = |result: CheckResult<'_>, location: Location, intake: &mut Intake| {
-        add_result(&result, location, &mut index, intake)
+        if intake.results as usize >= limits.max_results {
+            intake.too_many_results = true;
+            return false;
+        }
+        add_result(&result, location, &mut index, intake, limits);
+        true
     };
 
     let text = std::str::from_utf8(body);
@@ -127,7 +162,11 @@ pub fn read(body: &[u8], format: Format) -> Intake {
             Ok(records) => {
                 for (i, record) in records.into_iter().enumerate() {
                     match record {
-                        Ok(result) => accept(result, Location::Result(i), &mut intake),
+                        Ok(result) => {
+                            if !accept(result, Location::Result(i), &mut intake) {
+                                break;
+                            }
+                        }
                         Err(error) => intake.errors.push(IntakeError::envelope(error)),
                     }
                 }
@@ -162,7 +201,11 @@ pub fn read(body: &[u8], format: Format) -> Intake {
             spool::read_line(line, location)
         };
         match record {
-            Ok(result) => accept(result, location, &mut intake),
+            Ok(result) => {
+                if !accept(result, location, &mut intake) {
+                    break;
+                }
+            }
             Err(error) => intake.errors.push(IntakeError::envelope(error)),
         }
     }
@@ -194,6 +237,7 @@ fn add_result(
     location: Location,
     index: &mut HashMap<SeriesKey, usize>,
     intake: &mut Intake,
+    limits: &Limits,
 ) {
     // Whisper and RRD keep 32-bit seconds: a later time (a sender writing milliseconds) would
     // fail the whole series batch downstream, after the write was acknowledged.
@@ -209,9 +253,36 @@ fn add_result(
         });
         return;
     }
-    intake.results += 1;
     let service = result.service.as_deref().unwrap_or(HOST_SERVICE);
-    for metric in perfpipe_perfdata::Reader::new(&result.perfdata) {
+    for (field, name) in [("host", result.host.as_ref()), ("service", service)] {
+        if name.len() > limits.max_name_length {
+            intake.errors.push(IntakeError {
+                result: index_of(location),
+                offset: None,
+                message: format!(
+                    "field {field}: {} bytes, more than the limit of {}",
+                    name.len(),
+                    limits.max_name_length
+                ),
+                location,
+            });
+            return;
+        }
+    }
+    intake.results += 1;
+    for (position, metric) in perfpipe_perfdata::Reader::new(&result.perfdata).enumerate() {
+        if position == limits.max_metrics_per_result {
+            intake.errors.push(IntakeError {
+                result: index_of(location),
+                offset: metric.as_ref().ok().map(|metric| metric.offset),
+                message: format!(
+                    "more than {} metrics in one result; the rest are not taken",
+                    limits.max_metrics_per_result
+                ),
+                location,
+            });
+            break;
+        }
         let metric = match metric {
             Ok(metric) => metric,
             Err(error) => {
@@ -228,6 +299,19 @@ fn add_result(
             intake.unknown_values += 1;
             continue;
         };
+        if metric.label.len() > limits.max_name_length {
+            intake.errors.push(IntakeError {
+                result: index_of(location),
+                offset: Some(metric.offset),
+                message: format!(
+                    "label of {} bytes, more than the limit of {}",
+                    metric.label.len(),
+                    limits.max_name_length
+                ),
+                location,
+            });
+            continue;
+        }
         intake.points += 1;
         let levels = levels_of(&metric);
         let key = SeriesKey::new(result.host.as_ref(), service, metric.label);

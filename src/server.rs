@@ -101,6 +101,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let cluster = Cluster::new(&config)?;
     let plugins = crate::cachemanager::CacheManager::open(&config)?;
+    let config_limits = config.limits.clone();
     let node = Arc::new(Node {
         config,
         enqueuer,
@@ -109,6 +110,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         last_values,
         wal,
         handoff,
+        query_slots: tokio::sync::Semaphore::new(config_limits.max_concurrent_queries),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
         started: Instant::now(),
     });
 

@@ -86,6 +86,7 @@ pub async fn eval(
     State(node): State<Arc<Node>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let _slot = super::query_slot(&node)?;
     let raw = raw.unwrap_or_default();
     let text = form_urlencoded::parse(raw.as_bytes())
         .find(|(name, _)| name == "expr")

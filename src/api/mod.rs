@@ -39,6 +39,10 @@ pub struct Node {
     pub wal: Option<crate::wal::Wal>,
     /// Hint logs of the peers, unless the write-ahead log is off.
     pub handoff: Option<crate::handoff::Handoff>,
+    /// One permit per query being served (`limits.max_concurrent_queries`).
+    pub query_slots: tokio::sync::Semaphore,
+    /// Requests in progress on the listeners (`limits.max_requests_in_flight`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
     pub started: Instant,
 }
 
@@ -80,6 +84,10 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
             node.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            limit_in_flight,
+        ))
         .layer(axum::Extension(endpoint))
         .with_state(node)
 }
@@ -88,9 +96,65 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
+    /// 429 and 503 say when to come back (`Retry-After: 1`).
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut answer = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if matches!(
+            self.0,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            answer.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        answer
     }
+}
+
+/// Answers 429 once `limits.max_requests_in_flight` requests are in progress (`/health`, for
+/// the load balancer, is always answered), so a flood queues in clients, not in the node.
+async fn limit_in_flight(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    struct Leaving<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Leaving<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let limit = node.config.limits.max_requests_in_flight;
+    let before = node.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _leaving = Leaving(&node.in_flight);
+    if before >= limit {
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{limit} requests already in progress (limits.max_requests_in_flight); retry later"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Takes one of the node's query slots for as long as the permit lives, or answers 429.
+fn query_slot(node: &Node) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    node.query_slots.try_acquire().map_err(|_| {
+        ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} queries already running (limits.max_concurrent_queries); retry later",
+                node.config.limits.max_concurrent_queries
+            ),
+        )
+    })
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -59,10 +59,18 @@ pub fn parse_hsm(text: &str) -> Result<SeriesKey, String> {
     }
 }
 
+fn too_many_points(points: u64, limit: usize) -> ApiError {
+    bad_request(format!(
+        "{points} values, more than limits.max_query_points ({limit}): ask for fewer series, \
+         a shorter span or a larger step"
+    ))
+}
+
 pub async fn query(
     State(node): State<Arc<Node>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let _slot = super::query_slot(&node)?;
     let raw = raw.unwrap_or_default();
     let mut keys = Vec::new();
     let (mut start, mut end, mut step, mut cf) = (None, None, None, Consolidation::Average);
@@ -116,6 +124,21 @@ pub async fn query(
             "start {} is not before end {}",
             range.start, range.end
         )));
+    }
+    let limits = &node.config.limits;
+    let span = (range.end - range.start) as u64;
+    if span > limits.max_query_span.as_secs() {
+        return Err(bad_request(format!(
+            "a span of {span} s is more than limits.max_query_span ({} s)",
+            limits.max_query_span.as_secs()
+        )));
+    }
+    // With a step the answer's size is known now; without, it is checked once read.
+    if let Some(step) = range.step {
+        let points = (span / u64::from(step) + 1).saturating_mul(keys.len() as u64);
+        if points > limits.max_query_points as u64 {
+            return Err(too_many_points(points, limits.max_query_points));
+        }
     }
     // Which node answers each series: this one (None) or a peer.
     let owners: Vec<Option<usize>> = keys
@@ -206,6 +229,16 @@ pub async fn query(
     })
     .await?;
 
+    let points: usize = local
+        .iter()
+        .filter_map(|(_, answer)| answer["values"].as_array().map(Vec::len))
+        .sum();
+    if points > node.config.limits.max_query_points {
+        return Err(too_many_points(
+            points as u64,
+            node.config.limits.max_query_points,
+        ));
+    }
     let mut series: Vec<Value> = vec![Value::Null; keys.len()];
     for (position, answer) in local {
         series[position] = answer;

@@ -46,7 +46,18 @@ pub async fn write(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let format = body_format(&headers)?;
-    let intake = blocking(move || Ok(intake::read(&body, format))).await?;
+    let limits = node.config.limits.intake();
+    let intake = blocking(move || Ok(intake::read_within(&body, format, &limits))).await?;
+    if intake.too_many_results {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "more than {} check results in one request (limits.max_results_per_request): \
+                 send smaller requests",
+                limits.max_results
+            ),
+        ));
+    }
     let answer = WriteAnswer {
         results: intake.results,
         points: intake.points,
