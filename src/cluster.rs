@@ -95,6 +95,43 @@ impl From<WireLevels> for Levels {
     }
 }
 
+/// How this node calls peers over HTTPS (`[tls]`): their certificates checked against
+/// `peer_ca` when set, and, when this node requires client certificates (`client_ca`, mutual
+/// TLS), its own certificate and key presented to them.
+fn peer_tls(config: &Config) -> anyhow::Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let certificates = |path: &std::path::Path| -> anyhow::Result<Vec<Certificate<'static>>> {
+        let pem = read(path)?;
+        let found: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(Ok(certificate)),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("certificates in {}", path.display()))?;
+        anyhow::ensure!(!found.is_empty(), "{} holds no certificate", path.display());
+        Ok(found)
+    };
+    let tls = &config.tls;
+    let mut builder = TlsConfig::builder();
+    if let Some(ca) = &tls.peer_ca {
+        builder = builder.root_certs(RootCerts::new_with_certs(&certificates(ca)?));
+    }
+    if tls.client_ca.is_some() {
+        let key = PrivateKey::from_pem(&read(&tls.key)?)
+            .with_context(|| format!("the private key {}", tls.key.display()))?;
+        builder = builder.client_cert(Some(ClientCert::new_with_certs(
+            &certificates(&tls.cert)?,
+            key,
+        )));
+    }
+    Ok(builder.build())
+}
+
 /// Why a peer did not take forwarded points.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -177,6 +214,7 @@ impl Cluster {
             })?
         };
         let agent = ureq::Agent::config_builder()
+            .tls_config(peer_tls(config)?)
             .http_status_as_error(false)
             .timeout_connect(Some(config.cache.peer_connection_timeout))
             .timeout_global(Some(Duration::from_secs(30)))

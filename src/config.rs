@@ -42,6 +42,7 @@ pub struct Config {
     pub enqueuer: EnqueuerConfig,
     pub wal: WalConfig,
     pub auth: AuthConfig,
+    pub tls: ListenerTlsConfig,
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
@@ -68,6 +69,7 @@ impl Default for Config {
             enqueuer: EnqueuerConfig::default(),
             wal: WalConfig::default(),
             auth: AuthConfig::default(),
+            tls: ListenerTlsConfig::default(),
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
@@ -194,6 +196,29 @@ impl AuthConfig {
         !(self.write_tokens.is_empty()
             && self.query_tokens.is_empty()
             && self.admin_tokens.is_empty())
+    }
+}
+
+/// TLS on the main listener, and how this node calls its peers over it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTlsConfig {
+    /// The server's certificate chain (PEM); with `key`, `listen` serves HTTPS only.
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// A CA (PEM): clients, peers included, must present a certificate it signed (mutual
+    /// TLS). Peers present this node's `cert` and `key`.
+    pub client_ca: Option<PathBuf>,
+    /// The CA (PEM) that peers' certificates are checked against when calling `https://`
+    /// nodes (default: the web's public roots).
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl ListenerTlsConfig {
+    /// Whether the main listener serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
     }
 }
 
@@ -438,6 +463,16 @@ impl Config {
                 "cache.https_server needs cert and key files to listen"
             );
         }
+        if self.tls.enabled() || !self.tls.key.as_os_str().is_empty() {
+            anyhow::ensure!(
+                self.tls.enabled() && !self.tls.key.as_os_str().is_empty(),
+                "tls needs both cert and key"
+            );
+        }
+        anyhow::ensure!(
+            self.tls.client_ca.is_none() || self.tls.enabled(),
+            "tls.client_ca needs tls.cert and tls.key (peers present them)"
+        );
         crate::lastvalues::LastValuesRules::new(&self.last_values)?;
         crate::rollup::RollupRules::new(self.rollups.clone())?;
         anyhow::ensure!(

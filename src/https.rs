@@ -1,5 +1,5 @@
-//! The HTTPS listener (`cache.https_server`): the node's API over TLS, for plugins that reach
-//! the cache manager across networks.
+//! The HTTPS listeners: the main one (`[tls]`, the whole API over TLS) and the plugins' extra
+//! one (`cache.https_server`, for plugins that reach the cache manager across networks).
 //!
 //! Owns the TLS set-up (rustls with ring: the server's certificate chain and key from PEM
 //! files, and, when `client_ca` is set, client certificates verified against that CA, so a
@@ -24,18 +24,18 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use crate::config::HttpsServerConfig;
-
-/// The TLS acceptor of `config`; errors name the file at fault.
-pub fn acceptor(config: &HttpsServerConfig) -> anyhow::Result<TlsAcceptor> {
+/// The TLS acceptor of a certificate chain and key (PEM files), verifying client certificates
+/// against `client_ca` when given; errors name the file at fault.
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(&config.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key)
-        .with_context(|| format!("reading the private key {}", config.key.display()))?;
+    let chain = certificates(cert)?;
+    let key_path = key;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("reading the private key {}", key_path.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match &config.client_ca {
+    let builder = match client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for certificate in certificates(ca)? {
@@ -52,7 +52,7 @@ pub fn acceptor(config: &HttpsServerConfig) -> anyhow::Result<TlsAcceptor> {
     };
     let mut server = builder
         .with_single_cert(chain, key)
-        .with_context(|| format!("certificate {} and its key", config.cert.display()))?;
+        .with_context(|| format!("certificate {} and its key", cert.display()))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

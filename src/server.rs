@@ -222,7 +222,8 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     let https = if https.listen.is_empty() {
         None
     } else {
-        let acceptor = crate::https::acceptor(https).context("cache.https_server")?;
+        let acceptor = crate::https::acceptor(&https.cert, &https.key, https.client_ca.as_deref())
+            .context("cache.https_server")?;
         let address: SocketAddr = https.listen.parse().context("cache.https_server.listen")?;
         let listener = TcpListener::bind(address)
             .await
@@ -231,6 +232,12 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
             encrypted_namespaces: https.encrypted_namespaces,
         };
         Some((listener, acceptor, endpoint))
+    };
+    let tls = &node.config.tls;
+    let main_tls = if tls.enabled() {
+        Some(crate::https::acceptor(&tls.cert, &tls.key, tls.client_ca.as_deref()).context("tls")?)
+    } else {
+        None
     };
     let listener = TcpListener::bind(listen)
         .await
@@ -256,10 +263,15 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     let endpoint = Endpoint {
         encrypted_namespaces: node.config.cache.http_server.encrypted_namespaces,
     };
-    axum::serve(listener, crate::api::router(node, endpoint))
-        .with_graceful_shutdown(stopped(stopping))
-        .await
-        .context("serving HTTP")?;
+    let router = crate::api::router(node, endpoint);
+    match main_tls {
+        // HTTPS: requests still in progress at shutdown end unanswered (never acknowledged).
+        Some(acceptor) => crate::https::serve(listener, acceptor, router, stopped(stopping)).await,
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stopping))
+            .await
+            .context("serving HTTP")?,
+    }
     Ok(())
 }
 

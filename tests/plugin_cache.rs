@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use common::tls::{TestCa, Usage};
 use common::{config, temp_dir, Node};
 
 /// Runs a scenario of the Python client against `nodes`; fails the test with its output.
@@ -214,68 +215,16 @@ fn a_peer_call_with_a_wrong_secret_is_refused() {
     assert!(answer.body.contains("peer_secret"), "{}", answer.body);
 }
 
-/// A CA of the test's own and a certificate it signs (for a server with SANs, or a client).
-struct TestCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        TestCa { cert, key }
-    }
-
-    /// Signs a certificate for `names`, writing `<stem>.pem` and `<stem>-key.pem` in `dir`.
-    fn issue(
-        &self,
-        dir: &std::path::Path,
-        stem: &str,
-        names: &[&str],
-        client: bool,
-    ) -> [String; 2] {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, stem);
-        params.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let cert_path = dir.join(format!("{stem}.pem"));
-        let key_path = dir.join(format!("{stem}-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        [cert_path, key_path].map(|path| path.to_str().unwrap().to_owned())
-    }
-
-    fn write(&self, dir: &std::path::Path, stem: &str) -> String {
-        let path = dir.join(format!("{stem}.pem"));
-        std::fs::write(&path, self.cert.pem()).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-}
-
 #[test]
 fn https_takes_clients_of_its_ca_and_refuses_others() {
     let dir = temp_dir("plugins-https");
     let ca = TestCa::new("perfpipe test CA");
     let foreign_ca = TestCa::new("another CA");
     let ca_path = ca.write(&dir, "ca");
-    let [server_cert, server_key] = ca.issue(&dir, "server", &["localhost", "127.0.0.1"], false);
-    let [client_cert, client_key] = ca.issue(&dir, "client", &["plugin"], true);
-    let [foreign_cert, foreign_key] = foreign_ca.issue(&dir, "foreign", &["plugin"], true);
+    let [server_cert, server_key] =
+        ca.issue(&dir, "server", &["localhost", "127.0.0.1"], Usage::Server);
+    let [client_cert, client_key] = ca.issue(&dir, "client", &["plugin"], Usage::Client);
+    let [foreign_cert, foreign_key] = foreign_ca.issue(&dir, "foreign", &["plugin"], Usage::Client);
     let https_port = common::free_port();
     let config = config(
         &dir,

@@ -1,0 +1,120 @@
+//! TLS on the main listener (`[tls]`): two nodes serve HTTPS only, require client
+//! certificates of their CA (mutual TLS), and call each other with their own certificates;
+//! a write through one node for a host of the other is forwarded and read back through TLS,
+//! while a client without a certificate, or speaking plain HTTP, gets nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::tls::{TestCa, Usage};
+use common::{free_port, now, temp_dir, Node};
+use perfpipe::routing::owner_of_host;
+
+fn client(ca: &str, identity: Option<[&str; 2]>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let ca = Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca]));
+    if let Some([cert, key]) = identity {
+        let cert = Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap();
+        let key = PrivateKey::from_pem(&std::fs::read(key).unwrap()).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+#[test]
+fn nodes_serve_and_call_each_other_over_mutual_tls() {
+    let dir = temp_dir("tls");
+    let ca = TestCa::new("perfpipe test CA");
+    let ca_path = ca.write(&dir, "ca");
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let [cert, key] = ca.issue(&dir, &format!("node{i}"), &["127.0.0.1"], Usage::Both);
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
+                     [tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca_path:?}\npeer_ca = {ca_path:?}\n\
+                     [cluster]\nnodes = {urls:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    let [cert, key] = ca.issue(&dir, "client", &["client"], Usage::Client);
+    let agent = client(&ca_path, Some([&cert, &key]));
+
+    // A host of each node, written through node 0.
+    let host_of = |node: usize| {
+        (0..)
+            .map(|h| format!("host-{h}"))
+            .find(|host| owner_of_host(host, 2) == node)
+            .unwrap()
+    };
+    let t = (now() - 600) / 60 * 60;
+    let body: String = (0..2)
+        .map(|n| format!("{t}||{}||Load||OK||load1={}\n", host_of(n), n + 7))
+        .collect();
+    let mut answer = agent
+        .post(&format!("{}/api/v1/write", urls[0]))
+        .content_type("text/plain")
+        .send(&body)
+        .unwrap();
+    let text = answer.body_mut().read_to_string().unwrap();
+    assert_eq!(answer.status(), 200, "{text}");
+
+    // Both read back through node 0 (node 1's over its TLS, with node 0's certificate).
+    let query = format!(
+        "{}/api/v1/query?hsm={}::Load::load1&hsm={}::Load::load1&start={}&end={}",
+        urls[0],
+        host_of(0),
+        host_of(1),
+        t - 60,
+        t + 60
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut answer = agent.get(&query).call().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+        let values: Vec<Vec<f64>> = (0..2)
+            .map(|n| {
+                json["series"][n]["values"]
+                    .as_array()
+                    .map(|values| values.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if values == [vec![7.0], vec![8.0]] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not read back: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // No client certificate: the handshake fails. Plain HTTP: no answer.
+    let anonymous = client(&ca_path, None);
+    assert!(anonymous
+        .get(&format!("{}/health", urls[0]))
+        .call()
+        .is_err());
+    let plain = nodes[0].get("/health");
+    assert_eq!(plain.status, 0, "plain HTTP answered: {}", plain.head);
+    let _ = std::fs::remove_dir_all(&dir);
+}
