@@ -27,18 +27,17 @@
 //! phases `--perf-phase` names until their points are written). Files take disk space: the
 //! default workload (300,000 series) writes about 6 GB under the temp dir.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use clap::Parser;
 
 mod support;
-use support::{cpu_seconds, signal, start_perf};
+use support::{agent, cpu_seconds, get_json, signal, start_node, start_perf, vm_hwm_kb};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "End-to-end load driver for perfpipe serve")]
@@ -464,14 +463,6 @@ struct Posted {
     errors: u64,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
 /// Posts every body from `args.clients` threads; a 503 waits `Retry-After` and tries again.
 fn post_all(
     args: &Args,
@@ -577,75 +568,6 @@ fn wait_written(
     }
 }
 
-fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value> {
-    let mut answer = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let text = answer.body_mut().read_to_string()?;
-    ensure!(
-        answer.status() == 200,
-        "GET {url}: {} {text}",
-        answer.status()
-    );
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// Counts the node's warning and error lines, keeping the first few.
-struct Log {
-    count: AtomicU64,
-    first: Mutex<Vec<String>>,
-}
-
-fn start_node(binary: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<Log>)> {
-    let mut child = Command::new(binary)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-    let mut address = None;
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(rest) = line.split("address=").nth(1) {
-            address = rest.split_whitespace().next().map(str::to_string);
-            break;
-        }
-    }
-    let Some(address) = address else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the node did not log its address");
-    };
-    ensure!(
-        address.starts_with("127.0.0.1:"),
-        "node listens on {address}"
-    );
-    let log = Arc::new(Log {
-        count: AtomicU64::new(0),
-        first: Mutex::new(Vec::new()),
-    });
-    let drain = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("WARN") || line.contains("ERROR") {
-                drain.count.fetch_add(1, Ordering::Relaxed);
-                let mut first = drain.first.lock().unwrap();
-                if first.len() < 5 {
-                    first.push(line);
-                }
-            }
-        }
-    });
-    Ok((child, address, log))
-}
-
 /// Ends the `perf record` running, if one is, and waits for it to write its file.
 fn stop_perf(guard: &mut Guard) -> anyhow::Result<()> {
     if let Some(mut perf) = guard.perf.take() {
@@ -653,19 +575,6 @@ fn stop_perf(guard: &mut Guard) -> anyhow::Result<()> {
         let _ = perf.wait();
     }
     Ok(())
-}
-
-fn vm_hwm_kb(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("VmHWM")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmHWM value")?
-        .parse()?)
 }
 
 fn now() -> i64 {

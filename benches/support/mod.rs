@@ -1,13 +1,17 @@
-//! What the end-to-end drivers (`load_driver`, `plugin_cache_load`) share about the processes
-//! they run and measure: signals, `perf record`, and CPU time from `/proc`.
+//! What the end-to-end drivers (`load_driver`, `plugin_cache_load`, `soak`) share about the
+//! processes they run and measure: starting a node and reading its log, signals, `perf
+//! record`, CPU time and memory from `/proc`, and JSON over HTTP.
 
 #![allow(dead_code)] // each driver uses a different part
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 
 /// `perf record -e cpu-clock -g -p PID -o FILE`, given half a second to attach.
 pub fn start_perf(pid: u32, file: &Path) -> anyhow::Result<Child> {
@@ -64,4 +68,99 @@ pub fn clock_ticks() -> f64 {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// Counts the node's warning and error lines, keeping the first few.
+pub struct Log {
+    pub count: AtomicU64,
+    pub first: Mutex<Vec<String>>,
+}
+
+/// Starts `binary serve --config config`; answers the child, the address it logged, and its
+/// log's warnings.
+pub fn start_node(binary: &Path, config: &Path) -> anyhow::Result<(Child, String, Arc<Log>)> {
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(rest) = line.split("address=").nth(1) {
+            address = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    let Some(address) = address else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the node did not log its address");
+    };
+    ensure!(
+        address.starts_with("127.0.0.1:"),
+        "node listens on {address}"
+    );
+    let log = Arc::new(Log {
+        count: AtomicU64::new(0),
+        first: Mutex::new(Vec::new()),
+    });
+    let drain = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                drain.count.fetch_add(1, Ordering::Relaxed);
+                let mut first = drain.first.lock().unwrap();
+                if first.len() < 5 {
+                    first.push(line);
+                }
+            }
+        }
+    });
+    Ok((child, address, log))
+}
+
+/// An HTTP client for the node: statuses as values, not errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// `GET url` as JSON (200 only).
+pub fn get_json(agent: &ureq::Agent, url: &str) -> anyhow::Result<serde_json::Value> {
+    let mut answer = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let text = answer.body_mut().read_to_string()?;
+    ensure!(
+        answer.status() == 200,
+        "GET {url}: {} {text}",
+        answer.status()
+    );
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A process's peak resident memory (VmHWM), in KB.
+pub fn vm_hwm_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?)
 }
