@@ -592,3 +592,172 @@ print(json.dumps(out))
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `influxd` (Debian's `influxdb`) with its files in `dir` on a fixed port, so that it can
+/// be stopped and started again over the same data.
+struct Influxd {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Influxd {
+    fn new(dir: &Path) -> Influxd {
+        let dir = dir.to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = common::free_port();
+        let rpc_port = common::free_port();
+        let root = dir.display();
+        std::fs::write(
+            dir.join("influxdb.conf"),
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+                 [meta]\n  dir = \"{root}/meta\"\n\
+                 [data]\n  dir = \"{root}/data\"\n  wal-dir = \"{root}/wal\"\n  query-log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n"
+            ),
+        )
+        .unwrap();
+        let mut server = Influxd {
+            child: None,
+            dir,
+            port,
+        };
+        server.start();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("influxd.log")).unwrap();
+        let child = Command::new("influxd")
+            .args(["run", "-config"])
+            .arg(self.dir.join("influxdb.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("influxd runs (Debian package influxdb)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(answer) = ureq::get(&format!("{}/ping", self.url())).call() {
+                if answer.status() == 204 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("influxd did not answer /ping");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn query(&self, statement: &str) -> serde_json::Value {
+        let mut answer = ureq::post(&format!("{}/query", self.url()))
+            .query("db", "perfpipe")
+            .query("epoch", "s")
+            .send_form([("q", statement)])
+            .unwrap();
+        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// InfluxDB stopped for 20 s while a client writes: the node keeps acknowledging (the points
+/// wait in its log and queues, retried with backoff), and once InfluxDB is back every
+/// acknowledged point is in it.
+#[test]
+fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
+    const HOSTS: usize = 10;
+    let dir = temp_dir("influx-down");
+    let mut influx = Influxd::new(&dir.join("influxd"));
+    influx.query("CREATE DATABASE perfpipe");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\nbackends = [\"influxdb\"]\n\
+             [influxdb]\nurl = {:?}\ndb = \"perfpipe\"\nretries = 1\nretry_backoff = \"100ms\"\n\
+             [enqueuer]\nmax_batch_age = \"100ms\"\n",
+            dir.join("data").display().to_string(),
+            influx.url()
+        ),
+    );
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+
+    let first = (now() - 20 * 3600) / 60 * 60;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (address, client_stop) = (node.address.clone(), stop.clone());
+    let client = std::thread::spawn(move || {
+        let poster = Poster::new(address);
+        let mut acknowledged = Vec::new();
+        let mut i = 0usize;
+        while !client_stop.load(Ordering::Relaxed) {
+            let lines: String = (0..HOSTS)
+                .map(|h| format!("{}||h{h}||Seq||OK||n={i}\n", first + i as i64 * 60))
+                .collect();
+            if poster.try_post("/api/v1/write", "text/plain", &lines) == Some(200) {
+                acknowledged.push(i);
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        acknowledged
+    });
+
+    std::thread::sleep(Duration::from_secs(2));
+    influx.stop();
+    std::thread::sleep(Duration::from_secs(20));
+    let status = node.get("/status").json();
+    assert!(
+        status["backends"][0]["retries"].as_u64().unwrap() > 0,
+        "the node retried InfluxDB while it was down: {status}"
+    );
+    influx.start();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = client.join().unwrap();
+    eprintln!(
+        "{} requests acknowledged, InfluxDB down for 20 s of them",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() > 500, "the node kept acknowledging");
+    assert_eq!(node.terminate(), Some(0));
+
+    let answer = influx.query("SELECT \"value\" FROM \"metrics\" GROUP BY \"host\"");
+    let mut stored = std::collections::HashSet::new();
+    for series in answer["results"][0]["series"].as_array().unwrap() {
+        let host = series["tags"]["host"].as_str().unwrap().to_owned();
+        for row in series["values"].as_array().unwrap() {
+            // Values are whole numbers here: compared as bits.
+            stored.insert((
+                host.clone(),
+                row[0].as_i64().unwrap(),
+                row[1].as_f64().unwrap().to_bits(),
+            ));
+        }
+    }
+    for &i in &acknowledged {
+        for h in 0..HOSTS {
+            let point = (format!("h{h}"), first + i as i64 * 60, (i as f64).to_bits());
+            assert!(
+                stored.contains(&point),
+                "acknowledged, not in InfluxDB: {point:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
