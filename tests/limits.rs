@@ -122,3 +122,96 @@ fn requests_past_the_in_flight_limit_get_429() {
     assert_eq!(node.get("/api/v1/hosts").status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Names from the outside that mean something to a file system (`..`, `/`, NUL, a leading
+/// dot, 10 KB, bytes that are not UTF-8) are stored under encoded names inside the data
+/// directory, or refused with an error; nothing is created outside it.
+#[test]
+fn hostile_names_never_leave_the_data_dir() {
+    let dir = temp_dir("hostile-names");
+    let data = dir.join("data");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = now() - 120;
+    let long = "x".repeat(10_000);
+    let names = [
+        "..",
+        "../..",
+        "/etc/passwd",
+        "a/../../b",
+        ".hidden",
+        "nul\u{0}byte",
+        &long,
+    ];
+    let results: Vec<serde_json::Value> = names
+        .iter()
+        .flat_map(|name| {
+            [
+                serde_json::json!({"host": name, "service": "s", "timestamp": t, "perfdata": "m=1"}),
+                serde_json::json!({"host": "h", "service": name, "timestamp": t, "perfdata": "m=1"}),
+                serde_json::json!({"host": "h", "service": "s", "timestamp": t,
+                                   "perfdata": format!("'{name}'=1")}),
+            ]
+        })
+        .collect();
+    let body = serde_json::json!({ "results": results }).to_string();
+    let answer = node.post("/api/v1/write", "application/json", &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json = answer.json();
+    // The 10 KB name is over max_name_length in each of its three places; the rest is taken.
+    assert_eq!(json["errors"].as_array().unwrap().len(), 3, "{json}");
+    assert_eq!(json["points"], 18, "{json}");
+    // Not UTF-8: that line refused with an error naming it, the good line beside it taken.
+    let mut body = format!("{t}||h||s||OK||m=1\n{t}||").into_bytes();
+    body.extend_from_slice(b"\xff\xfe||s||OK||m=1\n");
+    let answer = node.request("POST", "/api/v1/write", Some("text/plain"), &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["points"], 1, "{}", answer.body);
+    assert!(answer.body.contains("not valid UTF-8"), "{}", answer.body);
+    node.wait_written(19);
+
+    // Everything the node made is under the data directory, and the temp dir holds nothing
+    // else but the config.
+    let mut outside: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    outside.sort();
+    assert_eq!(outside, ["data", "perfpipe.toml"]);
+    let whisper = data.join("whisper");
+    let mut stack = vec![whisper.clone()];
+    let mut files = 0;
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let canonical = path.canonicalize().unwrap();
+            assert!(
+                canonical.starts_with(whisper.canonicalize().unwrap()),
+                "{path:?}"
+            );
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_%.".contains(&b)),
+                "encoded: {name}"
+            );
+            assert!(
+                name != ".." && name != "." && !name.starts_with('.'),
+                "{name}"
+            );
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(files, 19, "one file per series taken");
+    let _ = std::fs::remove_dir_all(&dir);
+}
