@@ -76,32 +76,44 @@ fn client(
     (acknowledged, next)
 }
 
-/// Every value of every series, read with graphite's `whisper.fetch`, by (client, host):
-/// `(from, step, values)`.
-fn fetch_all(whisper_dir: &Path, first: i64) -> serde_json::Value {
+/// A series as graphite's own `whisper.fetch` reads it from a file.
+struct WhisperSeries {
+    start: i64,
+    step: i64,
+    values: Vec<Option<f64>>,
+}
+
+impl WhisperSeries {
+    /// The value of the slot holding time `t`.
+    fn at(&self, t: i64) -> Option<f64> {
+        let slot = usize::try_from((t - self.start).div_euclid(self.step)).ok()?;
+        self.values.get(slot).copied().flatten()
+    }
+}
+
+/// Reads `files` (paths under `root`) with graphite's `whisper.fetch` over `from..until`, one
+/// Python process (Debian's `python3-whisper`) for them all; a missing file reads as empty.
+fn whisper_fetch(root: &Path, files: &[String], from: i64, until: i64) -> Vec<WhisperSeries> {
     let script = r#"
-import json, sys, whisper
+import json, os, sys, whisper
 root, first, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-out = {}
+out = []
 for name in sys.argv[4:]:
-    (start, end, step), values = whisper.fetch(f"{root}/{name}/Seq/n.wsp", first - 60, until)
-    out[name] = [start, step, values]
+    path = os.path.join(root, name)
+    if not os.path.exists(path):
+        out.append([first, 60, []])
+        continue
+    (start, end, step), values = whisper.fetch(path, first, until)
+    out.append([start, step, values])
 print(json.dumps(out))
 "#;
-    let mut names = Vec::new();
-    for c in 0..CLIENTS {
-        for h in 0..HOSTS_PER_CLIENT {
-            // The layout's encoding of `-` is %2D.
-            names.push(host(c, h).replace('-', "%2D"));
-        }
-    }
     let output = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
-        .arg(whisper_dir)
-        .arg(first.to_string())
-        .arg(now().to_string())
-        .args(&names)
+        .arg(root)
+        .arg(from.to_string())
+        .arg(until.to_string())
+        .args(files)
         .output()
         .expect("python3 with graphite's whisper (python3-whisper) runs");
     assert!(
@@ -109,7 +121,22 @@ print(json.dumps(out))
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let fetched: Vec<(i64, i64, Vec<Option<f64>>)> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    fetched
+        .into_iter()
+        .map(|(start, step, values)| WhisperSeries {
+            start,
+            step,
+            values,
+        })
+        .collect()
+}
+
+/// The file of host `host`'s `service`/`metric` under a Whisper root (the layout encodes `-`
+/// as `%2D`).
+fn whisper_file(host: &str, service: &str, metric: &str) -> String {
+    format!("{}/{service}/{metric}.wsp", host.replace('-', "%2D"))
 }
 
 #[test]
@@ -182,21 +209,20 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
     }
     assert_eq!(node.terminate(), Some(0));
 
-    let fetched = fetch_all(&data.join("whisper"), first);
+    let mut files = Vec::new();
+    for c in 0..CLIENTS {
+        for h in 0..HOSTS_PER_CLIENT {
+            files.push(whisper_file(&host(c, h), "Seq", "n"));
+        }
+    }
+    let fetched = whisper_fetch(&data.join("whisper"), &files, first - 60, now());
     let mut checked = 0;
     for (c, acknowledged) in acknowledged.iter().enumerate() {
         for h in 0..HOSTS_PER_CLIENT {
-            let name = host(c, h).replace('-', "%2D");
-            let series = &fetched[&name];
-            let (from, step) = (series[0].as_i64().unwrap(), series[1].as_i64().unwrap());
-            let values = series[2].as_array().unwrap();
-            let value_of = |i: usize| {
-                let slot = ((first + i as i64 * 60 - from) / step) as usize;
-                values.get(slot).and_then(serde_json::Value::as_f64)
-            };
+            let series = &fetched[c * HOSTS_PER_CLIENT + h];
             for &i in acknowledged {
                 assert_eq!(
-                    value_of(i),
+                    series.at(first + i as i64 * 60),
                     Some(i as f64),
                     "{}, request {i}: acknowledged, not stored",
                     host(c, h)
@@ -204,10 +230,10 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
                 checked += 1;
             }
             // Nothing stored that was not sent to that minute.
-            for (slot, value) in values.iter().enumerate() {
-                if let Some(value) = value.as_f64() {
-                    let i = (from + slot as i64 * step - first) / 60;
-                    assert_eq!(value, i as f64, "{}: slot {slot}", host(c, h));
+            for (slot, value) in series.values.iter().enumerate() {
+                if let Some(value) = value {
+                    let i = (series.start + slot as i64 * series.step - first) / 60;
+                    assert_eq!(*value, i as f64, "{}: slot {slot}", host(c, h));
                 }
             }
         }
@@ -374,40 +400,18 @@ fn a_down_peer_gets_its_points_in_order_once_it_is_back() {
     }
 
     // Every point of node 2's hosts, in its files (graphite's whisper reads them).
-    let script = r#"
-import json, sys, whisper
-root, first, until = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-print(json.dumps({name: whisper.fetch(f"{root}/{name}/Seq/n.wsp", first - 60, until)
-                  for name in sys.argv[4:]}))
-"#;
-    let names: Vec<String> = down_hosts
+    let files: Vec<String> = down_hosts
         .iter()
-        .map(|&h| host(h).replace('-', "%2D"))
+        .map(|&h| whisper_file(&host(h), "Seq", "n"))
         .collect();
-    let output = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(dir.join("node2/whisper"))
-        .arg(first.to_string())
-        .arg(now().to_string())
-        .args(&names)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let fetched: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for name in &names {
-        let (from, step) = (
-            fetched[name][0][0].as_i64().unwrap(),
-            fetched[name][0][2].as_i64().unwrap(),
-        );
-        let values = fetched[name][1].as_array().unwrap();
+    let fetched = whisper_fetch(&dir.join("node2/whisper"), &files, first - 60, now());
+    for (file, series) in files.iter().zip(&fetched) {
         for i in 0..sent {
-            let slot = ((first + i as i64 * 60 - from) / step) as usize;
-            assert_eq!(values[slot].as_f64(), Some(i as f64), "{name}, request {i}");
+            assert_eq!(
+                series.at(first + i as i64 * 60),
+                Some(i as f64),
+                "{file}, request {i}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -547,46 +551,19 @@ fn a_full_disk_pauses_writes_and_loses_no_acknowledged_point() {
     }
     assert_eq!(node.terminate(), Some(0));
 
-    let script = r#"
-import json, os, sys, whisper
-root, t = sys.argv[1], int(sys.argv[2])
-out = {}
-for name in sys.argv[3:]:
-    path = f"{root}/{name}/Disk/n.wsp"
-    if not os.path.exists(path):
-        out[name] = None
-        continue
-    (start, end, step), values = whisper.fetch(path, t - 60, t + 60)
-    out[name] = values[(t - start) // step]
-print(json.dumps(out))
-"#;
-    let names: Vec<String> = acknowledged
+    let files: Vec<String> = acknowledged
         .iter()
-        .flat_map(|&i| (0..4).map(move |k| host(i, k).replace('-', "%2D")))
+        .flat_map(|&i| (0..4).map(move |k| whisper_file(&host(i, k), "Disk", "n")))
         .collect();
-    let output = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(data.join("whisper"))
-        .arg(t.to_string())
-        .args(&names)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stored: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for &i in &acknowledged {
-        for k in 0..4 {
-            let name = host(i, k).replace('-', "%2D");
-            assert_eq!(
-                stored[&name].as_f64(),
-                Some(i as f64),
-                "{name}: acknowledged, not stored"
-            );
-        }
+    let fetched = whisper_fetch(&data.join("whisper"), &files, t - 60, t + 60);
+    for (n, series) in fetched.iter().enumerate() {
+        let i = acknowledged[n / 4];
+        assert_eq!(
+            series.at(t),
+            Some(i as f64),
+            "{}: acknowledged, not stored",
+            files[n]
+        );
     }
     eprintln!("{} acknowledged requests all stored", acknowledged.len());
     drop(disk);

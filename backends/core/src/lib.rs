@@ -324,6 +324,26 @@ pub trait Backend: Send {
 /// The longest file name common file systems accept (ext4, XFS, btrfs).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
+/// Moves a corrupt store file out of the way: renamed to the first free name of
+/// `<file>.corrupt`, `<file>.1.corrupt`, … beside it, kept for a person to look at. Answers the
+/// new name.
+pub fn set_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    for n in 0..1000 {
+        let mut name = path.as_os_str().to_owned();
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        name.push(".corrupt");
+        let aside = std::path::PathBuf::from(name);
+        if !aside.exists() {
+            return std::fs::rename(path, &aside).map(|()| aside);
+        }
+    }
+    Err(std::io::Error::other(
+        "a thousand corrupt copies already beside it",
+    ))
+}
+
 /// Encodes a name for use as one path component: every byte outside `[A-Za-z0-9_]` becomes
 /// `%XX` (upper-case hex), as Opsview's RRD layout does. `..`, `/`, NUL and any other byte are
 /// therefore just characters of a file name, never a path step. A name whose encoded form (plus

@@ -128,35 +128,20 @@ fn is_corrupt(error: &RrdError, path: &Path) -> bool {
             || (metadata.len() == 0 && message.contains("mmaping file")))
 }
 
-/// Moves a corrupt RRD file to the first free name of `<file>.corrupt`, `<file>.1.corrupt`, …,
-/// with an error in the log naming both; the caller creates a new one in its place.
+/// Moves a corrupt RRD file aside ([`perfpipe_backend::set_aside`]) with an error in the log
+/// naming both paths; the caller creates a new one in its place.
 fn set_aside(path: &Path, why: &RrdError) -> Result<PathBuf, BackendError> {
-    for n in 0..1000 {
-        let mut name = path.as_os_str().to_owned();
-        if n > 0 {
-            name.push(format!(".{n}"));
-        }
-        name.push(".corrupt");
-        let aside = PathBuf::from(name);
-        if aside.exists() {
-            continue;
-        }
-        std::fs::rename(path, &aside).map_err(|source| BackendError::Io {
-            context: format!("moving corrupt {} aside", path.display()),
-            source,
-        })?;
-        tracing::error!(
-            file = %path.display(),
-            moved_to = %aside.display(),
-            reason = %why,
-            "corrupt RRD file moved aside; a new one takes its place"
-        );
-        return Ok(aside);
-    }
-    Err(BackendError::Store(format!(
-        "{}: a thousand corrupt copies already beside it",
-        path.display()
-    )))
+    let aside = perfpipe_backend::set_aside(path).map_err(|source| BackendError::Io {
+        context: format!("moving corrupt {} aside", path.display()),
+        source,
+    })?;
+    tracing::error!(
+        file = %path.display(),
+        moved_to = %aside.display(),
+        reason = %why,
+        "corrupt RRD file moved aside; a new one takes its place"
+    );
+    Ok(aside)
 }
 
 impl Writer {

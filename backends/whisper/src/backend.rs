@@ -234,7 +234,8 @@ impl WhisperBackend {
             Err(WhisperError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(WhisperError::Corrupt { reason, .. }) => {
-                let aside = set_aside(path)?;
+                let aside = perfpipe_backend::set_aside(path)
+                    .map_err(|error| WhisperError::io("move aside", path, error))?;
                 tracing::error!(
                     file = %path.display(),
                     moved_to = %aside.display(),
@@ -265,29 +266,6 @@ impl WhisperBackend {
             other => other,
         }
     }
-}
-
-/// Renames a corrupt file to the first free name of `<file>.corrupt`, `<file>.1.corrupt`, ….
-fn set_aside(path: &Path) -> Result<PathBuf, WhisperError> {
-    for n in 0..1000 {
-        let mut name = path.as_os_str().to_owned();
-        if n > 0 {
-            name.push(format!(".{n}"));
-        }
-        name.push(".corrupt");
-        let aside = PathBuf::from(name);
-        if aside.exists() {
-            continue;
-        }
-        return std::fs::rename(path, &aside)
-            .map(|()| aside)
-            .map_err(|error| WhisperError::io("move aside", path, error));
-    }
-    Err(WhisperError::io(
-        "move aside",
-        path,
-        std::io::Error::other("a thousand corrupt copies already beside it"),
-    ))
 }
 
 fn system_now() -> i64 {
