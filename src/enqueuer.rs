@@ -11,8 +11,11 @@
 //! Memory is bounded: [`Enqueuer::enqueue`] reserves room for its points against
 //! `max_queued_points` before handing them over and refuses the whole request when it does not
 //! fit ([`EnqueueError`]); the front end answers that with 503 and `Retry-After`, never by growing
-//! or dropping. A backend call that fails as a whole (a server down) is retried with backoff,
-//! the points staying queued; per-series failures are logged with the series and counted.
+//! or dropping. A backend call that fails as a whole (a server down) does not hold the other
+//! backends: that backend's flushes wait in order and are retried with backoff (100 ms doubling
+//! to 5 s) while the others go on, and their points stay counted as queued until every backend
+//! has them, so a long outage ends in 503s, not in memory growth. Per-series failures are logged
+//! with the series and counted.
 //! [`Enqueuer::shutdown`] flushes every queue and joins the threads.
 
 use std::collections::HashMap;
@@ -284,6 +287,9 @@ impl Enqueuer {
                 index,
                 epoch: 0,
                 barriers: Vec::new(),
+                stalled: (0..names.len()).map(|_| Stalled::new()).collect(),
+                owed: HashMap::new(),
+                next_flush: 0,
                 rollups: settings
                     .rollups
                     .as_ref()
@@ -498,7 +504,44 @@ struct Shard {
     epoch: u64,
     /// Barriers not yet passed, with their epochs, oldest first.
     barriers: Vec<(u64, Sender<()>)>,
+    /// Per backend (config order), the flushes it could not take yet, to retry in order while
+    /// the other backends go on.
+    stalled: Vec<Stalled>,
+    /// Flushes some backend still owes, by number: their points stay counted as queued (so the
+    /// front end's limit still holds) and their epoch holds barriers back.
+    owed: HashMap<u64, OwedFlush>,
+    /// The number of the next flush.
+    next_flush: u64,
 }
+
+/// A backend's flushes not written yet because its store failed as a whole (down, 5xx).
+struct Stalled {
+    /// Oldest first: `(flush number, its batches)`.
+    flushes: std::collections::VecDeque<(u64, Arc<Vec<SeriesBatch>>)>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl Stalled {
+    fn new() -> Stalled {
+        Stalled {
+            flushes: std::collections::VecDeque::new(),
+            retry_at: Instant::now(),
+            backoff: FIRST_BACKOFF,
+        }
+    }
+}
+
+/// A flush written by some backends and owed by others.
+struct OwedFlush {
+    backends_left: usize,
+    points: usize,
+    epoch: u64,
+}
+
+/// The first wait before a failed store is tried again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often quiet series' ended periods are closed.
 const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
@@ -575,6 +618,7 @@ impl Shard {
                 Err(RecvTimeoutError::Disconnected) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
                     self.flush(all, true);
+                    self.settle_stalled_at_shutdown();
                     if let (Some(settings), Some(rollups)) = (&self.settings.rollups, &self.rollups)
                     {
                         if let Err(failure) = settings.save(self.index, rollups) {
@@ -584,6 +628,7 @@ impl Shard {
                     return;
                 }
             }
+            self.retry_stalled();
             if self.rollups.is_some() && last_rollup_close.elapsed() >= ROLLUP_CLOSE_EVERY {
                 last_rollup_close = Instant::now();
                 self.close_rollups();
@@ -610,7 +655,12 @@ impl Shard {
         if self.barriers.is_empty() {
             return;
         }
-        let oldest = self.queues.values().map(|queue| queue.epoch).min();
+        let oldest = self
+            .queues
+            .values()
+            .map(|queue| queue.epoch)
+            .chain(self.owed.values().map(|owed| owed.epoch))
+            .min();
         let passed = self
             .barriers
             .iter()
@@ -693,18 +743,21 @@ impl Shard {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs() as i64);
         let batches = aggregate_batches(rollups.close_due(now));
-        self.write(&batches, false);
+        // Aggregates are not in the write-ahead log: they hold no barrier.
+        self.write(batches, 0, u64::MAX, false);
     }
 
     /// Writes the queues of `keys` to every backend and the catalogue.
     fn flush(&mut self, keys: Vec<SeriesKey>, shutting_down: bool) {
         let mut taken = 0usize;
+        let mut epoch = u64::MAX;
         let mut batches = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(queue) = self.queues.remove(&key) else {
                 continue;
             };
             taken += queue.points.len();
+            epoch = epoch.min(queue.epoch);
             let (batch, duplicates) =
                 SeriesBatch::from_unordered(key, queue.uom, queue.points, queue.levels);
             self.counters
@@ -734,28 +787,52 @@ impl Shard {
             }
             batches.extend(aggregate_batches(aggregates));
         }
-        self.write(&batches, shutting_down);
+        self.write(batches, taken, epoch, shutting_down);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        self.queued.fetch_sub(taken, Ordering::AcqRel);
     }
 
-    /// Writes `batches` to every backend, the last-values cache and the catalogue.
-    fn write(&mut self, batches: &[SeriesBatch], shutting_down: bool) {
+    /// Writes `batches` (holding `points` queued points whose oldest queue began in `epoch`)
+    /// to every backend, the last-values cache and the catalogue. A backend whose store fails
+    /// as a whole, or that still owes earlier flushes, keeps these for later ([`Stalled`]) and
+    /// the others go on; the points stay counted as queued until every backend has them.
+    fn write(&mut self, batches: Vec<SeriesBatch>, points: usize, epoch: u64, shutting_down: bool) {
         if batches.is_empty() {
             return;
         }
-        for (backend, counters) in self.backends.iter_mut().zip(&self.counters.backends) {
-            write_with_retries(
+        let batches = Arc::new(batches);
+        let flush = self.next_flush;
+        self.next_flush += 1;
+        let mut backends_left = 0;
+        for (index, backend) in self.backends.iter_mut().enumerate() {
+            let stalled = &mut self.stalled[index];
+            if !stalled.flushes.is_empty() {
+                stalled.flushes.push_back((flush, batches.clone()));
+                backends_left += 1;
+                continue;
+            }
+            let counters = &self.counters.backends[index];
+            let giving_up = shutting_down || self.stopping.load(Ordering::Acquire);
+            if let Err(failure) = write_once(
                 backend.as_mut(),
-                batches,
+                &batches,
                 counters,
-                shutting_down,
-                &self.stopping,
+                giving_up,
                 &self.counters.abandoned,
-            );
+            ) {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    backend = backend.name(),
+                    %failure,
+                    "store failed: its writes wait and are retried, the other stores go on"
+                );
+                stalled.flushes.push_back((flush, batches.clone()));
+                stalled.backoff = FIRST_BACKOFF;
+                stalled.retry_at = Instant::now() + FIRST_BACKOFF;
+                backends_left += 1;
+            }
         }
         if let Some(last_values) = &self.settings.last_values {
-            for batch in batches {
+            for batch in batches.iter() {
                 last_values.record(&batch.key, &batch.points);
             }
         }
@@ -766,92 +843,172 @@ impl Shard {
         if let Err(failure) = self.catalogue.record(&updates) {
             error!(%failure, series = updates.len(), "catalogue update failed");
         }
+        if backends_left == 0 {
+            self.queued.fetch_sub(points, Ordering::AcqRel);
+        } else {
+            self.owed.insert(
+                flush,
+                OwedFlush {
+                    backends_left,
+                    points,
+                    epoch,
+                },
+            );
+        }
+    }
+
+    /// Tries again, in order, the flushes of backends whose retry time has come.
+    fn retry_stalled(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.backends.len() {
+            if self.stalled[index].flushes.is_empty() || self.stalled[index].retry_at > now {
+                continue;
+            }
+            while let Some((flush, batches)) = self.stalled[index].flushes.front().cloned() {
+                let counters = &self.counters.backends[index];
+                let backend = self.backends[index].as_mut();
+                match write_once(backend, &batches, counters, false, &self.counters.abandoned) {
+                    Ok(()) => {
+                        self.stalled[index].flushes.pop_front();
+                        self.stalled[index].backoff = FIRST_BACKOFF;
+                        if self.stalled[index].flushes.is_empty() {
+                            info!(
+                                backend = backend.name(),
+                                "store back: its waiting writes are done"
+                            );
+                        }
+                        self.settle(flush);
+                    }
+                    Err(failure) => {
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
+                        let stalled = &mut self.stalled[index];
+                        stalled.backoff = (stalled.backoff * 2).min(MAX_BACKOFF);
+                        stalled.retry_at = Instant::now() + stalled.backoff;
+                        tracing::debug!(backend = backend.name(), %failure, retry_in = ?stalled.backoff, "store still failing");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One backend has written flush `flush`: once all have, its points leave the queue count.
+    fn settle(&mut self, flush: u64) {
+        if let Some(owed) = self.owed.get_mut(&flush) {
+            owed.backends_left -= 1;
+            if owed.backends_left == 0 {
+                self.queued.fetch_sub(owed.points, Ordering::AcqRel);
+                self.owed.remove(&flush);
+            }
+        }
+    }
+
+    /// At shutdown: each stalled backend's flushes are tried three more times, then given up
+    /// (counted as failed and abandoned: they stay in the write-ahead log for the next start).
+    fn settle_stalled_at_shutdown(&mut self) {
+        for index in 0..self.backends.len() {
+            let mut attempts = 0;
+            while let Some((flush, batches)) = self.stalled[index].flushes.front().cloned() {
+                let counters = &self.counters.backends[index];
+                let backend = self.backends[index].as_mut();
+                match write_once(backend, &batches, counters, true, &self.counters.abandoned) {
+                    Ok(()) => {
+                        self.stalled[index].flushes.pop_front();
+                        self.settle(flush);
+                    }
+                    Err(failure) if attempts >= 2 => {
+                        let points: usize = self.stalled[index]
+                            .flushes
+                            .drain(..)
+                            .map(|(_, batches)| {
+                                batches
+                                    .iter()
+                                    .map(|batch| batch.points.len())
+                                    .sum::<usize>()
+                            })
+                            .sum();
+                        counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+                        self.counters
+                            .abandoned
+                            .fetch_add(points as u64, Ordering::AcqRel);
+                        error!(backend = backend.name(), %failure, points, "giving up at shutdown");
+                    }
+                    Err(_) => {
+                        attempts += 1;
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(FIRST_BACKOFF * (1 << attempts));
+                    }
+                }
+            }
+        }
     }
 }
 
-/// One backend call for the batches; a call that fails as a whole is retried with backoff
-/// (indefinitely while running, the points staying queued; three times in all once the node is
-/// stopping). Series that failed because the disk is full are retried the same way, alone:
-/// writes to that backend pause (one log line when they pause, one when they resume) until
-/// space returns, and meanwhile the queues fill and the front end answers 503. Other per-series
-/// failures are counted and logged.
-fn write_with_retries(
+/// One backend call for the batches: `Err` when the call fails as a whole (the store is down;
+/// the caller keeps the batches for a later try). Series that failed because the disk is full
+/// are retried alone, with backoff, until space returns (unless `giving_up`): writes to that
+/// backend pause (one log line when they pause, one when they resume), and meanwhile the
+/// queues fill and the front end answers 503. Other per-series failures are counted and logged.
+fn write_once(
     backend: &mut dyn Backend,
     batches: &[SeriesBatch],
     counters: &BackendCounters,
-    shutting_down: bool,
-    stopping: &AtomicBool,
+    giving_up: bool,
     abandoned: &AtomicU64,
-) {
-    let mut backoff = Duration::from_millis(100);
+) -> Result<(), perfpipe_backend::BackendError> {
+    let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
     // The series still to write once the disk had no room for them.
     let mut disk_full: Option<Vec<SeriesBatch>> = None;
     loop {
         attempts += 1;
-        let giving_up = (shutting_down || stopping.load(Ordering::Acquire)) && attempts >= 3;
+        let give_up_now = giving_up && attempts >= 3;
         let current = disk_full.as_deref().unwrap_or(batches);
-        match backend.write(current) {
-            Ok(report) => {
-                counters
-                    .written
-                    .fetch_add(report.written, Ordering::Relaxed);
-                counters.late.fetch_add(report.late, Ordering::Relaxed);
-                let points_of = |key: &SeriesKey| {
-                    current
-                        .iter()
-                        .find(|batch| &batch.key == key)
-                        .map_or(0, |batch| batch.points.len())
-                };
-                let mut no_room = Vec::new();
-                for (key, failure) in &report.failed {
-                    if failure.is_disk_full() && !giving_up {
-                        no_room.push(key);
-                        continue;
-                    }
-                    let points = points_of(key);
-                    counters.failed.fetch_add(points as u64, Ordering::Relaxed);
-                    if failure.is_disk_full() {
-                        abandoned.fetch_add(points as u64, Ordering::AcqRel);
-                    }
-                    warn!(backend = backend.name(), series = %key, %failure, "series not written");
-                }
-                if no_room.is_empty() {
-                    if disk_full.is_some() {
-                        info!(backend = backend.name(), "disk space back: writes resumed");
-                    }
-                    return;
-                }
-                if disk_full.is_none() {
-                    error!(
-                        backend = backend.name(),
-                        series = no_room.len(),
-                        "disk full: writes paused until space returns"
-                    );
-                }
-                counters.retries.fetch_add(1, Ordering::Relaxed);
-                let retry: Vec<SeriesBatch> = current
-                    .iter()
-                    .filter(|batch| no_room.contains(&&batch.key))
-                    .cloned()
-                    .collect();
-                disk_full = Some(retry);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+        let report = backend.write(current)?;
+        counters
+            .written
+            .fetch_add(report.written, Ordering::Relaxed);
+        counters.late.fetch_add(report.late, Ordering::Relaxed);
+        let points_of = |key: &SeriesKey| {
+            current
+                .iter()
+                .find(|batch| &batch.key == key)
+                .map_or(0, |batch| batch.points.len())
+        };
+        let mut no_room = Vec::new();
+        for (key, failure) in &report.failed {
+            if failure.is_disk_full() && !give_up_now {
+                no_room.push(key);
+                continue;
             }
-            Err(failure) => {
-                counters.retries.fetch_add(1, Ordering::Relaxed);
-                if giving_up {
-                    let points: usize = current.iter().map(|batch| batch.points.len()).sum();
-                    counters.failed.fetch_add(points as u64, Ordering::Relaxed);
-                    abandoned.fetch_add(points as u64, Ordering::AcqRel);
-                    error!(backend = backend.name(), %failure, points, "giving up at shutdown");
-                    return;
-                }
-                warn!(backend = backend.name(), %failure, retry_in = ?backoff, "write failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            let points = points_of(key);
+            counters.failed.fetch_add(points as u64, Ordering::Relaxed);
+            if failure.is_disk_full() {
+                abandoned.fetch_add(points as u64, Ordering::AcqRel);
             }
+            warn!(backend = backend.name(), series = %key, %failure, "series not written");
         }
+        if no_room.is_empty() {
+            if disk_full.is_some() {
+                info!(backend = backend.name(), "disk space back: writes resumed");
+            }
+            return Ok(());
+        }
+        if disk_full.is_none() {
+            error!(
+                backend = backend.name(),
+                series = no_room.len(),
+                "disk full: writes paused until space returns"
+            );
+        }
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        let retry: Vec<SeriesBatch> = current
+            .iter()
+            .filter(|batch| no_room.contains(&&batch.key))
+            .cloned()
+            .collect();
+        disk_full = Some(retry);
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

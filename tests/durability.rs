@@ -654,9 +654,10 @@ impl Drop for Influxd {
     }
 }
 
-/// InfluxDB stopped for 20 s while a client writes: the node keeps acknowledging (the points
-/// wait in its log and queues, retried with backoff), and once InfluxDB is back every
-/// acknowledged point is in it.
+/// InfluxDB stopped for 20 s while a client writes to a node storing in Whisper and InfluxDB:
+/// the node keeps acknowledging (the points wait in its log and queues, retried with backoff),
+/// Whisper goes on being written meanwhile, and once InfluxDB is back every acknowledged point
+/// is in it.
 #[test]
 fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
     const HOSTS: usize = 10;
@@ -666,7 +667,7 @@ fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
     let config = config(
         &dir,
         &format!(
-            "data_dir = {:?}\nbackends = [\"influxdb\"]\n\
+            "data_dir = {:?}\nbackends = [\"influxdb\", \"whisper\"]\n\
              [influxdb]\nurl = {:?}\ndb = \"perfpipe\"\nretries = 1\nretry_backoff = \"100ms\"\n\
              [enqueuer]\nmax_batch_age = \"100ms\"\n",
             dir.join("data").display().to_string(),
@@ -697,11 +698,19 @@ fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
 
     std::thread::sleep(Duration::from_secs(2));
     influx.stop();
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(5));
+    let whisper_written =
+        |status: &serde_json::Value| status["backends"][1]["written"].as_u64().unwrap();
+    let early = node.get("/status").json();
+    std::thread::sleep(Duration::from_secs(15));
     let status = node.get("/status").json();
     assert!(
         status["backends"][0]["retries"].as_u64().unwrap() > 0,
         "the node retried InfluxDB while it was down: {status}"
+    );
+    assert!(
+        whisper_written(&status) > whisper_written(&early) + 1000,
+        "Whisper went on while InfluxDB was down: {early} then {status}"
     );
     influx.start();
     std::thread::sleep(Duration::from_secs(3));
