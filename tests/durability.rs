@@ -20,8 +20,9 @@ use common::{config, now, temp_dir, Node, Poster};
 const CLIENTS: usize = 4;
 /// Hosts per client: one point each per request.
 const HOSTS_PER_CLIENT: usize = 10;
-/// Requests per client at most: one minute apart, they fit the two days the files keep.
-const MAX_REQUESTS: usize = 2600;
+/// Requests per client at most: one minute apart, they fit the 14 days the files keep (the
+/// 200-round soak writes about 12,000 per client).
+const MAX_REQUESTS: usize = 19_000;
 
 fn rounds() -> usize {
     std::env::var("PERFPIPE_KILL_ROUNDS")
@@ -147,7 +148,7 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
         &dir,
         &format!(
             "data_dir = {:?}\n\
-             [whisper]\nretentions = \"60s:2d\"\n\
+             [whisper]\nretentions = \"60s:14d\"\n\
              [enqueuer]\nmax_batch_age = \"300ms\"\n\
              [wal]\nsegment_age = \"200ms\"\n",
             data.display().to_string()
@@ -158,7 +159,7 @@ fn kill_9_under_load_loses_no_acknowledged_point() {
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| now() as u64 | 1);
     eprintln!("kill moments from seed {seed} (PERFPIPE_KILL_SEED)");
-    let first = (now() - 46 * 3600) / 60 * 60;
+    let first = (now() - 13 * 86_400 - 20 * 3600) / 60 * 60;
     let mut next = [0usize; CLIENTS];
     let mut acknowledged: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); CLIENTS];
 
