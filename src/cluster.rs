@@ -132,6 +132,11 @@ fn peer_tls(config: &Config) -> anyhow::Result<ureq::tls::TlsConfig> {
     Ok(builder.build())
 }
 
+/// Longest wait for a peer's answer to a read (queries, the catalogue): a peer that is frozen
+/// rather than down (it takes the connection, never answers) makes the answer partial after
+/// this, never hangs it. Forwarded writes keep the agent's 30 s.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a peer did not take forwarded points.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -303,7 +308,12 @@ impl Cluster {
         path_and_query: &str,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
         let url = format!("{}{path_and_query}", self.nodes[index]);
-        let answer = self.as_peer(self.agent.get(&url)).call();
+        let answer = self
+            .as_peer(self.agent.get(&url))
+            .config()
+            .timeout_global(Some(READ_TIMEOUT))
+            .build()
+            .call();
         self.json_answer(index, answer)
     }
 
@@ -358,6 +368,9 @@ impl Cluster {
         let url = format!("{}/api/v1/query?{raw_query}&local=true", self.nodes[index]);
         let mut answer = self
             .as_peer(self.agent.get(&url))
+            .config()
+            .timeout_global(Some(READ_TIMEOUT))
+            .build()
             .call()
             .with_context(|| format!("querying {}", self.nodes[index]))?;
         let status = answer.status();

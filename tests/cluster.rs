@@ -161,3 +161,67 @@ fn three_nodes_route_by_owner_and_answer_for_each_other() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A peer that is frozen (SIGSTOP: it takes connections and never answers) does not hang a
+/// query sent to another node: the answer comes within the read timeout, partial, naming the
+/// series it could not get.
+#[test]
+fn a_frozen_peer_makes_a_query_partial_not_hung() {
+    let dir = temp_dir("cluster-frozen");
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    urls,
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    let frozen_host = (0..)
+        .map(|h| format!("host-{h}"))
+        .find(|host| owner_of_host(host, 2) == 1)
+        .unwrap();
+    let pid = nodes[1].child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    let answer = nodes[0].get(&format!(
+        "/api/v1/query?hsm={frozen_host}::Load::load1&start=-1h&end=now"
+    ));
+    let waited = started.elapsed();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["partial"], true, "{json}");
+    assert!(
+        json["series"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{json}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "answered after {waited:?}"
+    );
+    assert_eq!(nodes[1].terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
