@@ -588,7 +588,7 @@ impl Shard {
                     let _ = ack.send(());
                 }
                 Ok(Command::Barrier(ack)) => {
-                    if self.queues.is_empty() {
+                    if self.queues.is_empty() && self.owed.is_empty() {
                         let _ = ack.send(());
                     } else {
                         self.epoch += 1;

@@ -657,25 +657,29 @@ impl Drop for Influxd {
 
 /// InfluxDB stopped for 20 s while a client writes to a node storing in Whisper and InfluxDB:
 /// the node keeps acknowledging (the points wait in its log and queues, retried with backoff),
-/// Whisper goes on being written meanwhile, and once InfluxDB is back every acknowledged point
-/// is in it.
+/// Whisper goes on being written meanwhile. Then the node is killed (SIGKILL) before InfluxDB
+/// is back, so what InfluxDB still owed lives only in the log (whose segments, sealed every
+/// second, must not have been deleted while InfluxDB owed them); InfluxDB and the node are
+/// started again, and every acknowledged point is in InfluxDB.
 #[test]
 fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
     const HOSTS: usize = 10;
     let dir = temp_dir("influx-down");
     let mut influx = Influxd::new(&dir.join("influxd"));
     influx.query("CREATE DATABASE perfpipe");
+    let port = common::free_port();
     let config = config(
         &dir,
         &format!(
-            "data_dir = {:?}\nbackends = [\"influxdb\", \"whisper\"]\n\
+            "listen = \"127.0.0.1:{port}\"\n\
+             data_dir = {:?}\nbackends = [\"influxdb\", \"whisper\"]\n\
              [influxdb]\nurl = {:?}\ndb = \"perfpipe\"\nretries = 1\nretry_backoff = \"100ms\"\n\
-             [enqueuer]\nmax_batch_age = \"100ms\"\n",
+             [enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1s\"\n",
             dir.join("data").display().to_string(),
             influx.url()
         ),
     );
-    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let mut node = Node::start_with(&["--config", config.to_str().unwrap()]);
 
     let first = (now() - 20 * 3600) / 60 * 60;
     let stop = Arc::new(AtomicBool::new(false));
@@ -713,7 +717,10 @@ fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
         whisper_written(&status) > whisper_written(&early) + 1000,
         "Whisper went on while InfluxDB was down: {early} then {status}"
     );
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
     influx.start();
+    node = Node::start_with(&["--config", config.to_str().unwrap()]);
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let acknowledged = client.join().unwrap();
