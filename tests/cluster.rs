@@ -9,15 +9,15 @@ use perfpipe::routing::owner_of_host;
 
 const HOSTS: usize = 100;
 
-#[test]
-fn three_nodes_route_by_owner_and_answer_for_each_other() {
-    let dir = temp_dir("cluster");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+/// `count` nodes on free loopback ports in one cluster, each with its data under
+/// `dir/node<i>`: the nodes and their URLs.
+fn start_cluster(dir: &std::path::Path, count: usize) -> (Vec<Node>, Vec<String>) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect();
-    let nodes: Vec<Node> = (0..3)
+    let nodes = (0..count)
         .map(|i| {
             let config = dir.join(format!("node{i}.toml"));
             std::fs::write(
@@ -34,6 +34,13 @@ fn three_nodes_route_by_owner_and_answer_for_each_other() {
             Node::start_with(&["--config", config.to_str().unwrap()])
         })
         .collect();
+    (nodes, urls)
+}
+
+#[test]
+fn three_nodes_route_by_owner_and_answer_for_each_other() {
+    let dir = temp_dir("cluster");
+    let (nodes, urls) = start_cluster(&dir, 3);
 
     let t = (now() - 3600) / 60 * 60;
     let host = |h: usize| format!("host-{h:03}");
@@ -168,28 +175,7 @@ fn three_nodes_route_by_owner_and_answer_for_each_other() {
 #[test]
 fn a_frozen_peer_makes_a_query_partial_not_hung() {
     let dir = temp_dir("cluster-frozen");
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls,
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
+    let (mut nodes, _) = start_cluster(&dir, 2);
     let frozen_host = (0..)
         .map(|h| format!("host-{h}"))
         .find(|host| owner_of_host(host, 2) == 1)
