@@ -464,7 +464,7 @@ impl Drop for SmallDisk {
 fn a_full_disk_pauses_writes_and_loses_no_acknowledged_point() {
     let dir = temp_dir("disk-full");
     let data = dir.join("data");
-    let disk = SmallDisk::mount(&data, "12m");
+    let disk = SmallDisk::mount(&data, "64m");
     let config = config(
         &dir,
         &format!(
@@ -477,7 +477,9 @@ fn a_full_disk_pauses_writes_and_loses_no_acknowledged_point() {
     );
     let mut node = Node::start(&["--config", config.to_str().unwrap()]);
     // All but about 600 KB taken by a file the test will delete: room for a dozen new
-    // series (a file of two days of minutes is 34 KB) and a little log.
+    // series (a file of two days of minutes is 34 KB) and a little log. Once it is deleted
+    // there is room for hundreds more, so the node also has room to stop cleanly (its
+    // last-values file, the flush).
     let filler = data.join("filler");
     let free = {
         let output = Command::new("df")
