@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod enqueuer;
 pub mod expr;
+pub mod graphite;
 pub mod handoff;
 pub mod https;
 pub mod ingest;

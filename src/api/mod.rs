@@ -7,6 +7,7 @@
 mod auth;
 pub(crate) mod delete;
 mod eval;
+mod graphite;
 mod plugins;
 mod query;
 mod rename;
@@ -74,6 +75,14 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/api/v1/stale", get(query::stale))
         .route("/api/v1/eval", get(eval::eval))
         .route("/api/v1/rename", post(rename::rename))
+        .route("/render", get(graphite::render).post(graphite::render))
+        .route("/metrics/find", get(graphite::find).post(graphite::find))
+        .route(
+            "/metrics/expand",
+            get(graphite::expand).post(graphite::expand),
+        )
+        .route("/functions", get(graphite::functions))
+        .route("/version", get(graphite::version))
         .route("/get_data", post(plugins::get_data))
         .route("/set_data", post(plugins::set_data))
         .route("/store_data", post(plugins::store_data))

@@ -75,6 +75,9 @@ pub async fn query(
     let mut keys = Vec::new();
     let (mut start, mut end, mut step, mut cf) = (None, None, None, Consolidation::Average);
     let mut local_only = false;
+    // Read as at this second (Graphite renders pass their `now` so every node picks the same
+    // Whisper archive); default the clock.
+    let mut as_of = None;
     let mut cf_name = "average".to_string();
     let now = now();
     for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
@@ -96,6 +99,7 @@ pub async fn query(
                 )
             }
             "local" => local_only = value == "true",
+            "now" => as_of = Some(parse_time(&value, now).map_err(bad_request)?),
             "cf" => {
                 cf_name = value.to_string();
                 cf = match value.as_ref() {
@@ -170,6 +174,9 @@ pub async fn query(
                 query.append_pair("step", &step.to_string());
             }
             query.append_pair("cf", &cf_name);
+            if let Some(as_of) = as_of {
+                query.append_pair("now", &as_of.to_string());
+            }
             let raw = query.finish();
             let node = node.clone();
             let answer = tokio::task::spawn_blocking(move || node.cluster.query(owner, &raw));
@@ -201,7 +208,11 @@ pub async fn query(
                 .map_err(anyhow::Error::from)?
                 .map(|info| info.uom);
             let mut answer = json!({ "hsm": key.to_string(), "uom": uom });
-            match backend.read(&key, &range) {
+            let read = match as_of {
+                Some(as_of) => backend.read_as_of(&key, &range, as_of),
+                None => backend.read(&key, &range),
+            };
+            match read {
                 Ok(read) => {
                     answer["start"] = json!(read.start);
                     answer["step"] = json!(read.step);

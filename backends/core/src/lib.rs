@@ -302,6 +302,20 @@ pub trait Backend: Send {
     /// Reads a range of one series.
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError>;
 
+    /// Reads a range as a reader at epoch second `now` would: stores whose answer depends on
+    /// the present (Whisper picks its archive by the age of `start` and clamps `end` to now)
+    /// use it, so a render and graphite-web asked with the same `now` read the same archive.
+    /// Default: [`Backend::read`].
+    fn read_as_of(
+        &mut self,
+        key: &SeriesKey,
+        range: &RangeQuery,
+        now: i64,
+    ) -> Result<SeriesRange, BackendError> {
+        let _ = now;
+        self.read(key, range)
+    }
+
     /// Forgets what this backend keeps in memory about `host`'s series (all of them, or the
     /// one `(service, metric)`): open files, cached last-update times. Called before their
     /// files are moved away, so no later write goes to a moved file. Default: nothing kept.

@@ -315,6 +315,16 @@ impl Backend for WhisperBackend {
     }
 
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
+        let now = (self.clock)();
+        self.read_as_of(key, range, now)
+    }
+
+    fn read_as_of(
+        &mut self,
+        key: &SeriesKey,
+        range: &RangeQuery,
+        now: i64,
+    ) -> Result<SeriesRange, BackendError> {
         let path = self.series_path(key)?;
         let file = match WhisperFile::open_read_only(&path) {
             Ok(file) => file,
@@ -325,7 +335,6 @@ impl Backend for WhisperBackend {
             }
             Err(other) => return Err(other.into()),
         };
-        let now = (self.clock)();
         let archive_step = range.step.filter(|&step| {
             file.info()
                 .archives

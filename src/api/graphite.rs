@@ -1,0 +1,602 @@
+//! The Graphite API that Grafana's Graphite data source and graphite-web's clients speak:
+//! `GET/POST /render` (`format=json|csv|raw`), `GET /metrics/find` (treejson and completer
+//! forms), `GET /metrics/expand`, `GET /functions` and `GET /version`, over every series the
+//! cluster stores, whatever the backend. The language itself lives in `crate::graphite`; this
+//! module gives it data: path patterns are matched against the catalogue (this node's, and
+//! each peer's through its own `/metrics/find?local=1`), and series are read from the first
+//! backend of their owner node as `/api/v1/query` reads them, as at the render's `now`.
+//!
+//! Parameters come from the query string and, for `POST`, a form body (Grafana posts one).
+//! A target that does not parse, an unknown function or bad arguments answer 400 naming the
+//! target and the reason; a peer that cannot be asked answers 502 naming it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery, SeriesKey};
+use perfpipe_sqlite::Catalogue;
+use serde_json::{json, Value};
+
+use super::{blocking, ApiError, Node};
+use crate::graphite::{
+    self, decode_path, graphite_path, render_datapoints, EvalError, PathPattern, Request, Series,
+};
+
+/// The graphite-web version whose API perfpipe answers like.
+const GRAPHITE_VERSION: &str = "1.1.8";
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
+}
+
+/// Query-string and form-body parameters, in order.
+fn parameters(raw: Option<String>, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form && !body.is_empty() {
+        pairs.extend(form_urlencoded::parse(body).into_owned());
+    }
+    pairs
+}
+
+fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// A node of the path tree: a branch (host, or host.service) or a leaf (a series).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TreeNode {
+    path: String,
+    leaf: bool,
+}
+
+/// A read: first timestamp, step, values.
+type StoredRange = (i64, i64, Vec<Option<f64>>);
+
+/// The data source of one request.
+struct ClusterStore {
+    node: Arc<Node>,
+    catalogue: Option<Catalogue>,
+    backend: Option<Box<dyn Backend>>,
+}
+
+impl ClusterStore {
+    fn new(node: Arc<Node>) -> ClusterStore {
+        ClusterStore {
+            node,
+            catalogue: None,
+            backend: None,
+        }
+    }
+
+    fn catalogue(&mut self) -> Result<&Catalogue, String> {
+        if self.catalogue.is_none() {
+            let catalogue = crate::storage::open_catalogue(&self.node.config)
+                .map_err(|error| format!("{error:#}"))?;
+            self.catalogue = Some(catalogue);
+        }
+        Ok(self.catalogue.as_ref().expect("just opened"))
+    }
+
+    /// This node's part of the tree at the pattern's depth.
+    fn find_local(&mut self, pattern: &PathPattern) -> Result<Vec<TreeNode>, String> {
+        let depth = pattern.depth();
+        if !(1..=3).contains(&depth) {
+            return Ok(Vec::new());
+        }
+        let catalogue = self.catalogue()?;
+        let text = |e: perfpipe_sqlite::CatalogueError| e.to_string();
+        let hosts: Vec<String> = match pattern.literal(0).and_then(graphite::decode_component) {
+            Some(host) => vec![host],
+            None => catalogue
+                .hosts("")
+                .map_err(text)?
+                .into_iter()
+                .map(|summary| summary.host)
+                .collect(),
+        };
+        let mut found = BTreeSet::new();
+        for host in hosts {
+            let host_part = graphite::encode_component(&host);
+            if !pattern.node_matches(0, &host_part) {
+                continue;
+            }
+            if depth == 1 {
+                if !catalogue.metrics(&host).map_err(text)?.is_empty() {
+                    found.insert(TreeNode {
+                        path: host_part,
+                        leaf: false,
+                    });
+                }
+                continue;
+            }
+            for info in catalogue.metrics(&host).map_err(text)? {
+                let service_part = graphite::encode_component(&info.key.service);
+                if !pattern.node_matches(1, &service_part) {
+                    continue;
+                }
+                if depth == 2 {
+                    found.insert(TreeNode {
+                        path: format!("{host_part}.{service_part}"),
+                        leaf: false,
+                    });
+                    continue;
+                }
+                let metric_part = graphite::encode_component(&info.key.metric);
+                if pattern.node_matches(2, &metric_part) {
+                    found.insert(TreeNode {
+                        path: graphite_path(&info.key),
+                        leaf: true,
+                    });
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The whole cluster's part of the tree at the pattern's depth, sorted by path.
+    fn find(&mut self, text: &str) -> Result<Vec<TreeNode>, String> {
+        let pattern = PathPattern::new(text);
+        let mut found: BTreeSet<TreeNode> = self.find_local(&pattern)?.into_iter().collect();
+        // A literal host lives on its owner only; a pattern may match hosts anywhere.
+        let peers: Vec<usize> = match pattern.literal(0).and_then(graphite::decode_component) {
+            Some(host) => self.node.cluster.owner(&host).into_iter().collect(),
+            None => self.node.cluster.peers().collect(),
+        };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("query", text);
+        query.append_pair("local", "1");
+        let path = format!("/metrics/find?{}", query.finish());
+        for peer in peers {
+            let (status, answer) = self
+                .node
+                .cluster
+                .get(peer, &path)
+                .map_err(|error| format!("{}: {error:#}", self.node.cluster.node_url(peer)))?;
+            if status != 200 {
+                return Err(format!(
+                    "{} answered {status} to {path}: {answer}",
+                    self.node.cluster.node_url(peer)
+                ));
+            }
+            for entry in answer.as_array().into_iter().flatten() {
+                if let Some(id) = entry["id"].as_str() {
+                    found.insert(TreeNode {
+                        path: id.to_string(),
+                        leaf: entry["leaf"].as_i64() == Some(1),
+                    });
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    fn read_local(
+        &mut self,
+        key: &SeriesKey,
+        range: &RangeQuery,
+        now: i64,
+    ) -> Result<Option<StoredRange>, String> {
+        if self.backend.is_none() {
+            let backend = crate::storage::open_backends(&self.node.config)
+                .map_err(|error| format!("{error:#}"))?
+                .into_iter()
+                .next()
+                .ok_or("no backend configured")?;
+            self.backend = Some(backend);
+        }
+        let backend = self.backend.as_mut().expect("just opened");
+        match backend.read_as_of(key, range, now) {
+            Ok(read) => Ok(Some((read.start, i64::from(read.step), read.values))),
+            Err(
+                BackendError::NotFound(_)
+                | BackendError::EmptyName
+                | BackendError::NameTooLong { .. },
+            ) => Ok(None),
+            Err(error) => {
+                tracing::error!(series = %key, %error, "graphite render: read failed");
+                Err("the store could not be read; the node's log has the details".into())
+            }
+        }
+    }
+}
+
+impl graphite::Store for ClusterStore {
+    fn fetch(
+        &mut self,
+        pattern: &str,
+        start: i64,
+        end: i64,
+        now: i64,
+    ) -> Result<Vec<Series>, String> {
+        let leaves: Vec<(String, SeriesKey)> = self
+            .find(pattern)?
+            .into_iter()
+            .filter(|node| node.leaf)
+            .filter_map(|node| decode_path(&node.path).map(|key| (node.path, key)))
+            .collect();
+        let range = RangeQuery {
+            start,
+            end,
+            step: None,
+            consolidation: Consolidation::Average,
+        };
+        let mut series = Vec::with_capacity(leaves.len());
+        let mut remote: Vec<(usize, Vec<(String, SeriesKey)>)> = Vec::new();
+        for (path, key) in leaves {
+            match self.node.cluster.owner(&key.host) {
+                None => {
+                    if let Some((first, step, values)) = self.read_local(&key, &range, now)? {
+                        push_read(&mut series, path, first, step, values);
+                    }
+                }
+                Some(owner) => match remote.iter_mut().find(|(o, _)| *o == owner) {
+                    Some((_, keys)) => keys.push((path, key)),
+                    None => remote.push((owner, vec![(path, key)])),
+                },
+            }
+        }
+        for (owner, keys) in remote {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (_, key) in &keys {
+                query.append_pair("hsm", &key.to_string());
+            }
+            query.append_pair("start", &start.to_string());
+            query.append_pair("end", &end.to_string());
+            query.append_pair("now", &now.to_string());
+            let answers = self
+                .node
+                .cluster
+                .query(owner, &query.finish())
+                .map_err(|error| format!("{}: {error:#}", self.node.cluster.node_url(owner)))?;
+            for ((path, _), answer) in keys.into_iter().zip(answers) {
+                let (Some(first), Some(step)) = (answer["start"].as_i64(), answer["step"].as_i64())
+                else {
+                    continue;
+                };
+                let values = answer["values"]
+                    .as_array()
+                    .map(|values| values.iter().map(Value::as_f64).collect())
+                    .unwrap_or_default();
+                push_read(&mut series, path, first, step, values);
+            }
+        }
+        series.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(series)
+    }
+}
+
+/// Adds a read series unless nothing was read (graphite-web leaves such a series out).
+fn push_read(
+    into: &mut Vec<Series>,
+    path: String,
+    start: i64,
+    step: i64,
+    values: Vec<Option<f64>>,
+) {
+    if values.is_empty() || step <= 0 {
+        return;
+    }
+    let end = start + values.len() as i64 * step;
+    into.push(Series::new(path, start, end, step, values));
+}
+
+/// `GET /render` and `POST /render`.
+pub async fn render(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let _slot = super::query_slot(&node)?;
+    let pairs = parameters(raw, &headers, &body);
+    let targets: Vec<String> = pairs
+        .iter()
+        .filter(|(key, _)| key == "target" || key == "target[]")
+        .map(|(_, value)| value.clone())
+        .collect();
+    let clock = now_seconds();
+    let time = |name: &str, default: &str, now: i64| {
+        let text = last(&pairs, name).unwrap_or(default);
+        graphite::parse_at_time(text, now).map_err(|error| bad_request(format!("{name}: {error}")))
+    };
+    let now = time("now", "now", clock)?;
+    let from = time("from", "-1d", now)?;
+    let until = time("until", "now", now)?;
+    let (start, end) = (from.min(until), from.max(until));
+    if start == end {
+        return Err(bad_request(
+            "from and until are the same time: an empty range",
+        ));
+    }
+    let format = last(&pairs, "format").unwrap_or("json").to_string();
+    if !matches!(format.as_str(), "json" | "csv" | "raw") {
+        return Err(bad_request(format!(
+            "format={format}: perfpipe answers data, not images: json, csv or raw"
+        )));
+    }
+    let max_data_points = last(&pairs, "maxDataPoints").and_then(|v| v.parse::<usize>().ok());
+    let no_null_points = last(&pairs, "noNullPoints").is_some();
+    let x_files_factor = match last(&pairs, "xFilesFactor") {
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| (0.0..=1.0).contains(v))
+            .ok_or_else(|| bad_request(format!("xFilesFactor {text:?} is not between 0 and 1")))?,
+        None => 0.0,
+    };
+    let span = (end - start) as u64;
+    let limits = &node.config.limits;
+    if span > limits.max_query_span.as_secs() {
+        return Err(bad_request(format!(
+            "a span of {span} s is more than limits.max_query_span ({} s)",
+            limits.max_query_span.as_secs()
+        )));
+    }
+    let request = Request {
+        start,
+        end,
+        now,
+        x_files_factor,
+    };
+    let asked = node.clone();
+    let mut series = blocking(move || {
+        let mut store = ClusterStore::new(asked);
+        graphite::evaluate_targets(&mut store, request, &targets).map_err(|error| match error {
+            EvalError::Store(message) => ApiError(StatusCode::BAD_GATEWAY, message),
+            other => bad_request(other.to_string()),
+        })
+    })
+    .await?;
+    let points: usize = series.iter().map(|s| s.values.len()).sum();
+    if points > limits.max_query_points {
+        return Err(bad_request(format!(
+            "{points} values, more than limits.max_query_points ({}): fewer targets or a shorter span",
+            limits.max_query_points
+        )));
+    }
+    Ok(match format.as_str() {
+        "csv" => ([(header::CONTENT_TYPE, "text/csv")], csv(&series)).into_response(),
+        "raw" => ([(header::CONTENT_TYPE, "text/plain")], raw_text(&series)).into_response(),
+        _ => {
+            let datapoints = render_datapoints(&mut series, max_data_points);
+            let answer: Vec<Value> = series
+                .iter()
+                .zip(datapoints)
+                .filter_map(|(one, points)| {
+                    let points: Vec<Value> = points
+                        .into_iter()
+                        .filter(|(value, _)| !no_null_points || value.is_some())
+                        .map(|(value, at)| json!([value, at]))
+                        .collect();
+                    if no_null_points && points.is_empty() {
+                        return None;
+                    }
+                    Some(json!({
+                        "target": one.name,
+                        "tags": { "name": one.name },
+                        "datapoints": points,
+                    }))
+                })
+                .collect();
+            Json(answer).into_response()
+        }
+    })
+}
+
+fn csv(series: &[Series]) -> String {
+    let mut out = String::new();
+    for one in series {
+        for (i, value) in one.points().iter().enumerate() {
+            let at = one.start + i as i64 * one.step * one.values_per_point as i64;
+            let stamp = chrono::DateTime::from_timestamp(at, 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            let value = value.map(graphite::python_float).unwrap_or_default();
+            let name = if one.name.contains([',', '"', '\n']) {
+                format!("\"{}\"", one.name.replace('"', "\"\""))
+            } else {
+                one.name.clone()
+            };
+            out.push_str(&format!("{name},{stamp},{value}\r\n"));
+        }
+    }
+    out
+}
+
+fn raw_text(series: &[Series]) -> String {
+    let mut out = String::new();
+    for one in series {
+        let values: Vec<String> = one
+            .points()
+            .iter()
+            .map(|v| v.map_or_else(|| "None".to_string(), graphite::python_float))
+            .collect();
+        out.push_str(&format!(
+            "{},{},{},{}|{}\n",
+            one.name,
+            one.start,
+            one.end,
+            one.step,
+            values.join(",")
+        ));
+    }
+    out
+}
+
+/// `GET /metrics/find?query=…[&format=treejson|completer]`.
+pub async fn find(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = parameters(raw, &headers, &body);
+    let mut query = last(&pairs, "query")
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| bad_request("the query parameter is missing or empty"))?
+        .to_string();
+    let format = last(&pairs, "format").unwrap_or("treejson").to_string();
+    let local = last(&pairs, "local") == Some("1");
+    let base_path = query
+        .rsplit_once('.')
+        .map(|(base, _)| format!("{base}."))
+        .unwrap_or_default();
+    if format == "completer" {
+        query = query.replace("..", "*.");
+        if !query.ends_with('*') {
+            query.push('*');
+        }
+    }
+    let asked = node.clone();
+    let found = blocking(move || {
+        let mut store = ClusterStore::new(asked);
+        if local {
+            store.find_local(&PathPattern::new(&query))
+        } else {
+            store.find(&query)
+        }
+        .map_err(|message| ApiError(StatusCode::BAD_GATEWAY, message))
+    })
+    .await?;
+    let name_of = |path: &str| path.rsplit('.').next().unwrap_or(path).to_string();
+    Ok(match format.as_str() {
+        "treejson" => Json(
+            found
+                .iter()
+                .map(|node| {
+                    let (allow, expandable, leaf) = if node.leaf { (0, 0, 1) } else { (1, 1, 0) };
+                    json!({
+                        "text": name_of(&node.path),
+                        "id": format!("{base_path}{}", name_of(&node.path)),
+                        "allowChildren": allow,
+                        "expandable": expandable,
+                        "leaf": leaf,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        "completer" => Json(json!({
+            "metrics": found
+                .iter()
+                .map(|node| json!({
+                    "path": if node.leaf { node.path.clone() } else { format!("{}.", node.path) },
+                    "name": name_of(&node.path),
+                    "is_leaf": if node.leaf { "1" } else { "0" },
+                }))
+                .collect::<Vec<_>>()
+        }))
+        .into_response(),
+        other => {
+            return Err(bad_request(format!(
+                "format={other}: treejson or completer"
+            )))
+        }
+    })
+}
+
+/// `GET /metrics/expand?query=…` (repeatable; `leavesOnly=1`, `groupByExpr=1`).
+pub async fn expand(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = parameters(raw, &headers, &body);
+    let queries: Vec<String> = pairs
+        .iter()
+        .filter(|(key, _)| key == "query")
+        .map(|(_, value)| value.clone())
+        .collect();
+    if queries.is_empty() {
+        return Err(bad_request("the query parameter is missing"));
+    }
+    let leaves_only = last(&pairs, "leavesOnly") == Some("1");
+    let group = last(&pairs, "groupByExpr") == Some("1");
+    let asked = node.clone();
+    let expanded = blocking(move || {
+        let mut store = ClusterStore::new(asked);
+        let mut out = Vec::new();
+        for query in queries {
+            let paths: BTreeSet<String> = store
+                .find(&query)
+                .map_err(|message| ApiError(StatusCode::BAD_GATEWAY, message))?
+                .into_iter()
+                .filter(|node| node.leaf || !leaves_only)
+                .map(|node| node.path)
+                .collect();
+            out.push((query, paths));
+        }
+        Ok(out)
+    })
+    .await?;
+    let results = if group {
+        Value::Object(
+            expanded
+                .into_iter()
+                .map(|(query, paths)| (query, json!(paths)))
+                .collect(),
+        )
+    } else {
+        let all: BTreeSet<String> = expanded.into_iter().flat_map(|(_, paths)| paths).collect();
+        json!(all)
+    };
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// `GET /functions`: the functions `/render` knows, in graphite-web's shape.
+pub async fn functions() -> Json<Value> {
+    let mut all = serde_json::Map::new();
+    for (name, group, params) in graphite::FUNCTION_NAMES {
+        let params: Vec<Value> = params
+            .iter()
+            .map(|(param, kind, required)| {
+                let mut p = json!({ "name": param, "type": kind });
+                if *required {
+                    p["required"] = json!(true);
+                }
+                p
+            })
+            .collect();
+        all.insert(
+            (*name).to_string(),
+            json!({
+                "name": name,
+                "function": format!("{name}({})", params.iter().filter_map(|p| p["name"].as_str()).collect::<Vec<_>>().join(", ")),
+                "group": group,
+                "module": "perfpipe.graphite",
+                "description": format!("graphite-web's {name}; see docs/api.md"),
+                "params": params,
+            }),
+        );
+    }
+    Json(Value::Object(all))
+}
+
+/// `GET /version`: the graphite-web version whose API this is, as graphite-web answers it.
+pub async fn version() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain")], GRAPHITE_VERSION)
+}
