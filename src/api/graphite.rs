@@ -168,6 +168,7 @@ impl ClusterStore {
         let mut query = form_urlencoded::Serializer::new(String::new());
         query.append_pair("query", text);
         query.append_pair("local", "1");
+        query.append_pair("format", "nodes");
         let path = format!("/metrics/find?{}", query.finish());
         for peer in peers {
             let (status, answer) = self
@@ -182,10 +183,10 @@ impl ClusterStore {
                 ));
             }
             for entry in answer.as_array().into_iter().flatten() {
-                if let Some(id) = entry["id"].as_str() {
+                if let Some(path) = entry["path"].as_str() {
                     found.insert(TreeNode {
-                        path: id.to_string(),
-                        leaf: entry["leaf"].as_i64() == Some(1),
+                        path: path.to_string(),
+                        leaf: entry["leaf"].as_bool() == Some(true),
                     });
                 }
             }
@@ -489,7 +490,9 @@ pub async fn find(
                 .map(|node| {
                     let (allow, expandable, leaf) = if node.leaf { (0, 0, 1) } else { (1, 1, 0) };
                     json!({
-                        "text": name_of(&node.path),
+                        // graphite-web shows the name unquoted, the id as stored.
+                        "text": graphite::decode_component(&name_of(&node.path))
+                            .unwrap_or_else(|| name_of(&node.path)),
                         "id": format!("{base_path}{}", name_of(&node.path)),
                         "allowChildren": allow,
                         "expandable": expandable,
@@ -510,9 +513,18 @@ pub async fn find(
                 .collect::<Vec<_>>()
         }))
         .into_response(),
+        // perfpipe's own, between nodes: the matching paths themselves (treejson's ids
+        // repeat the pattern's prefix, as graphite-web's do).
+        "nodes" => Json(
+            found
+                .iter()
+                .map(|node| json!({ "path": node.path, "leaf": node.leaf }))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         other => {
             return Err(bad_request(format!(
-                "format={other}: treejson or completer"
+                "format={other}: treejson, completer or nodes"
             )))
         }
     })
