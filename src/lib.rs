@@ -6,6 +6,7 @@
 //! Errors reach the binary as `anyhow::Error` (this is the application edge); the crates below
 //! keep typed errors.
 
+pub mod adopt;
 pub mod api;
 pub mod cachemanager;
 pub mod check;

@@ -54,6 +54,11 @@ enum Command {
     /// Rename a host (or one service of it) on a running node, merging with data already
     /// stored under the new name.
     Rename(perfpipe::rename::RenameArgs),
+    /// Record an existing Opsview RRD or Graphite Whisper tree in the catalogue, without
+    /// rewriting its files.
+    Adopt(perfpipe::adopt::AdoptArgs),
+    /// Copy every series from the first configured backend into another (resumable).
+    Export(perfpipe::adopt::ExportArgs),
     /// Print a token for namespace NAME, sealed with `cache.namespace_key`, for plugins to
     /// send as their namespace when the cache's namespaces are encrypted.
     NamespaceToken {
@@ -76,6 +81,8 @@ fn main() -> ExitCode {
         Command::NamespaceToken { name, config } => namespace_token(&name, config.as_deref()),
         Command::Eval(args) => perfpipe::check::eval(args),
         Command::Rename(args) => perfpipe::rename::run(args),
+        Command::Adopt(args) => perfpipe::adopt::run_adopt(args),
+        Command::Export(args) => perfpipe::adopt::run_export(args),
         Command::Check(args) => return ExitCode::from(perfpipe::check::check(args)),
     };
     match outcome {

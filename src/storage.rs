@@ -24,7 +24,7 @@ pub fn open_backends_with_files(
         .collect()
 }
 
-fn open_backend(
+pub(crate) fn open_backend(
     kind: BackendKind,
     config: &Config,
     max_open_files: usize,

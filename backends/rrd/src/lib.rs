@@ -36,6 +36,26 @@ mod librrd;
 
 #[cfg(feature = "rrd")]
 pub use backend::{default_write_threads, RrdBackend, PARALLEL_MIN_SERIES};
+
+/// What `perfpipe adopt` learns of an existing file without reading its data: the type of
+/// its data source `value` and its last update.
+#[cfg(feature = "rrd")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSummary {
+    /// `GAUGE`, `COUNTER`, `DERIVE`, `ABSOLUTE`; `None` without a data source `value`.
+    pub value_type: Option<String>,
+    /// Epoch seconds of the last update.
+    pub last_update: i64,
+}
+
+/// Describes an RRD file (through `rrd_info_r` and `rrd_last_r`).
+#[cfg(feature = "rrd")]
+pub fn describe(file: &std::path::Path) -> Result<FileSummary, RrdError> {
+    Ok(FileSummary {
+        value_type: librrd::value_type(file)?,
+        last_update: librrd::last_update(file)?,
+    })
+}
 pub use config::{ArchiveSpec, ConfigError, ConsolidationFunction, RrdConfig};
 pub use layout::ValueError;
 

@@ -179,6 +179,37 @@ pub(crate) fn last_update(file: &Path) -> Result<i64, RrdError> {
     Ok(i64::from(last))
 }
 
+/// The type of `file`'s data source `value` (`ds[value].type` of `rrdtool info`: GAUGE,
+/// COUNTER, DERIVE, ABSOLUTE), `None` when the file has no data source of that name.
+pub(crate) fn value_type(file: &Path) -> Result<Option<String>, RrdError> {
+    let path = c_path(file)?;
+    // SAFETY: as in `consolidations`: the list is walked read-only and freed once.
+    unsafe {
+        rrd_sys::rrd_clear_error();
+        let info = rrd_sys::rrd_info_r(path.as_ptr());
+        if info.is_null() {
+            return Err(take_error("info", file));
+        }
+        let mut found = None;
+        let mut entry = info;
+        while !entry.is_null() {
+            if CStr::from_ptr((*entry).key).to_bytes() == b"ds[value].type"
+                && (*entry).type_ == rrd_sys::rrd_info_type_RD_I_STR
+                && !(*entry).value.u_str.is_null()
+            {
+                found = Some(
+                    CStr::from_ptr((*entry).value.u_str)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            entry = (*entry).next;
+        }
+        rrd_sys::rrd_info_free(info);
+        Ok(found)
+    }
+}
+
 /// The consolidation functions of `file`'s archives (`rra[i].cf` of `rrdtool info`), in order.
 pub(crate) fn consolidations(file: &Path) -> Result<Vec<ConsolidationFunction>, RrdError> {
     let path = c_path(file)?;
