@@ -401,3 +401,16 @@ pub fn write_sample_tree(dir: &Path, end: i64) -> Vec<String> {
     write_whisper(dir, SAMPLE_RETENTIONS, &series);
     paths
 }
+
+/// A perfpipe config serving (reading) the whisper tree `whisper_dir`, as graphite-web does:
+/// `backends = ["whisper"]`, `whisper.dir` the tree, data under `data_dir`. Write it with
+/// `common::config(dir, &text)` and start the node with
+/// `Node::start(&["--config", path])` (which listens on 127.0.0.1:0).
+pub fn perfpipe_config_over(whisper_dir: &Path, data_dir: &Path, retentions: &str) -> String {
+    format!(
+        "data_dir = {:?}\nbackends = [\"whisper\"]\n\n[whisper]\ndir = {:?}\nretentions = {:?}\n",
+        data_dir.display().to_string(),
+        whisper_dir.display().to_string(),
+        retentions
+    )
+}
