@@ -145,7 +145,7 @@ backends = ["whisper"]
 dir = "$tree"
 retentions = "60s:8d"
 TOML
-    setsid "$perfpipe" serve --config "$work/perfpipe.toml" >"$work/perfpipe.log" 2>&1 &
+    NO_COLOR=1 RUST_LOG=info setsid "$perfpipe" serve --config "$work/perfpipe.toml" >"$work/perfpipe.log" 2>&1 &
     pids+=($!)
     disown
     node="http://$(wait_for_address "$work/perfpipe.log" "address=" "${pids[-1]}")"
