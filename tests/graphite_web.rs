@@ -243,6 +243,12 @@ fn generated_targets_are_balanced_deterministic_and_cover_every_function() {
             "no pattern with {kind}"
         );
     }
+    for example in ["h*.svc.m1", "{h1,h2}.svc.*", "h[12].svc.m?", "h1.svc.m1"] {
+        assert!(
+            patterns.iter().any(|p| p.text == example),
+            "no pattern {example}"
+        );
+    }
     assert!(patterns.iter().all(|p| p.matches > 0));
 
     let targets = generate_targets(&refs, TARGETS, SEED);
@@ -634,4 +640,14 @@ fn graphite_web_quirks_documented_in_notes() {
         graphite.get_json("/metrics/find?query=*.b.c"),
         json!([{"text": "c", "id": "*.b.c", "allowChildren": 0, "expandable": 0, "leaf": 1}])
     );
+}
+
+#[test]
+#[ignore = "prints the generated targets"]
+fn print_targets() {
+    let paths = paths();
+    let refs: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
+    for target in generate_targets(&refs, TARGETS, SEED) {
+        println!("{target}");
+    }
 }

@@ -128,75 +128,90 @@ fn node_match(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// A series pattern and how many of the paths it matches.
+/// A series pattern, how many of the paths it matches, and how many of its nodes have
+/// wildcards (0 for a plain path).
 #[derive(Clone, Debug)]
 pub struct Pattern {
     pub text: String,
     pub matches: usize,
+    pub wildcards: usize,
 }
 
-/// Patterns over `paths`: each path itself, then for every node the node replaced by `*`,
-/// by `?` for its last character, by a `[..]` class of the last characters of its siblings,
-/// by `{a,b}` of two sibling values, and two nodes replaced by `*`; only those that match at
-/// least one path, without duplicates, in a stable order.
+/// Patterns over `paths`: each path itself; for every node the node replaced by `*`, by its
+/// first character and `*`, by its stem and `?`, by its stem and a `[..]` class of its siblings' last characters, by `{a,b}`
+/// of two sibling values; and every pair of nodes replaced by two of those (`{h1,h2}.svc.*`,
+/// `h[12].svc.m?`). Only those matching at least one path, without duplicates, in a stable
+/// order.
 pub fn series_patterns(paths: &[&str]) -> Vec<Pattern> {
-    let mut texts: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-    for path in paths {
-        let nodes: Vec<&str> = path.split('.').collect();
-        for i in 0..nodes.len() {
-            // Values of node i among paths equal to this one elsewhere.
-            let siblings: Vec<&str> = paths
-                .iter()
-                .map(|p| p.split('.').collect::<Vec<_>>())
-                .filter(|other| {
-                    other.len() == nodes.len()
-                        && (0..nodes.len()).all(|k| k == i || other[k] == nodes[k])
-                })
-                .map(|other| other[i])
-                .collect();
-            let with = |replacement: &str| {
-                let mut copy = nodes.clone();
-                copy[i] = replacement;
-                copy.join(".")
-            };
-            texts.push(with("*"));
-            let node = nodes[i];
-            if let Some(last) = node.chars().last() {
-                let stem = &node[..node.len() - last.len_utf8()];
-                texts.push(with(&format!("{stem}?")));
-                let mut lasts: Vec<char> = siblings
+    let split: Vec<Vec<&str>> = paths.iter().map(|p| p.split('.').collect()).collect();
+    let mut texts: Vec<(String, usize)> = paths.iter().map(|p| (p.to_string(), 0)).collect();
+    for nodes in &split {
+        // The wildcard forms of each node of this path.
+        let variants: Vec<Vec<String>> = (0..nodes.len())
+            .map(|i| {
+                let mut siblings: Vec<&str> = split
                     .iter()
-                    .filter(|s| s.starts_with(stem) && s.len() == node.len())
-                    .filter_map(|s| s.chars().last())
+                    .filter(|other| {
+                        other.len() == nodes.len()
+                            && (0..nodes.len()).all(|k| k == i || other[k] == nodes[k])
+                    })
+                    .map(|other| other[i])
                     .collect();
-                lasts.sort_unstable();
-                lasts.dedup();
-                if lasts.len() >= 2 {
-                    let class: String = lasts.iter().take(2).collect();
-                    texts.push(with(&format!("{stem}[{class}]")));
+                siblings.sort_unstable();
+                siblings.dedup();
+                let node = nodes[i];
+                let mut forms = vec!["*".to_string()];
+                if let Some(first) = node.chars().next().filter(|_| node.chars().count() > 1) {
+                    forms.push(format!("{first}*"));
                 }
-            }
-            let mut others: Vec<&str> = siblings.iter().copied().filter(|s| *s != node).collect();
-            others.sort_unstable();
-            others.dedup();
-            if let Some(other) = others.first() {
-                texts.push(with(&format!("{{{node},{other}}}")));
+                if let Some(last) = node.chars().last() {
+                    let stem = &node[..node.len() - last.len_utf8()];
+                    forms.push(format!("{stem}?"));
+                    let lasts: Vec<char> = siblings
+                        .iter()
+                        .filter(|s| s.starts_with(stem) && s.len() == node.len())
+                        .filter_map(|s| s.chars().last())
+                        .collect();
+                    if lasts.len() >= 2 {
+                        let class: String = lasts.iter().take(2).collect();
+                        forms.push(format!("{stem}[{class}]"));
+                    }
+                }
+                if let Some(other) = siblings.iter().find(|s| **s != node) {
+                    forms.push(format!("{{{node},{other}}}"));
+                }
+                forms
+            })
+            .collect();
+        for i in 0..nodes.len() {
+            for form in &variants[i] {
+                let mut copy = nodes.clone();
+                copy[i] = form;
+                texts.push((copy.join("."), 1));
             }
             for j in i + 1..nodes.len() {
-                let mut copy = nodes.clone();
-                copy[i] = "*";
-                copy[j] = "*";
-                texts.push(copy.join("."));
+                for a in &variants[i] {
+                    for b in &variants[j] {
+                        let mut copy = nodes.clone();
+                        copy[i] = a;
+                        copy[j] = b;
+                        texts.push((copy.join("."), 2));
+                    }
+                }
             }
         }
     }
     let mut seen = std::collections::HashSet::new();
     texts
         .into_iter()
-        .filter(|t| seen.insert(t.clone()))
-        .filter_map(|text| {
+        .filter(|(t, _)| seen.insert(t.clone()))
+        .filter_map(|(text, wildcards)| {
             let matches = paths.iter().filter(|p| glob_match(&text, p)).count();
-            (matches > 0).then_some(Pattern { text, matches })
+            (matches > 0).then_some(Pattern {
+                text,
+                matches,
+                wildcards,
+            })
         })
         .collect()
 }
@@ -248,11 +263,27 @@ impl TargetGenerator {
 
     /// A plain series pattern (one series if `single`).
     fn pattern(&mut self, single: bool) -> Expr {
-        let candidates: Vec<&Pattern> = self
+        // A plain path a quarter of the time, one wildcard node 40 %, two 35 %.
+        let roll = self.rng.below(100);
+        let wildcards = if roll < 25 {
+            0
+        } else if roll < 65 {
+            1
+        } else {
+            2
+        };
+        let mut candidates: Vec<&Pattern> = self
             .patterns
             .iter()
-            .filter(|p| !single || p.matches == 1)
+            .filter(|p| (!single || p.matches == 1) && p.wildcards == wildcards)
             .collect();
+        if candidates.is_empty() {
+            candidates = self
+                .patterns
+                .iter()
+                .filter(|p| !single || p.matches == 1)
+                .collect();
+        }
         let text = self.rng.pick(&candidates).text.clone();
         Expr {
             text,
