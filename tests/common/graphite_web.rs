@@ -35,7 +35,8 @@ pub struct GraphiteWeb {
 
 impl GraphiteWeb {
     /// Starts graphite-web with 2 gunicorn workers over `whisper_dir` and waits until
-    /// `/render` answers; panics with the server's log if it does not within 60 s.
+    /// `/render` answers; panics with the server's log if it does not within 60 s. The
+    /// server also dies when the calling thread ends (so start it in the test's thread).
     pub fn start(whisper_dir: &Path) -> GraphiteWeb {
         GraphiteWeb::start_with_workers(whisper_dir, 2)
     }
@@ -54,6 +55,9 @@ impl GraphiteWeb {
             .arg(workers.to_string())
             .env_remove("PYTHONPATH")
             .env_remove("PYTHONHOME")
+            // gunicorn's master dies with the thread that starts it (prctl PDEATHSIG), so
+            // that a killed test run leaves no server behind: start it from the test's thread.
+            .env("PERFPIPE_GRAPHITE_PDEATHSIG", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
