@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::graphite_compare::{compare_all, compare_render, parse_render, Series, Tolerance};
+use common::graphite_compare::{
+    compare_all, compare_find, compare_find_all, compare_render, parse_render, Series, Tolerance,
+    FIND_QUERIES,
+};
 use common::graphite_targets::{
     calls, function_names, generate_targets, glob_match, is_balanced, nesting_depth,
     series_patterns, FUNCTIONS,
@@ -359,6 +362,20 @@ fn graphite_web_answers_every_generated_target() {
     assert!(leaves
         .iter()
         .all(|n| n["leaf"] == 1 && n["expandable"] == 0));
+    // find against itself, and a difference seen.
+    let diffs = compare_find_all(&graphite, &graphite.url(), FIND_QUERIES);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    let mut changed = find.clone();
+    changed[0]["leaf"] = json!(1);
+    changed.as_array_mut().unwrap().pop();
+    assert_eq!(
+        compare_find(&find, &changed),
+        [
+            "node count: expected 3, got 2",
+            "node 0 (\"h1\"): leaf: expected 0, got 1",
+            "missing node \"h3\"",
+        ]
+    );
     assert_eq!(
         graphite.get_json("/metrics/expand?query=h1.*"),
         json!({"results": ["h1.db", "h1.svc"]})
@@ -495,7 +512,15 @@ fn perfpipe_renders_like_graphite_web() {
         .into_iter()
         .filter(|t| known_failure(t).is_none())
         .collect();
-    let mut diffs = compare_all(&graphite, &perfpipe, &targets, &from, &until, &[]);
+    let mut diffs = compare_find_all(&graphite, &perfpipe, FIND_QUERIES);
+    diffs.extend(compare_all(
+        &graphite,
+        &perfpipe,
+        &targets,
+        &from,
+        &until,
+        &[],
+    ));
     diffs.extend(compare_all(
         &graphite,
         &perfpipe,

@@ -304,3 +304,86 @@ pub fn compare_all_urls(
     }
     diffs
 }
+
+/// The differences between two `/metrics/find` answers (treejson: a list of
+/// `{"text", "id", "allowChildren", "expandable", "leaf"}`), in order: graphite-web sorts by
+/// name and lists branches before leaves. Other keys are not compared.
+pub fn compare_find(expected: &Value, actual: &Value) -> Vec<String> {
+    const KEYS: [&str; 5] = ["text", "id", "allowChildren", "expandable", "leaf"];
+    let (Some(expected), Some(actual)) = (expected.as_array(), actual.as_array()) else {
+        return vec![format!(
+            "not both lists: expected {}, got {}",
+            short(expected),
+            short(actual)
+        )];
+    };
+    let mut diffs = Vec::new();
+    if expected.len() != actual.len() {
+        diffs.push(format!(
+            "node count: expected {}, got {}",
+            expected.len(),
+            actual.len()
+        ));
+    }
+    for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+        for key in KEYS {
+            if e[key] != a[key] {
+                diffs.push(format!(
+                    "node {i} ({}): {key}: expected {}, got {}",
+                    e["id"], e[key], a[key]
+                ));
+            }
+        }
+    }
+    for e in expected.iter().skip(actual.len()) {
+        diffs.push(format!("missing node {}", e["id"]));
+    }
+    for a in actual.iter().skip(expected.len()) {
+        diffs.push(format!("extra node {}", a["id"]));
+    }
+    diffs
+}
+
+/// The `/metrics/find` queries worth comparing over the sample tree.
+pub const FIND_QUERIES: &[&str] = &[
+    "*",
+    "h1.*",
+    "h1.svc.*",
+    "*.svc.*",
+    "h*.svc.m1",
+    "{h1,h2}.db.*",
+    "h[12].svc.m?",
+    "nothing.here",
+];
+
+/// `/metrics/find` of every query at graphite-web and at `other_base_url`, compared.
+pub fn compare_find_all(
+    graphite: &super::graphite_web::GraphiteWeb,
+    other_base_url: &str,
+    queries: &[&str],
+) -> Vec<String> {
+    use super::graphite_web::http_get;
+    let mut diffs = Vec::new();
+    for query in queries {
+        let path = format!(
+            "/metrics/find?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("query", query)
+                .finish()
+        );
+        let expected = graphite.get_json(&path);
+        match http_get(&format!("{other_base_url}{path}")) {
+            Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
+                Ok(actual) => {
+                    for diff in compare_find(&expected, &actual) {
+                        diffs.push(format!("find {query}: {diff}"));
+                    }
+                }
+                Err(e) => diffs.push(format!("find {query}: not JSON ({e}): {body}")),
+            },
+            Ok((status, body)) => diffs.push(format!("find {query}: {status} {body}")),
+            Err(e) => diffs.push(format!("find {query}: {e}")),
+        }
+    }
+    diffs
+}
