@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod graphite_compare;
+pub mod graphite_targets;
+pub mod graphite_web;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
