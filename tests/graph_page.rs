@@ -684,6 +684,10 @@ fn the_page_needs_no_token_and_sends_the_users() {
         "{head}"
     );
     assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self';"),
+        "{head}"
+    );
     let script_path = page
         .body
         .split("src=\"")
@@ -734,8 +738,14 @@ fn the_page_needs_no_token_and_sends_the_users() {
     browser.click("#token-form button");
     browser.settle();
     assert_eq!(visible_hosts(&browser), json!(["db-02", "web-01"]));
-    // The only console errors were the 401 answers before the token was given.
+    // The only console errors were the 401 answers before the token was given (which also
+    // shows the console is read: assert_no_errors would see other errors).
     let log = browser.browser_log();
+    assert!(
+        log.iter()
+            .any(|entry| entry["message"].as_str().unwrap_or("").contains("401")),
+        "{log:?}"
+    );
     assert!(
         log.iter()
             .filter(|entry| entry["level"] == "SEVERE")

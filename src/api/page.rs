@@ -5,6 +5,10 @@
 //! `/api/v1/query`) with the `query` token the user gives it, so serving it needs no token and
 //! reveals no data.
 //!
+//! The HTML carries a `Content-Security-Policy` that allows only the node's own files and API
+//! (no inline script, no framing), so a host or metric name, which the page only ever sets as
+//! text, could not run as script even if that rule were broken.
+//!
 //! Caching: every answer carries an `ETag` (a hash of the file) and a conditional request with
 //! that tag gets 304. The HTML is `no-cache` (revalidated on every load, so a new binary's page
 //! shows at once); it names its assets with `?v=<their tag>`, so the assets can be cached for a
@@ -28,6 +32,8 @@ struct Asset {
     content_type: &'static str,
     etag: String,
     cache_control: &'static str,
+    /// `Content-Security-Policy`, for the HTML.
+    policy: Option<&'static str>,
 }
 
 impl Asset {
@@ -38,6 +44,7 @@ impl Asset {
             content_type,
             etag,
             cache_control,
+            policy: None,
         }
     }
 
@@ -64,10 +71,18 @@ impl Asset {
                 HeaderValue::from_static("nosniff"),
             ),
         ];
-        if fresh {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        let mut answer = if fresh {
+            (StatusCode::NOT_MODIFIED, headers).into_response()
+        } else {
+            (headers, self.body.as_str()).into_response()
+        };
+        if let Some(policy) = self.policy {
+            answer.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(policy),
+            );
         }
-        (headers, self.body.as_str()).into_response()
+        answer
     }
 }
 
@@ -82,8 +97,16 @@ static HTML_ASSET: LazyLock<Asset> = LazyLock::new(|| {
     let body = HTML
         .replace("{{script_version}}", &version(&SCRIPT_ASSET))
         .replace("{{style_version}}", &version(&STYLE_ASSET));
-    Asset::new(body, "text/html; charset=utf-8", "no-cache")
+    Asset {
+        policy: Some(POLICY),
+        ..Asset::new(body, "text/html; charset=utf-8", "no-cache")
+    }
 });
+
+/// The page loads nothing but its own files and talks to nothing but its node; no inline
+/// script, no framing.
+const POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; \
+                      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `GET /`: the page.
 pub async fn index(request: HeaderMap) -> Response {
