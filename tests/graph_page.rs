@@ -622,6 +622,48 @@ fn the_page_plots_what_was_written() {
     );
     browser.assert_no_errors();
 
+    // A custom range (local time: the browser runs in UTC here) replaces the preset.
+    let (from, to) = (times[60], times[120]);
+    let local = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    browser.run(
+        "document.getElementById('from').value = arguments[0];\
+         document.getElementById('to').value = arguments[1];",
+        json!([local(from), local(to)]),
+    );
+    browser.click("#custom-range button[type='submit']");
+    browser.wait_for(&format!("window.perfpipeGraph.range().start === {from}"));
+    browser.settle();
+    assert_eq!(
+        browser.eval("window.perfpipeGraph.range()"),
+        json!({"start": from, "end": to})
+    );
+    let custom = browser.eval("window.perfpipeGraph.series()");
+    let rta_custom = points_of(series_named(&custom, "web-01::PING::rta"));
+    let inside: Vec<(i64, f64)> = expected_rta
+        .iter()
+        .copied()
+        .filter(|&(t, _)| t > from && t < to)
+        .collect();
+    assert_eq!(inside.len(), 59);
+    for point in &inside {
+        assert!(rta_custom.contains(point), "{point:?} missing");
+    }
+    assert!(
+        rta_custom.iter().all(|&(t, _)| t >= from && t <= to),
+        "{rta_custom:?}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('button.active')"),
+        Value::Null,
+        "no preset is active"
+    );
+    browser.assert_no_errors();
+
     // Rollups: the hour averages and maxima of rta, as computed from the points written.
     browser.go(&format!(
         "{page}?hsm=web-01::PING::rta&start=-6h&end=now&rollup=H&agg=avg,max&weekend=1"

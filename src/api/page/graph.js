@@ -63,10 +63,13 @@ window.addEventListener("unhandledrejection", (event) => {
       sessionStorage.setItem(TOKEN_KEY, token);
     }
     state.hsms = params.getAll("hsm").filter((hsm) => hsm.split("::").length >= 3);
-    state.start = params.get("start") || "-24h";
-    state.end = params.get("end") || "now";
-    if (/^\d+$/.test(state.start)) state.start = Number(state.start);
-    if (/^\d+$/.test(state.end)) state.end = Number(state.end);
+    // A time is epoch seconds, now, or an offset the node reads too (-90m, -24h, -7d, -2w).
+    const time = (text, fallback) => {
+      if (/^\d+$/.test(text || "")) return Number(text);
+      return text === "now" || /^-\d+[smhdw]$/.test(text || "") ? text : fallback;
+    };
+    state.start = time(params.get("start"), "-24h");
+    state.end = time(params.get("end"), "now");
     const rollup = params.get("rollup") || "";
     state.rollup = LEVELS[rollup] ? rollup : "";
     const methods = (params.get("agg") || "avg").split(",").filter((m) => METHODS.includes(m));
@@ -75,12 +78,12 @@ window.addEventListener("unhandledrejection", (event) => {
     state.fit = params.get("fit") !== "0";
   }
 
-  function stateParams(absolute) {
+  // The view as URL parameters; with `range`, its times as epoch seconds.
+  function stateParams(range) {
     const params = new URLSearchParams();
     for (const hsm of state.hsms) params.append("hsm", hsm);
-    const range = resolveRange();
-    params.set("start", String(absolute ? range.start : state.start));
-    params.set("end", String(absolute ? range.end : state.end));
+    params.set("start", String(range ? range.start : state.start));
+    params.set("end", String(range ? range.end : state.end));
     if (state.rollup) {
       params.set("rollup", state.rollup);
       params.set("agg", state.methods.join(","));
@@ -90,14 +93,20 @@ window.addEventListener("unhandledrejection", (event) => {
     return params;
   }
 
-  function writeUrl() {
-    history.replaceState(null, "", "?" + stateParams(false).toString());
-    $("permalink").href = location.pathname + "?" + stateParams(true).toString();
+  // The address bar keeps the state as chosen (a preset stays relative); the link has the
+  // range plotted (`range`, else the state's resolved now) in epoch seconds.
+  function writeUrl(range) {
+    history.replaceState(null, "", "?" + stateParams(null).toString());
+    $("permalink").href = location.pathname + "?" + stateParams(range || resolveRange()).toString();
   }
 
-  // Epoch seconds of the view, offsets resolved against the clock now.
+  // The node's clock minus this browser's, in seconds, from the Date of the node's last answer
+  // (kept at 0 unless they differ by 2 s or more: the header has whole seconds).
+  let clockOffset = 0;
+
+  // Epoch seconds of the view, offsets resolved against the node's clock now.
   function resolveRange() {
-    const now = Math.floor(Date.now() / 1000);
+    const now = Math.floor(Date.now() / 1000 + clockOffset);
     const resolve = (value) => {
       if (typeof value === "number") return value;
       if (value === "now") return now;
@@ -114,6 +123,11 @@ window.addEventListener("unhandledrejection", (event) => {
     const headers = { Accept: "application/json" };
     if (token) headers.Authorization = "Bearer " + token;
     const response = await fetch(path, { headers });
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (isFinite(date)) {
+      const offset = (date - Date.now()) / 1000;
+      clockOffset = Math.abs(offset) >= 2 ? Math.round(offset) : 0;
+    }
     let body = null;
     try {
       body = await response.json();
@@ -352,8 +366,6 @@ window.addEventListener("unhandledrejection", (event) => {
     const mine = ++sequence;
     writeUrl();
     renderControls();
-    const range = resolveRange();
-    if (range.end - range.start < MIN_SPAN) range.start = range.end - MIN_SPAN;
     pending++;
     try {
       await Promise.all([...new Set(state.hsms.map((hsm) => splitHsm(hsm).host))].map(loadMetrics));
@@ -362,11 +374,14 @@ window.addEventListener("unhandledrejection", (event) => {
       if (list.length) {
         const params = new URLSearchParams();
         for (const series of list) params.append("hsm", series.hsm);
-        params.set("start", String(range.start));
-        params.set("end", String(range.end));
+        // Offsets go as they are: the node resolves them on its own clock, which also picks
+        // the finest archive that holds the whole span.
+        params.set("start", String(state.start));
+        params.set("end", String(state.end));
         answer = await api("/api/v1/query?" + params.toString());
       }
       if (mine !== sequence) return;
+      const range = resolveRange();
       plotted = list.map((wish, index) => {
         const got = answer.series[index] || {};
         const base = infoOf.get(wish.base) || {};
@@ -390,6 +405,8 @@ window.addEventListener("unhandledrejection", (event) => {
         };
       });
       view = range;
+      writeUrl(view);
+      renderControls();
       const errors = plotted.filter((s) => s.error).map((s) => s.hsm + ": " + s.error);
       setStatus("chart-status", notes.concat(errors).join("; "), errors.length > 0);
       if (answer.partial) setStatus("chart-status", "some nodes did not answer; " + $("chart-status").textContent, true);
@@ -398,7 +415,7 @@ window.addEventListener("unhandledrejection", (event) => {
     } catch (error) {
       if (mine === sequence) {
         plotted = [];
-        view = range;
+        view = resolveRange();
         setStatus("chart-status", "query: " + error.message, true);
         renderLegend();
         draw();
