@@ -20,7 +20,6 @@ window.addEventListener("unhandledrejection", (event) => {
 });
 
 (function () {
-  const PRESETS = { "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000 };
   const LEVELS = { H: "hourly", D: "daily", W: "weekly", M: "monthly" };
   const PERIODS = { H: 3600, D: 86400, W: 604800, M: 2678400 };
   const METHODS = ["avg", "min", "max"];
@@ -407,11 +406,15 @@ window.addEventListener("unhandledrejection", (event) => {
       view = range;
       writeUrl(view);
       renderControls();
+      const units = [...new Set(plotted.map((s) => s.uom))];
+      if (units.length > 2) {
+        notes.push("only two units at once: " + units.slice(2).map((u) => u || "(none)").join(", ") + " not plotted");
+      }
       const errors = plotted.filter((s) => s.error).map((s) => s.hsm + ": " + s.error);
       setStatus("chart-status", notes.concat(errors).join("; "), errors.length > 0);
       if (answer.partial) setStatus("chart-status", "some nodes did not answer; " + $("chart-status").textContent, true);
-      renderLegend();
       draw();
+      renderLegend();
     } catch (error) {
       if (mine === sequence) {
         plotted = [];
@@ -627,10 +630,11 @@ window.addEventListener("unhandledrejection", (event) => {
       axis.min = min;
       axis.max = max;
     }
-    return { axes, dropped: units.slice(2) };
+    return axes;
   }
 
-  function draw() {
+  // Sizes the canvas to its box (sharp on high-density screens) and clears it.
+  function prepareCanvas() {
     const box = canvas.getBoundingClientRect();
     const ratio = window.devicePixelRatio || 1;
     const width = Math.max(200, Math.round(box.width));
@@ -641,33 +645,56 @@ window.addEventListener("unhandledrejection", (event) => {
     }
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
     context.clearRect(0, 0, width, height);
+    return { width, height };
+  }
+
+  function draw() {
+    const { width, height } = prepareCanvas();
     $("chart-empty").hidden = state.hsms.length > 0;
     if (!view) return;
-
-    const { axes, dropped } = computeAxes(plotted);
-    if (dropped.length) {
-      setStatus("chart-status", "only two units at once: " + dropped.map((u) => u || "(none)").join(", ") + " not plotted", true);
-    }
-    const left = 70;
+    const axes = computeAxes(plotted);
     const right = axes.length > 1 ? 70 : 20;
-    const plot = { x: left, y: 26, w: width - left - right, h: height - 26 - 44 };
-    const x = (t) => plot.x + ((t - view.start) / (view.end - view.start)) * plot.w;
-    const yOf = (axis) => (v) => plot.y + plot.h - ((v - axis.min) / (axis.max - axis.min)) * plot.h;
-    layout = { plot, x, axes, width, height };
-
+    const plot = { x: 70, y: 26, w: width - 70 - right, h: height - 26 - 44 };
     const style = getComputedStyle(document.documentElement);
-    const ink = style.getPropertyValue("--ink").trim() || "#1d2330";
-    const muted = style.getPropertyValue("--muted").trim() || "#5f6675";
-    const grid = style.getPropertyValue("--line").trim() || "#d9dce3";
+    const color = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
+    const frame = {
+      plot,
+      width,
+      x: (t) => plot.x + ((t - view.start) / (view.end - view.start)) * plot.w,
+      yOf: (axis) => (v) => plot.y + plot.h - ((v - axis.min) / (axis.max - axis.min)) * plot.h,
+      axisOf: (series) => axes.find((a) => a.side === series.axis),
+      ink: color("--ink", "#1d2330"),
+      muted: color("--muted", "#5f6675"),
+      grid: color("--line", "#d9dce3"),
+      warn: color("--warn", "#c98a00"),
+      crit: color("--crit", "#c62828"),
+    };
+    layout = { plot, width, height };
     context.font = "12px system-ui, sans-serif";
     context.lineWidth = 1;
 
-    // Time axis.
-    context.fillStyle = muted;
+    drawTimeAxis(frame);
+    drawnAxes = axes.map((axis) => drawValueAxis(frame, axis));
+    context.strokeStyle = frame.grid;
+    context.strokeRect(plot.x + 0.5, plot.y + 0.5, plot.w - 1, plot.h - 1);
+    context.save();
+    context.beginPath();
+    context.rect(plot.x, plot.y, plot.w, plot.h);
+    context.clip();
+    const labels = drawThresholds(frame);
+    for (const series of plotted) drawSeries(frame, series);
+    drawLabels(labels);
+    context.restore();
+    drawPointer(frame);
+    canvas.setAttribute("aria-label", "Graph of " + plotted.map((s) => s.label).join(", ") +
+      " from " + formatTime(view.start, true) + " to " + formatTime(view.end, true));
+  }
+
+  // Grid lines and time labels (with the date under the first tick of each day).
+  function drawTimeAxis({ plot, x, grid, muted }) {
     context.textAlign = "center";
     context.textBaseline = "top";
-    const ticks = timeTicks(view.start, view.end, plot.w);
-    for (const tick of ticks) {
+    for (const tick of timeTicks(view.start, view.end, plot.w)) {
       const px = Math.round(x(tick.t)) + 0.5;
       context.strokeStyle = grid;
       context.beginPath();
@@ -678,48 +705,45 @@ window.addEventListener("unhandledrejection", (event) => {
       context.fillText(tick.label, px, plot.y + plot.h + 6);
       if (tick.sub) context.fillText(tick.sub, px, plot.y + plot.h + 22);
     }
+  }
 
-    // Value axes, each labelled with its unit.
-    drawnAxes = [];
-    for (const axis of axes) {
-      const y = yOf(axis);
-      const valueTickList = valueTicks(axis.min, axis.max, Math.max(2, Math.floor(plot.h / 45)), axis.uom);
-      const atLeft = axis.side === "left";
-      context.textAlign = atLeft ? "right" : "left";
-      context.textBaseline = "middle";
-      for (const tick of valueTickList) {
-        const py = Math.round(y(tick.value)) + 0.5;
-        if (atLeft) {
-          context.strokeStyle = grid;
-          context.beginPath();
-          context.moveTo(plot.x, py);
-          context.lineTo(plot.x + plot.w, py);
-          context.stroke();
-        }
-        context.fillStyle = muted;
-        context.fillText(tick.label, atLeft ? plot.x - 6 : plot.x + plot.w + 6, py);
+  // One value axis: its ticks in its unit, its unit as its title (grid lines for the left one).
+  function drawValueAxis({ plot, width, yOf, grid, muted, ink }, axis) {
+    const y = yOf(axis);
+    const ticks = valueTicks(axis.min, axis.max, Math.max(2, Math.floor(plot.h / 45)), axis.uom);
+    const atLeft = axis.side === "left";
+    context.textAlign = atLeft ? "right" : "left";
+    context.textBaseline = "middle";
+    for (const tick of ticks) {
+      const py = Math.round(y(tick.value)) + 0.5;
+      if (atLeft) {
+        context.strokeStyle = grid;
+        context.beginPath();
+        context.moveTo(plot.x, py);
+        context.lineTo(plot.x + plot.w, py);
+        context.stroke();
       }
-      const title = axis.uom || "(no unit)";
-      context.fillStyle = ink;
-      context.textBaseline = "bottom";
-      context.textAlign = atLeft ? "left" : "right";
-      context.fillText(title, atLeft ? 6 : width - 6, plot.y - 8);
-      drawnAxes.push({ side: axis.side, uom: axis.uom, title, min: axis.min, max: axis.max, ticks: valueTickList });
+      context.fillStyle = muted;
+      context.fillText(tick.label, atLeft ? plot.x - 6 : plot.x + plot.w + 6, py);
     }
-    context.strokeStyle = grid;
-    context.strokeRect(plot.x + 0.5, plot.y + 0.5, plot.w - 1, plot.h - 1);
+    const title = axis.uom || "(no unit)";
+    context.fillStyle = ink;
+    context.textBaseline = "bottom";
+    context.textAlign = atLeft ? "left" : "right";
+    context.fillText(title, atLeft ? 6 : width - 6, plot.y - 8);
+    return { side: axis.side, uom: axis.uom, title, min: axis.min, max: axis.max, ticks };
+  }
 
-    context.save();
-    context.beginPath();
-    context.rect(plot.x, plot.y, plot.w, plot.h);
-    context.clip();
-
-    // Thresholds: dashed, amber for warning, red for critical, once per value and axis.
+  // Thresholds: dashed, amber for warning, red for critical, once per value and axis. Returns
+  // their labels, placed at the right end and moved left of any label already at that height,
+  // for drawLabels to draw over the series.
+  function drawThresholds(frame) {
+    const { plot, yOf, axisOf } = frame;
     drawnThresholds = [];
     const seen = new Set();
     const placed = [];
     for (const s of plotted) {
-      const axis = axes.find((a) => a.side === s.axis);
+      const axis = axisOf(s);
       if (!axis) continue;
       for (const line of thresholdValues(s)) {
         const y = yOf(axis)(line.value);
@@ -728,7 +752,8 @@ window.addEventListener("unhandledrejection", (event) => {
         const key = axis.side + line.level + line.value;
         if (seen.has(key)) continue;
         seen.add(key);
-        context.strokeStyle = style.getPropertyValue(line.level === "warn" ? "--warn" : "--crit").trim();
+        const color = frame[line.level];
+        context.strokeStyle = color;
         context.setLineDash([6, 4]);
         context.lineWidth = 1.5;
         context.beginPath();
@@ -736,7 +761,6 @@ window.addEventListener("unhandledrejection", (event) => {
         context.lineTo(plot.x + plot.w, Math.round(y) + 0.5);
         context.stroke();
         context.setLineDash([]);
-        // Labelled at the right end, moved left of any label already at that height.
         const name = plotted.length > 1 ? " · " + splitHsm(s.base).metric : "";
         const text = line.level + " " + formatValue(line.value, s.uom) + name;
         const textWidth = context.measureText(text).width;
@@ -750,69 +774,69 @@ window.addEventListener("unhandledrejection", (event) => {
             }
           }
         }
-        placed.push({ y, left: right - textWidth, right, text, color: context.strokeStyle });
+        placed.push({ y, left: right - textWidth, right, text, color });
       }
     }
+    return placed;
+  }
 
-    // The series: lines broken where points are missing, dots where they are sparse.
-    for (const s of plotted) {
-      const axis = axes.find((a) => a.side === s.axis);
-      if (!axis) continue;
-      const y = yOf(axis);
-      context.strokeStyle = s.color;
-      context.fillStyle = s.color;
-      context.lineWidth = 1.75;
-      context.lineJoin = "round";
-      context.setLineDash(s.method === "min" || s.method === "max" ? [2, 2] : []);
-      // A line is broken where points are missing: more than a step and a half apart, or for
-      // rollups a period and a half (their stores keep finer slots than their periods).
-      const gap = Math.max(s.step, s.rollup ? PERIODS[s.rollup] : 0) * 1.5;
-      context.beginPath();
-      let previous = null;
+  // One series: a line broken where points are missing (more than a step and a half apart, or
+  // for rollups a period and a half: their stores keep finer slots than their periods), dashed
+  // for min and max aggregates, with dots where points are sparse.
+  function drawSeries({ plot, x, yOf, axisOf }, s) {
+    const axis = axisOf(s);
+    if (!axis) return;
+    const y = yOf(axis);
+    context.strokeStyle = s.color;
+    context.fillStyle = s.color;
+    context.lineWidth = 1.75;
+    context.lineJoin = "round";
+    context.setLineDash(s.method === "min" || s.method === "max" ? [2, 2] : []);
+    const gap = Math.max(s.step, s.rollup ? PERIODS[s.rollup] : 0) * 1.5;
+    context.beginPath();
+    let previous = null;
+    for (const [t, v] of s.points) {
+      if (previous === null || t - previous > gap) context.moveTo(x(t), y(v));
+      else context.lineTo(x(t), y(v));
+      previous = t;
+    }
+    context.stroke();
+    context.setLineDash([]);
+    if (s.points.length && s.points.length < plot.w / 10) {
       for (const [t, v] of s.points) {
-        const px = x(t);
-        const py = y(v);
-        if (previous === null || t - previous > gap) context.moveTo(px, py);
-        else context.lineTo(px, py);
-        previous = t;
-      }
-      context.stroke();
-      context.setLineDash([]);
-      if (s.points.length && s.points.length < plot.w / 10) {
-        for (const [t, v] of s.points) {
-          context.beginPath();
-          context.arc(x(t), y(v), 2.5, 0, Math.PI * 2);
-          context.fill();
-        }
+        context.beginPath();
+        context.arc(x(t), y(v), 2.5, 0, Math.PI * 2);
+        context.fill();
       }
     }
-    // Threshold labels over the lines, on a light ground.
+  }
+
+  // Threshold labels, over the lines on a light ground.
+  function drawLabels(labels) {
     context.textAlign = "right";
     context.textBaseline = "bottom";
-    for (const label of placed) {
+    for (const label of labels) {
       context.fillStyle = "rgba(255, 255, 255, 0.85)";
       context.fillRect(label.left - 2, label.y - 16, label.right - label.left + 4, 14);
       context.fillStyle = label.color;
       context.fillText(label.text, label.right, label.y - 2);
     }
-    context.restore();
+  }
 
-    // Zoom selection and hover line.
+  // The span being dragged, or the line under the pointer.
+  function drawPointer({ plot, muted }) {
     if (drag && Math.abs(drag.to - drag.from) > 1) {
       context.fillStyle = "rgba(36, 98, 201, 0.15)";
       const from = Math.max(plot.x, Math.min(drag.from, drag.to));
       const to = Math.min(plot.x + plot.w, Math.max(drag.from, drag.to));
       context.fillRect(from, plot.y, to - from, plot.h);
-    }
-    if (hover !== null && !drag) {
+    } else if (hover !== null) {
       context.strokeStyle = muted;
       context.beginPath();
       context.moveTo(Math.round(hover) + 0.5, plot.y);
       context.lineTo(Math.round(hover) + 0.5, plot.y + plot.h);
       context.stroke();
     }
-    $("canvas").setAttribute("aria-label", "Graph of " + plotted.map((s) => s.label).join(", ") +
-      " from " + formatTime(view.start, true) + " to " + formatTime(view.end, true));
   }
 
   function renderLegend() {
@@ -834,6 +858,7 @@ window.addEventListener("unhandledrejection", (event) => {
         parts.push(el("span", { className: "thresholds " + level, textContent: level + " " + text }));
       }
       if (s.error) parts.push(el("span", { className: "thresholds crit", textContent: s.error }));
+      if (s.axis === null) parts.push(el("span", { className: "thresholds", textContent: "(not plotted: a third unit)" }));
       const item = el("li", {}, parts);
       item.dataset.hsm = s.hsm;
       legend.append(item);
