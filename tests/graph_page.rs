@@ -664,11 +664,24 @@ fn the_page_plots_what_was_written() {
     );
     browser.assert_no_errors();
 
-    // Rollups: the hour averages and maxima of rta, as computed from the points written.
-    browser.go(&format!(
-        "{page}?hsm=web-01::PING::rta&start=-6h&end=now&rollup=H&agg=avg,max&weekend=1"
-    ));
+    // Rollups, chosen with the controls: the hour averages and maxima of rta, as computed from
+    // the points written (weekend hours are in series of their own).
+    browser.go(&format!("{page}?hsm=web-01::PING::rta&start=-6h&end=now"));
     browser.settle();
+    browser.click("#rollup option[value='H']");
+    browser.settle();
+    browser.click("#methods input[value='max']");
+    browser.settle();
+    browser.click("#weekend");
+    browser.settle();
+    let address = browser.eval("location.search");
+    assert!(
+        address
+            .as_str()
+            .unwrap()
+            .ends_with("&rollup=H&agg=avg%2Cmax&weekend=1"),
+        "{address}"
+    );
     let rolled = browser.eval("window.perfpipeGraph.series()");
     for &hour in &hours {
         let values: Vec<f64> = expected_rta
@@ -703,8 +716,35 @@ fn the_page_plots_what_was_written() {
         (Some(0.0), Some(60.0), &json!(false)),
         "{warn}"
     );
-    assert_eq!(browser.eval("document.getElementById('rollup').value"), "H");
+    assert!(
+        rolled
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["rollup"] == "H" && s["method"] != "min"),
+        "{rolled}"
+    );
     browser.assert_no_errors();
+
+    // Values are shown in their unit's scale.
+    for (value, uom, shown) in [
+        ("0.0015", "s", "1.5 ms"),
+        ("2500", "ms", "2.5 s"),
+        ("1536", "B", "1.5 KB"),
+        ("3221225472", "B", "3 GB"),
+        ("1500", "", "1.5k"),
+        ("12.5", "%", "12.5%"),
+        ("0.25", "", "0.25"),
+        ("2000000", "c", "2 Mc"),
+    ] {
+        assert_eq!(
+            browser.eval(&format!(
+                "window.perfpipeGraph.formatValue({value}, {uom:?})"
+            )),
+            shown,
+            "{value} {uom}"
+        );
+    }
 }
 
 #[test]
