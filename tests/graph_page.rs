@@ -3,9 +3,10 @@
 //! `chromedriver` with the W3C WebDriver protocol (a small client here, over `ureq`). The page
 //! is checked through what it plots (`window.perfpipeGraph`) and through its controls as a user
 //! works them: the host list and search, ticking metrics, the unit on the axis, the threshold
-//! lines, the link that reproduces the view, drag-to-zoom and reset, the rollups, the token, and
-//! no JavaScript error anywhere. A screenshot is kept in `target/test-artifacts/graph-page.png`
-//! (docs/graph-page.png is a copy of one).
+//! lines, the tooltip, the link that reproduces the view, drag-to-zoom and reset, a custom range,
+//! the rollups, values in their unit's scale, the token, and no JavaScript error or console error
+//! anywhere. A screenshot is kept in `target/test-artifacts/graph-page.png` (docs/graph-page.png
+//! is a copy of one). Chromium runs in UTC, so local times in the page are UTC.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `scripts/test` installs them).
