@@ -9,8 +9,7 @@
 //! (load balancers), the plugins' cache and state API (Opsview's protocol has no tokens; its
 //! namespaces can be encrypted instead) and the graph page's files (`GET /`, `GET /page/…`:
 //! static, holding no data; the page sends the user's `query` token with its own API calls)
-//! are never behind tokens. Tokens are compared in
-//! constant time.
+//! are never behind tokens. Tokens are compared in constant time.
 
 use std::sync::Arc;
 
