@@ -238,6 +238,9 @@ pub fn adopt(config: &Config, kind: BackendKind, dir: &Path) -> anyhow::Result<A
             first_seen,
             last_seen,
             last_value,
+            // Neither layout keeps thresholds; the first written point brings them.
+            warn: None,
+            crit: None,
         });
         if updates.len() >= 1_000 {
             catalogue.record(&updates)?;

@@ -6,9 +6,10 @@
 //!
 //! Calls between nodes carry `cache.peer_secret` in `X-Perfpipe-Peer` instead and pass every
 //! scope when it matches; `/internal/` paths take nothing else once a secret is set. `/health`
-//! (load balancers) and the plugins' cache and state API (Opsview's protocol has no tokens; its
-//! namespaces can be encrypted instead) are never behind tokens. Tokens are compared in
-//! constant time.
+//! (load balancers), the plugins' cache and state API (Opsview's protocol has no tokens; its
+//! namespaces can be encrypted instead) and the graph page's files (`GET /`, `GET /page/…`:
+//! static, holding no data; the page sends the user's `query` token with its own API calls)
+//! are never behind tokens. Tokens are compared in constant time.
 
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ impl Scope {
 pub fn scope_of(method: &Method, path: &str) -> Option<Scope> {
     match (method, path) {
         (_, "/health" | "/get_data" | "/set_data" | "/store_data" | "/fetch_data") => None,
+        (&Method::GET | &Method::HEAD, "/") => None,
+        (&Method::GET | &Method::HEAD, page) if page.starts_with("/page/") => None,
         (&Method::POST, "/api/v1/write") => Some(Scope::Write),
         (&Method::DELETE, _) | (&Method::POST, "/api/v1/rename") => Some(Scope::Admin),
         _ => Some(Scope::Query),
@@ -152,6 +155,10 @@ mod tests {
         );
         assert_eq!(scope_of(&Method::GET, "/health"), None);
         assert_eq!(scope_of(&Method::POST, "/get_data"), None);
+        assert_eq!(scope_of(&Method::GET, "/"), None);
+        assert_eq!(scope_of(&Method::GET, "/page/graph.js"), None);
+        assert_eq!(scope_of(&Method::POST, "/"), Some(Scope::Query));
+        assert_eq!(scope_of(&Method::GET, "/pages"), Some(Scope::Query));
     }
 
     #[test]

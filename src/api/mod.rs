@@ -8,6 +8,7 @@ mod auth;
 pub(crate) mod delete;
 mod eval;
 mod graphite;
+mod page;
 mod plugins;
 mod query;
 mod rename;
@@ -63,6 +64,8 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/internal/v1/points", post(write::internal_points))
         .layer(DefaultBodyLimit::max(body_limit.saturating_mul(32)));
     Router::new()
+        .route("/", get(page::index))
+        .route("/page/{file}", get(page::asset))
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))

@@ -1,5 +1,6 @@
 //! `GET /api/v1/query` (ranges of series) and the catalogue listings `GET /api/v1/hosts`,
-//! `GET /api/v1/hosts/{host}/metrics`.
+//! `GET /api/v1/hosts/{host}/metrics` (with each series' unit, last value and the warning and
+//! critical thresholds of that value, as the catalogue keeps them).
 //!
 //! A query names series as `hsm=host::service::metric` (repeatable; answered in request
 //! order), a range with `start` and `end` (epoch seconds, `now`, or `-24h`-style offsets from
@@ -433,6 +434,13 @@ fn now_seconds() -> i64 {
         .map_or(0, |since| since.as_secs() as i64)
 }
 
+/// A threshold as the listing answers it: `{"start", "end", "inside"}`, an infinite bound
+/// `null` (JSON has no infinity).
+fn threshold_json(range: &perfpipe_backend::ThresholdRange) -> Value {
+    let finite = |bound: f64| bound.is_finite().then_some(bound);
+    json!({ "start": finite(range.start), "end": finite(range.end), "inside": range.inside })
+}
+
 pub async fn host_metrics(
     State(node): State<Arc<Node>>,
     Path(host): Path<String>,
@@ -476,6 +484,8 @@ pub async fn host_metrics(
                 "first_seen": s.first_seen,
                 "last_seen": s.last_seen,
                 "last_value": s.last_value,
+                "warn": s.warn.as_ref().map(threshold_json),
+                "crit": s.crit.as_ref().map(threshold_json),
             })
         })
         .collect();

@@ -27,6 +27,8 @@ fn bench_upserts(c: &mut Criterion) {
             first_seen: 1_700_000_000,
             last_seen: 1_700_000_300,
             last_value: i as f64,
+            warn: None,
+            crit: None,
         })
         .collect();
     catalogue.record(&updates).unwrap();

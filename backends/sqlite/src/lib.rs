@@ -1,5 +1,6 @@
 //! The series catalogue: one SQLite row per series a node has stored, with its unit,
-//! data-source type, first and last time seen and last value. It answers the listing APIs (hosts,
+//! data-source type, first and last time seen, last value and the warning and critical
+//! thresholds in force at that value. It answers the listing APIs (hosts,
 //! a host's services and metrics, search) and replaces Opsview's per-metric `uom` files.
 //!
 //! Guarantees: the database runs in WAL mode, so readers (queries from the HTTP API, other
@@ -7,18 +8,22 @@
 //! transaction, so a crash leaves either all or none of it; a series' `first_seen` only moves
 //! back, `last_seen` only forward, and `last_value` is the value at `last_seen`. Deleting marks
 //! rows (`deleted_at`) instead of removing them, and a later write of the series revives it.
-//! The schema version is kept in `PRAGMA user_version`; opening a newer database is refused.
+//! The schema version is kept in `PRAGMA user_version`; opening a newer database is refused,
+//! an older one is brought up to date (version 1 had no thresholds: `warn` and `crit` are added
+//! empty). Thresholds are kept as text in the canonical Nagios form `[@]start:end` (`~` for an
+//! infinite start, nothing for an infinite end), which [`format_range`] writes and
+//! [`parse_range`] reads back exactly.
 //!
 //! One [`Catalogue`] is one connection: it is `Send` but not shared between threads; open one
 //! per thread (SQLite serialises the writers).
 
 use std::path::Path;
 
-use perfpipe_backend::{DataSourceType, SeriesBatch, SeriesKey};
+use perfpipe_backend::{DataSourceType, SeriesBatch, SeriesKey, ThresholdRange};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The schema this code writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE series (
@@ -32,10 +37,52 @@ CREATE TABLE series (
     last_seen   INTEGER NOT NULL,
     last_value  REAL,
     deleted_at  INTEGER,
+    warn        TEXT,
+    crit        TEXT,
     UNIQUE (host, service, metric)
 );
 CREATE INDEX series_by_metric ON series (metric);
 ";
+
+/// From version 1: the thresholds.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE series ADD COLUMN warn TEXT;
+ALTER TABLE series ADD COLUMN crit TEXT;
+";
+
+/// A threshold in the canonical Nagios form: `0:10`, `~:5`, `20:`, `@10:20`.
+pub fn format_range(range: &ThresholdRange) -> String {
+    let start = if range.start == f64::NEG_INFINITY {
+        "~".to_owned()
+    } else {
+        range.start.to_string()
+    };
+    let end = if range.end == f64::INFINITY {
+        String::new()
+    } else {
+        range.end.to_string()
+    };
+    let at = if range.inside { "@" } else { "" };
+    format!("{at}{start}:{end}")
+}
+
+/// Reads back what [`format_range`] wrote; `None` for any other text.
+pub fn parse_range(text: &str) -> Option<ThresholdRange> {
+    let (inside, rest) = match text.strip_prefix('@') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (start, end) = rest.split_once(':')?;
+    let start = match start {
+        "~" => f64::NEG_INFINITY,
+        number => number.parse().ok().filter(|n: &f64| n.is_finite())?,
+    };
+    let end = match end {
+        "" => f64::INFINITY,
+        number => number.parse().ok().filter(|n: &f64| n.is_finite())?,
+    };
+    Some(ThresholdRange { start, end, inside })
+}
 
 /// Why the catalogue could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +135,20 @@ pub struct SeriesUpdate {
     pub last_seen: i64,
     /// The value at `last_seen`.
     pub last_value: f64,
+    /// The warning threshold in force at `last_seen`.
+    pub warn: Option<ThresholdRange>,
+    /// The critical threshold in force at `last_seen`.
+    pub crit: Option<ThresholdRange>,
 }
 
 impl SeriesUpdate {
     /// What a written batch tells the catalogue; `None` for a batch without points.
     pub fn from_batch(batch: &SeriesBatch) -> Option<SeriesUpdate> {
         let (first, last) = (batch.points.first()?, batch.points.last()?);
+        let levels = batch
+            .points_with_levels()
+            .last()
+            .and_then(|(_, l)| l.copied());
         Some(SeriesUpdate {
             key: batch.key.clone(),
             uom: batch.uom.clone(),
@@ -101,6 +156,8 @@ impl SeriesUpdate {
             first_seen: first.timestamp,
             last_seen: last.timestamp,
             last_value: last.value,
+            warn: levels.and_then(|levels| levels.warn),
+            crit: levels.and_then(|levels| levels.crit),
         })
     }
 }
@@ -120,6 +177,10 @@ pub struct SeriesInfo {
     pub last_seen: i64,
     /// The value at `last_seen`.
     pub last_value: Option<f64>,
+    /// The warning threshold in force at `last_seen`, when perfdata gave one.
+    pub warn: Option<ThresholdRange>,
+    /// The critical threshold in force at `last_seen`, when perfdata gave one.
+    pub crit: Option<ThresholdRange>,
 }
 
 /// A host and how many live series it has.
@@ -177,7 +238,7 @@ impl Catalogue {
         Catalogue::init(connection, ":memory:".into())
     }
 
-    fn init(connection: Connection, path: String) -> Result<Catalogue, CatalogueError> {
+    fn init(mut connection: Connection, path: String) -> Result<Catalogue, CatalogueError> {
         let at = |what: &str| format!("{path}: {what}");
         connection
             .pragma_update(None, "journal_mode", "WAL")
@@ -198,13 +259,30 @@ impl Catalogue {
                 supported: SCHEMA_VERSION,
             });
         }
-        if version == 0 {
-            connection
-                .execute_batch(SCHEMA)
-                .context(|| at("create schema"))?;
-            connection
-                .pragma_update(None, "user_version", SCHEMA_VERSION)
-                .context(|| at("write schema version"))?;
+        if version < SCHEMA_VERSION {
+            // Created or brought up to date under the write lock, the version read again
+            // inside: of two processes opening an old file at once, one does it.
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .context(|| at("lock for the schema"))?;
+            let version: i64 = transaction
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .context(|| at("read schema version"))?;
+            if version == 0 {
+                transaction
+                    .execute_batch(SCHEMA)
+                    .context(|| at("create schema"))?;
+            } else if version == 1 {
+                transaction
+                    .execute_batch(MIGRATE_1_TO_2)
+                    .context(|| at("add the thresholds"))?;
+            }
+            if version < SCHEMA_VERSION {
+                transaction
+                    .pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .context(|| at("write schema version"))?;
+            }
+            transaction.commit().context(|| at("commit the schema"))?;
         }
         Ok(Catalogue { connection, path })
     }
@@ -224,14 +302,19 @@ impl Catalogue {
             let mut upsert = transaction
                 .prepare_cached(
                     "INSERT INTO series
-                        (host, service, metric, uom, ds_type, first_seen, last_seen, last_value)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                        (host, service, metric, uom, ds_type, first_seen, last_seen, last_value,
+                         warn, crit)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (host, service, metric) DO UPDATE SET
                         uom = excluded.uom,
                         ds_type = excluded.ds_type,
                         first_seen = min(first_seen, excluded.first_seen),
                         last_value = CASE WHEN excluded.last_seen >= last_seen
                                           THEN excluded.last_value ELSE last_value END,
+                        warn = CASE WHEN excluded.last_seen >= last_seen
+                                    THEN excluded.warn ELSE warn END,
+                        crit = CASE WHEN excluded.last_seen >= last_seen
+                                    THEN excluded.crit ELSE crit END,
                         last_seen = max(last_seen, excluded.last_seen),
                         deleted_at = NULL",
                 )
@@ -247,6 +330,8 @@ impl Catalogue {
                         update.first_seen,
                         update.last_seen,
                         update.last_value,
+                        update.warn.as_ref().map(format_range),
+                        update.crit.as_ref().map(format_range),
                     ])
                     .context(|| format!("{path}: record {}", update.key))?;
             }
@@ -337,7 +422,8 @@ impl Catalogue {
         parameters: impl rusqlite::Params,
     ) -> Result<Vec<SeriesInfo>, CatalogueError> {
         let sql = format!(
-            "SELECT host, service, metric, uom, ds_type, first_seen, last_seen, last_value
+            "SELECT host, service, metric, uom, ds_type, first_seen, last_seen, last_value,
+                    warn, crit
              FROM series {condition}"
         );
         let mut statement = self
@@ -357,6 +443,14 @@ impl Catalogue {
                     first_seen: row.get(5)?,
                     last_seen: row.get(6)?,
                     last_value: row.get(7)?,
+                    warn: row
+                        .get::<_, Option<String>>(8)?
+                        .as_deref()
+                        .and_then(parse_range),
+                    crit: row
+                        .get::<_, Option<String>>(9)?
+                        .as_deref()
+                        .and_then(parse_range),
                 })
             })
             .context(|| self.at("query series"))?;
@@ -402,8 +496,9 @@ impl Catalogue {
         let moved = transaction
             .execute(
                 "INSERT INTO series (host, service, metric, uom, ds_type, first_seen, last_seen,
-                                     last_value, deleted_at)
-                 SELECT ?4, ?5, ?6, uom, ds_type, first_seen, last_seen, last_value, NULL
+                                     last_value, deleted_at, warn, crit)
+                 SELECT ?4, ?5, ?6, uom, ds_type, first_seen, last_seen, last_value, NULL,
+                        warn, crit
                  FROM series
                  WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL
                  ON CONFLICT (host, service, metric) DO UPDATE SET
@@ -412,6 +507,10 @@ impl Catalogue {
                                        ELSE excluded.first_seen END,
                      last_value = CASE WHEN deleted_at IS NULL AND last_seen >= excluded.last_seen
                                        THEN last_value ELSE excluded.last_value END,
+                     warn = CASE WHEN deleted_at IS NULL AND last_seen >= excluded.last_seen
+                                 THEN warn ELSE excluded.warn END,
+                     crit = CASE WHEN deleted_at IS NULL AND last_seen >= excluded.last_seen
+                                 THEN crit ELSE excluded.crit END,
                      last_seen = CASE WHEN deleted_at IS NULL
                                       THEN max(last_seen, excluded.last_seen)
                                       ELSE excluded.last_seen END,

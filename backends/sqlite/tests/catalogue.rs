@@ -1,9 +1,10 @@
 //! The catalogue on a real SQLite file: upserts keep first/last seen and last value right
 //! across flushes, listing and search find what was recorded, deletes mark and writes revive,
-//! and a second connection (another process's view) reads it while WAL is on.
+//! and a second connection (another process's view) reads it while WAL is on; thresholds follow
+//! the newest point, and a version-1 database gains them when opened.
 
-use perfpipe_backend::{DataSourceType, SeriesKey};
-use perfpipe_sqlite::{Catalogue, CatalogueError, SeriesUpdate};
+use perfpipe_backend::{DataSourceType, SeriesKey, ThresholdRange};
+use perfpipe_sqlite::{format_range, parse_range, Catalogue, CatalogueError, SeriesUpdate};
 
 fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
     SeriesKey {
@@ -21,7 +22,13 @@ fn update(key: SeriesKey, first: i64, last: i64, value: f64) -> SeriesUpdate {
         first_seen: first,
         last_seen: last,
         last_value: value,
+        warn: None,
+        crit: None,
     }
+}
+
+fn range(start: f64, end: f64, inside: bool) -> ThresholdRange {
+    ThresholdRange { start, end, inside }
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -168,4 +175,85 @@ fn a_newer_schema_is_refused() {
         }
         other => panic!("expected NewerSchema, got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn thresholds_are_those_of_the_newest_point() {
+    let path = temp_db("thresholds");
+    let mut catalogue = Catalogue::open(&path).unwrap();
+    let series = key("web", "PING", "rta");
+    let mut newer = update(series.clone(), 100, 200, 1.0);
+    newer.warn = Some(range(0.0, 100.0, false));
+    newer.crit = Some(range(f64::NEG_INFINITY, 500.5, true));
+    catalogue.record(&[newer]).unwrap();
+    // An older flush (a late point) does not replace them; a newer one without any clears them.
+    let mut older = update(series.clone(), 50, 60, 2.0);
+    older.warn = Some(range(0.0, 1.0, false));
+    catalogue.record(&[older]).unwrap();
+    let info = catalogue.series(&series).unwrap().unwrap();
+    assert_eq!(info.warn, Some(range(0.0, 100.0, false)));
+    assert_eq!(info.crit, Some(range(f64::NEG_INFINITY, 500.5, true)));
+    catalogue
+        .record(&[update(series.clone(), 300, 300, 3.0)])
+        .unwrap();
+    let info = catalogue.series(&series).unwrap().unwrap();
+    assert_eq!((info.warn, info.crit), (None, None));
+}
+
+#[test]
+fn thresholds_round_trip_as_nagios_text() {
+    for (threshold, text) in [
+        (range(0.0, 10.0, false), "0:10"),
+        (range(f64::NEG_INFINITY, 5.0, false), "~:5"),
+        (range(20.0, f64::INFINITY, false), "20:"),
+        (range(10.0, 20.5, true), "@10:20.5"),
+        (range(-0.125, 1e6, false), "-0.125:1000000"),
+    ] {
+        assert_eq!(format_range(&threshold), text);
+        assert_eq!(parse_range(text), Some(threshold));
+    }
+    // Any finite bound comes back exactly.
+    let extreme = range(-1e-300, 3e300, false);
+    assert_eq!(parse_range(&format_range(&extreme)), Some(extreme));
+    for bad in ["", "5", "a:b", "1:NaN", "@", "1:inf"] {
+        assert_eq!(parse_range(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn a_version_1_database_gains_the_thresholds() {
+    let path = temp_db("migrate");
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE series (
+                id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
+                metric TEXT NOT NULL, uom TEXT NOT NULL,
+                ds_type TEXT NOT NULL CHECK (ds_type IN ('GAUGE', 'COUNTER')),
+                first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, last_value REAL,
+                deleted_at INTEGER, UNIQUE (host, service, metric));
+             CREATE INDEX series_by_metric ON series (metric);
+             INSERT INTO series (host, service, metric, uom, ds_type, first_seen, last_seen,
+                                 last_value) VALUES ('web', 'PING', 'rta', 'ms', 'GAUGE', 1, 2, 0.5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let mut catalogue = Catalogue::open(&path).unwrap();
+    let series = key("web", "PING", "rta");
+    let old = catalogue.series(&series).unwrap().unwrap();
+    assert_eq!((old.last_value, old.warn), (Some(0.5), None));
+    let mut newer = update(series.clone(), 3, 4, 1.0);
+    newer.warn = Some(range(0.0, 7.0, false));
+    catalogue.record(&[newer]).unwrap();
+    assert_eq!(
+        catalogue.series(&series).unwrap().unwrap().warn,
+        Some(range(0.0, 7.0, false))
+    );
+    drop(catalogue);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
