@@ -483,36 +483,65 @@ pub async fn find(
     })
     .await?;
     let name_of = |path: &str| path.rsplit('.').next().unwrap_or(path).to_string();
+    // graphite-web sorts by the node's own name, not its path.
+    let mut by_name = found.clone();
+    by_name.sort_by_key(|node| name_of(&node.path));
+    let wildcards = last(&pairs, "wildcards") == Some("1") && by_name.len() > 1;
     Ok(match format.as_str() {
-        "treejson" => Json(
-            found
+        "treejson" => {
+            // As graphite-web's tree_json: one entry per name (the first), branches before
+            // leaves, and a `*` entry first when asked for.
+            let entry = |text: String, id: String, leaf: bool| {
+                let (allow, expandable, leaf) = if leaf { (0, 0, 1) } else { (1, 1, 0) };
+                json!({
+                    "text": text,
+                    "id": id,
+                    "allowChildren": allow,
+                    "expandable": expandable,
+                    "leaf": leaf,
+                })
+            };
+            let mut seen = BTreeSet::new();
+            let (mut branches, mut leaves) = (Vec::new(), Vec::new());
+            for node in &by_name {
+                let name = name_of(&node.path);
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                // graphite-web shows the name unquoted, the id as stored.
+                let text = graphite::decode_component(&name).unwrap_or_else(|| name.clone());
+                let made = entry(text, format!("{base_path}{name}"), node.leaf);
+                if node.leaf {
+                    leaves.push(made);
+                } else {
+                    branches.push(made);
+                }
+            }
+            let mut all = Vec::new();
+            if wildcards {
+                let any_branch = by_name.iter().any(|node| !node.leaf);
+                all.push(entry("*".into(), format!("{base_path}*"), !any_branch));
+            }
+            all.extend(branches);
+            all.extend(leaves);
+            Json(all).into_response()
+        }
+        "completer" => {
+            let mut metrics: Vec<Value> = by_name
                 .iter()
                 .map(|node| {
-                    let (allow, expandable, leaf) = if node.leaf { (0, 0, 1) } else { (1, 1, 0) };
                     json!({
-                        // graphite-web shows the name unquoted, the id as stored.
-                        "text": graphite::decode_component(&name_of(&node.path))
-                            .unwrap_or_else(|| name_of(&node.path)),
-                        "id": format!("{base_path}{}", name_of(&node.path)),
-                        "allowChildren": allow,
-                        "expandable": expandable,
-                        "leaf": leaf,
+                        "path": if node.leaf { node.path.clone() } else { format!("{}.", node.path) },
+                        "name": name_of(&node.path),
+                        "is_leaf": if node.leaf { "1" } else { "0" },
                     })
                 })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        "completer" => Json(json!({
-            "metrics": found
-                .iter()
-                .map(|node| json!({
-                    "path": if node.leaf { node.path.clone() } else { format!("{}.", node.path) },
-                    "name": name_of(&node.path),
-                    "is_leaf": if node.leaf { "1" } else { "0" },
-                }))
-                .collect::<Vec<_>>()
-        }))
-        .into_response(),
+                .collect();
+            if wildcards {
+                metrics.push(json!({ "name": "*" }));
+            }
+            Json(json!({ "metrics": metrics })).into_response()
+        }
         // perfpipe's own, between nodes: the matching paths themselves (treejson's ids
         // repeat the pattern's prefix, as graphite-web's do).
         "nodes" => Json(

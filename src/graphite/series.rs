@@ -133,8 +133,9 @@ impl Series {
 }
 
 /// The datapoints of a JSON render, after `maxDataPoints` consolidation as graphite-web's
-/// `renderViewJson` does it: the span of all series divided into at most that many points,
-/// each series' start nudged so that buckets align from one refresh to the next.
+/// `renderViewJson` means it: the span of all series divided into at most that many points,
+/// each series' start nudged to a multiple of the bucket width so that buckets stay put from
+/// one refresh to the next, each bucket holding the values from its stamp on.
 pub fn render_datapoints(
     series: &mut [Series],
     max_data_points: Option<usize>,
@@ -155,12 +156,12 @@ pub fn render_datapoints(
                 let nudge = seconds_per_point + one.start.rem_euclid(one.step)
                     - one.start.rem_euclid(seconds_per_point);
                 one.start += nudge;
-                let lose = (nudge / one.step) as usize;
-                for _ in 1..lose {
-                    if !one.values.is_empty() {
-                        one.values.remove(0);
-                    }
-                }
+                // graphite-web 1.1.8 drops one value fewer than the nudge moves the start
+                // (`for r in range(1, valuesToLose)`), so its bucket stamped T holds the
+                // values of T - step to T + spp - 2·step. Here the bucket stamped T holds
+                // T to T + spp - step, as the nudge means (docs/api.md).
+                let lose = ((nudge / one.step) as usize).min(one.values.len());
+                one.values.drain(..lose);
                 one.values_per_point = per_point as usize;
             }
         }
