@@ -625,7 +625,9 @@ fn consolidation_of(target: &str) -> String {
 /// bucket stamped T holds the values from T on), applied to a `format=raw` answer
 /// (`name,start,end,step|v,v,None,…` a line).
 fn intended_max_data_points(raw: &str, max: usize, function: &str) -> serde_json::Value {
-    let series: Vec<(String, i64, i64, i64, Vec<Option<f64>>)> = raw
+    /// name, start, end, step, values
+    type RawSeries = (String, i64, i64, i64, Vec<Option<f64>>);
+    let series: Vec<RawSeries> = raw
         .lines()
         .filter(|line| !line.is_empty())
         .map(|line| {

@@ -191,15 +191,16 @@ mod tests {
     }
 
     #[test]
-    fn max_data_points_nudges_like_graphite_web() {
+    fn max_data_points_buckets_start_at_their_stamp() {
         let values: Vec<Option<f64>> = (0..10).map(|v| Some(f64::from(v))).collect();
         let mut series = vec![Series::new("a", 1000, 1100, 10, values)];
         let points = render_datapoints(&mut series, Some(4));
-        // 10 points into at most 4: 3 a point; start nudged from 1000 to 1020.
+        // 10 points into at most 4: 3 a point; start nudged from 1000 to 1020, the first
+        // bucket holding the values stamped 1020, 1030, 1040 (graphite-web 1.1.8: 1010-1030).
         assert_eq!(series[0].start, 1020);
         assert_eq!(
             points[0],
-            vec![(Some(2.0), 1020), (Some(5.0), 1050), (Some(8.0), 1080)]
+            vec![(Some(3.0), 1020), (Some(6.0), 1050), (Some(8.5), 1080)]
         );
     }
 }
