@@ -1,6 +1,6 @@
 //! Bearer tokens for the node's own API, in three scopes: `write` (`POST /api/v1/write`),
 //! `admin` (deletes and renames) and `query` (everything else that reads: queries, the
-//! catalogue, expressions, `/status`, `/metrics`). A scope with no tokens configured
+//! catalogue, expressions, Opsview's graph API under `/rest/`, `/status`, `/metrics`). A scope with no tokens configured
 //! (`[auth]`) is open. A protected request without a token, or with one the node does not
 //! know, gets 401 with `WWW-Authenticate: Bearer`; a known token without the scope gets 403.
 //!
@@ -150,6 +150,12 @@ mod tests {
             scope_of(&Method::POST, "/api/v1/rename"),
             Some(Scope::Admin)
         );
+        assert_eq!(scope_of(&Method::GET, "/rest/graph"), Some(Scope::Query));
+        assert_eq!(
+            scope_of(&Method::GET, "/rest/runtime/performancemetric"),
+            Some(Scope::Query)
+        );
+        assert_eq!(scope_of(&Method::GET, "/api/v1/series"), Some(Scope::Query));
         assert_eq!(scope_of(&Method::GET, "/health"), None);
         assert_eq!(scope_of(&Method::POST, "/get_data"), None);
     }

@@ -7,6 +7,7 @@
 mod auth;
 pub(crate) mod delete;
 mod eval;
+mod opsview;
 mod plugins;
 mod query;
 mod rename;
@@ -70,9 +71,17 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/api/v1/hosts", get(query::hosts))
         .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
-        .route("/api/v1/series", delete(delete::delete_series))
+        .route(
+            "/api/v1/series",
+            delete(delete::delete_series).get(query::series),
+        )
         .route("/api/v1/stale", get(query::stale))
         .route("/api/v1/eval", get(eval::eval))
+        .route("/rest/graph", get(opsview::graph))
+        .route(
+            "/rest/runtime/performancemetric",
+            get(opsview::performance_metric),
+        )
         .route("/api/v1/rename", post(rename::rename))
         .route("/get_data", post(plugins::get_data))
         .route("/set_data", post(plugins::set_data))
