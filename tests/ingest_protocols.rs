@@ -75,6 +75,29 @@ fn wait_taken(node: &Node, protocol: &str, points: u64) {
     }
 }
 
+/// Starts `perfpipe serve --config CONFIG` with its log written to `log` (read by the test).
+fn start_logging_to(config: &Path, log: &Path) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_perfpipe"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("perfpipe starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text.split(" address=").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            return Node { child, address };
+        }
+        assert!(Instant::now() < deadline, "the node did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn graphite_lines_over_tcp_and_udp() {
     let dir = temp_dir("ingest-graphite");
@@ -87,7 +110,8 @@ fn graphite_lines_over_tcp_and_udp() {
             data.display().to_string()
         ),
     );
-    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let log = dir.join("node.log");
+    let mut node = start_logging_to(&config, &log);
     let t = (now() - 3600) / 60 * 60;
 
     // TCP: collectd's write_graphite lines, two bad ones among them, the last one without its
@@ -170,6 +194,28 @@ fn graphite_lines_over_tcp_and_udp() {
         "{protocols}"
     );
     assert_eq!(protocols["graphite_connections"], 1);
+    // Each bad line is logged with its sender, its line number and why.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let logged: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("graphite: line not taken"))
+        .collect();
+    assert_eq!(logged.len(), 3, "{log}");
+    assert!(
+        logged[0].contains("line=4") && logged[0].contains(r#"value \"line\" is not a number"#),
+        "{}",
+        logged[0]
+    );
+    assert!(
+        logged[1].contains("line=5") && logged[1].contains(r#"value \"abc\" is not a number"#),
+        "{}",
+        logged[1]
+    );
+    assert!(
+        logged[2].contains("line=2") && logged[2].contains("2 fields, expected 3"),
+        "{}",
+        logged[2]
+    );
     let metrics = node.get("/metrics").body;
     assert!(
         metrics.contains("perfpipe_ingest_bad_lines_total{protocol=\"graphite_tcp\"} 2"),
@@ -197,6 +243,14 @@ fn graphite_lines_over_tcp_and_udp() {
     let file = whisper.join("web%2D03/TCP%2FIP%20%2D%20LAN/rta.wsp");
     assert_eq!(whisper_at(&file, t), Some(1.5));
     assert_eq!(whisper_at(&file, t + 60), Some(2.5));
+
+    // SIGTERM with a connection still open: the node stops cleanly.
+    let mut open = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    open.write_all(format!("web01.cpu.late 1 {}\n", t + 120).as_bytes())
+        .unwrap();
+    wait_taken(&node, "graphite_tcp", 7);
+    assert_eq!(node.terminate(), Some(0));
+    drop(open);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
