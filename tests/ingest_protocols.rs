@@ -86,12 +86,17 @@ fn start_logging_to(config: &Path, log: &Path) -> Node {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("perfpipe starts");
+    // Owned at once, so a start that fails kills and reaps the process (Node's drop).
+    let mut node = Node {
+        child,
+        address: String::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(rest) = text.split(" address=").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            return Node { child, address };
+            node.address = rest.split_whitespace().next().unwrap().to_string();
+            return node;
         }
         assert!(Instant::now() < deadline, "the node did not start: {text}");
         std::thread::sleep(Duration::from_millis(20));
