@@ -2,7 +2,8 @@
 //! plaintext lines over TCP and UDP (templates, percent-decoded nodes, bad lines counted and
 //! their neighbours kept, a name in perfpipe's own encoding landing in the same file), and
 //! Telegraf- and nagflux-shaped InfluxDB line protocol on `/write` and `/api/v2/write`
-//! (precisions, gzip, partial writes answered 400 naming the lines, tokens). Every point is
+//! (precisions, gzip, partial writes answered 400 naming the lines, tokens), and in a cluster of
+//! two each point landing on its host's owner whichever node took it. Every point is
 //! read back through `/api/v1/query` and from the Whisper files with `whisper-fetch`.
 
 mod common;
@@ -500,5 +501,96 @@ fn line_protocol_takes_the_write_token_as_influxdb_clients_send_it() {
     }
     // /ping is open, as InfluxDB's is.
     assert_eq!(node.get("/ping").status, 204);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cluster_routes_graphite_and_line_protocol_points_to_their_owners() {
+    let dir = temp_dir("ingest-cluster");
+    let ports = [free_port(), free_port()];
+    let graphite_port = free_port();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let graphite = if i == 0 {
+                format!("[graphite]\nlisten = \"127.0.0.1:{graphite_port}\"\n")
+            } else {
+                String::new()
+            };
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n{graphite}",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    urls,
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    let hosts: Vec<String> = (0..12).map(|h| format!("host-{h:02}")).collect();
+    let owners: Vec<usize> = hosts
+        .iter()
+        .map(|h| perfpipe::routing::owner_of_host(h, 2))
+        .collect();
+    assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+    let t = (now() - 600) / 60 * 60;
+
+    // Graphite lines to node 0, line protocol to node 1, for every host.
+    let mut tcp = TcpStream::connect(("127.0.0.1", graphite_port)).unwrap();
+    let lines: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h}.load.load1 {i} {t}\n"))
+        .collect();
+    tcp.write_all(lines.as_bytes()).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    let body: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("mem,host={h} used={}i {t}\n", i * 10))
+        .collect();
+    let (status, answer) = request(&nodes[1], "/write?db=x&precision=s", &[], body.as_bytes());
+    assert_eq!((status, answer.as_str()), (204, ""));
+
+    for (n, node) in nodes.iter().enumerate() {
+        node.wait_written(2 * owners.iter().filter(|&&o| o == n).count() as u64);
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        let owner = owners[i];
+        let file = |n: usize, service: &str, metric: &str| {
+            dir.join(format!(
+                "node{n}/whisper/host%2D{i:02}/{service}/{metric}.wsp"
+            ))
+        };
+        assert_eq!(
+            whisper_at(&file(owner, "load", "load1"), t),
+            Some(i as f64),
+            "{host}"
+        );
+        assert_eq!(
+            whisper_at(&file(owner, "mem", "used"), t),
+            Some(i as f64 * 10.0),
+            "{host}"
+        );
+        assert!(!file(1 - owner, "load", "load1").exists(), "{host}");
+        assert!(!file(1 - owner, "mem", "used").exists(), "{host}");
+        // Either node answers for either owner.
+        for node in &nodes {
+            assert_eq!(
+                queried(node, &format!("{host}::mem::used"), t),
+                Some(i as f64 * 10.0)
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
