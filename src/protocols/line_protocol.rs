@@ -9,8 +9,11 @@
 //! - **nagflux** (what perfpipe's own InfluxDB backend and nagflux write): measurement
 //!   `metrics` (`line_protocol.nagflux_measurement`) with tags `service` and
 //!   `performanceLabel`: host from the host tag, service from `service`, metric from
-//!   `performanceLabel`, unit from `unit`, the value from the field `value`; the threshold
-//!   fields (`warn`, `crit`, `min`, `max`, `warn-min`, …) are not taken.
+//!   `performanceLabel`, unit from `unit`, the value from the field `value`, and the levels
+//!   from the fields as perfpipe's InfluxDB backend writes them: `warn`/`crit` a plain
+//!   threshold `N` (`0:N`), `warn-min`/`warn-max` (`crit-…`) the bounds of any other range
+//!   (a missing bound infinite), `min` and `max`. So nagflux's lines keep their thresholds
+//!   on their way through perfpipe to InfluxDB.
 //! - **Telegraf** (every other line): host from the host tag (`line_protocol.host_tag`,
 //!   default `host`); service the measurement, followed by `,key=value` for each other tag,
 //!   sorted by key (`cpu,cpu=cpu0`, as the line's own series key reads); one series per
@@ -24,7 +27,7 @@
 use std::collections::HashMap;
 
 use influxdb_line_protocol::{FieldValue, ParsedLine};
-use perfpipe_backend::{Point, SeriesKey};
+use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
 
 use crate::enqueuer::SeriesPoints;
 
@@ -196,7 +199,7 @@ pub fn read(body: &str, precision: Precision, mapping: &Mapping, now: i64) -> Re
         };
         match points_of(&parsed, mapping, number, &mut read.ignored) {
             Ok(points) => {
-                for (key, uom, value) in points {
+                for (key, uom, value, levels) in points {
                     read.points += 1;
                     let position = *index.entry(key.clone()).or_insert_with(|| {
                         read.series.push(SeriesPoints {
@@ -207,9 +210,13 @@ pub fn read(body: &str, precision: Precision, mapping: &Mapping, now: i64) -> Re
                         });
                         read.series.len() - 1
                     });
-                    read.series[position]
-                        .points
-                        .push(Point { timestamp, value });
+                    let series = &mut read.series[position];
+                    series.points.push(Point { timestamp, value });
+                    if let Some(levels) = levels {
+                        if series.levels.last().is_none_or(|(_, last)| *last != levels) {
+                            series.levels.push((timestamp, levels));
+                        }
+                    }
                 }
             }
             Err(reason) => read.bad.push(bad(reason)),
@@ -218,13 +225,16 @@ pub fn read(body: &str, precision: Precision, mapping: &Mapping, now: i64) -> Re
     read
 }
 
-/// The series, unit and value of each point of one line.
+/// One point of a line: its series, unit, value and (nagflux only) levels.
+type LinePoint = (SeriesKey, String, f64, Option<Levels>);
+
+/// The series, unit, value and (nagflux) levels of each point of one line.
 fn points_of(
     line: &ParsedLine<'_>,
     mapping: &Mapping,
     number: usize,
     ignored: &mut Vec<IgnoredField>,
-) -> Result<Vec<(SeriesKey, String, f64)>, String> {
+) -> Result<Vec<LinePoint>, String> {
     let measurement = line.series.measurement.as_str();
     let tag = |name: &str| line.tag_value(name).map(|value| value.as_str().to_owned());
     let host = tag(&mapping.host_tag).ok_or_else(|| {
@@ -258,10 +268,8 @@ fn points_of(
             let value = line
                 .field_value("value")
                 .ok_or_else(|| "nagflux line without a value field".to_string())?;
-            return match number_of(value) {
-                Ok(value) => Ok(vec![(key, uom, value)]),
-                Err(reason) => Err(format!("field value: {reason}")),
-            };
+            let value = number_of(value).map_err(|reason| format!("field value: {reason}"))?;
+            return Ok(vec![(key, uom, value, Some(nagflux_levels(line)?))]);
         }
     }
     let mut service = measurement.to_owned();
@@ -289,7 +297,7 @@ fn points_of(
                     service.clone(),
                     field.as_str(),
                 ))?;
-                points.push((key, String::new(), value));
+                points.push((key, String::new(), value, None));
             }
             Err(reason) => ignored.push(IgnoredField {
                 line: number,
@@ -299,6 +307,39 @@ fn points_of(
         }
     }
     Ok(points)
+}
+
+/// The levels of a nagflux line, from its threshold and bound fields.
+fn nagflux_levels(line: &ParsedLine<'_>) -> Result<Levels, String> {
+    let field = |name: &str| -> Result<Option<f64>, String> {
+        match line.field_value(name) {
+            None => Ok(None),
+            Some(value) => number_of(value)
+                .map(Some)
+                .map_err(|reason| format!("field {name}: {reason}")),
+        }
+    };
+    let threshold = |plain: &str, lower: &str, upper: &str| -> Result<_, String> {
+        Ok(match (field(plain)?, field(lower)?, field(upper)?) {
+            (Some(limit), _, _) => Some(ThresholdRange {
+                start: 0.0,
+                end: limit,
+                inside: false,
+            }),
+            (None, None, None) => None,
+            (None, start, end) => Some(ThresholdRange {
+                start: start.unwrap_or(f64::NEG_INFINITY),
+                end: end.unwrap_or(f64::INFINITY),
+                inside: false,
+            }),
+        })
+    };
+    Ok(Levels {
+        warn: threshold("warn", "warn-min", "warn-max")?,
+        crit: threshold("crit", "crit-min", "crit-max")?,
+        min: field("min")?,
+        max: field("max")?,
+    })
 }
 
 fn number_of(value: &FieldValue<'_>) -> Result<f64, &'static str> {
@@ -382,6 +423,51 @@ mod tests {
             [("web 01::HTTP,S::time".into(), 1_700_000_000, 0.25)]
         );
         assert_eq!(read.series[0].uom, "s");
+        let plain = |end: f64| ThresholdRange {
+            start: 0.0,
+            end,
+            inside: false,
+        };
+        assert_eq!(
+            read.series[0].levels,
+            [(
+                1_700_000_000,
+                Levels {
+                    warn: Some(plain(1.0)),
+                    crit: Some(plain(2.0)),
+                    min: None,
+                    max: None
+                }
+            )]
+        );
+        // Ranges other than 0:N, bounds, and levels recorded only where they change.
+        let body = "metrics,host=h,service=s,performanceLabel=l value=1,warn-min=10,crit-max=5,min=0,max=100 1\n\
+                    metrics,host=h,service=s,performanceLabel=l value=2,warn-min=10,crit-max=5,min=0,max=100 2\n\
+                    metrics,host=h,service=s,performanceLabel=l value=3 3\n";
+        let read = super::read(body, Precision::Seconds, &mapping(), 0);
+        assert!(read.bad.is_empty(), "{:?}", read.bad);
+        let ranged = Levels {
+            warn: Some(ThresholdRange {
+                start: 10.0,
+                end: f64::INFINITY,
+                inside: false,
+            }),
+            crit: Some(ThresholdRange {
+                start: f64::NEG_INFINITY,
+                end: 5.0,
+                inside: false,
+            }),
+            min: Some(0.0),
+            max: Some(100.0),
+        };
+        assert_eq!(read.series[0].levels, [(1, ranged), (3, Levels::default())]);
+        let read = super::read(
+            "metrics,host=h,service=s,performanceLabel=l value=1,warn=\"x\" 1\n",
+            Precision::Seconds,
+            &mapping(),
+            0,
+        );
+        assert!(read.bad[0].reason.contains("field warn"), "{:?}", read.bad);
         // `metrics` without nagflux's tags is a Telegraf line.
         let read = super::read(
             "metrics,host=h value=1 1\n",
