@@ -46,6 +46,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
     pub state: StateConfig,
+    /// Graphite's plaintext protocol on TCP and UDP (off by default).
+    pub graphite: GraphiteConfig,
+    /// How InfluxDB line protocol written to `/write` and `/api/v2/write` maps onto series.
+    pub line_protocol: LineProtocolConfig,
     /// How many values of which series the last-values cache keeps.
     pub last_values: Vec<crate::lastvalues::LastValuesRule>,
     /// Hour, day, week and month aggregates per series pattern (none by default).
@@ -73,6 +77,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
             state: StateConfig::default(),
+            graphite: GraphiteConfig::default(),
+            line_protocol: LineProtocolConfig::default(),
             last_values: vec![crate::lastvalues::LastValuesRule::default()],
             rollups: Vec::new(),
         }
@@ -219,6 +225,76 @@ impl ListenerTlsConfig {
     /// Whether the main listener serves HTTPS.
     pub fn enabled(&self) -> bool {
         !self.cert.as_os_str().is_empty()
+    }
+}
+
+/// Graphite's plaintext protocol (`path value timestamp` lines), see
+/// `crate::protocols::graphite` for the templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphiteConfig {
+    /// Address for TCP (and UDP, with `udp`): `ip:port`, or an IP alone for carbon's port
+    /// 2003; empty (the default) for no listener.
+    pub listen: String,
+    /// Also read datagrams on the same address and port over UDP.
+    pub udp: bool,
+    /// Path templates, first whose filter matches wins (`[filter ]host.service.metric*`).
+    pub templates: Vec<String>,
+    /// The service of paths whose template names none.
+    pub service: String,
+}
+
+/// Carbon's port for plaintext lines.
+pub const GRAPHITE_PORT: u16 = 2003;
+
+impl Default for GraphiteConfig {
+    fn default() -> Self {
+        GraphiteConfig {
+            listen: String::new(),
+            udp: true,
+            templates: vec!["host.service.metric*".into()],
+            service: "graphite".into(),
+        }
+    }
+}
+
+impl GraphiteConfig {
+    /// The address to listen on, or `None` when off; an IP without a port gets 2003.
+    pub fn address(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
+            return Ok(Some(address));
+        }
+        let ip = listen.trim_start_matches('[').trim_end_matches(']');
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(Some(std::net::SocketAddr::new(ip, GRAPHITE_PORT))),
+            Err(_) => anyhow::bail!(
+                "graphite.listen = {:?} is not an address (ip:port, or an ip for port {GRAPHITE_PORT})",
+                self.listen
+            ),
+        }
+    }
+}
+
+/// InfluxDB line protocol onto series (see `crate::protocols::line_protocol`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LineProtocolConfig {
+    /// The tag naming the host.
+    pub host_tag: String,
+    /// The measurement of nagflux's schema (tags `service`, `performanceLabel`, `unit`).
+    pub nagflux_measurement: String,
+}
+
+impl Default for LineProtocolConfig {
+    fn default() -> Self {
+        LineProtocolConfig {
+            host_tag: "host".into(),
+            nagflux_measurement: "metrics".into(),
+        }
     }
 }
 
@@ -473,6 +549,20 @@ impl Config {
             self.tls.client_ca.is_none() || self.tls.enabled(),
             "tls.client_ca needs tls.cert and tls.key (peers present them)"
         );
+        self.graphite.address()?;
+        crate::protocols::graphite::Templates::new(
+            &self.graphite.templates,
+            &self.graphite.service,
+            self.limits.max_name_length,
+        )?;
+        anyhow::ensure!(
+            !self.graphite.service.is_empty(),
+            "graphite.service must not be empty"
+        );
+        anyhow::ensure!(
+            !self.line_protocol.host_tag.is_empty(),
+            "line_protocol.host_tag must not be empty"
+        );
         crate::lastvalues::LastValuesRules::new(&self.last_values)?;
         crate::rollup::RollupRules::new(self.rollups.clone())?;
         anyhow::ensure!(
@@ -560,6 +650,24 @@ mod tests {
 
         let error = Config::parse("backends = [\"mysql\"]").unwrap_err();
         assert!(format!("{error:#}").contains("mysql"), "{error:#}");
+        let error = Config::parse("[graphite]\nlisten = \"nowhere\"").unwrap_err();
+        assert!(
+            format!("{error:#}").contains("graphite.listen"),
+            "{error:#}"
+        );
+        let error = Config::parse("[graphite]\ntemplates = [\"host.srvice.metric\"]").unwrap_err();
+        assert!(format!("{error:#}").contains("\"srvice\""), "{error:#}");
+        let config = Config::parse("[graphite]\nlisten = \"127.0.0.1\"").unwrap();
+        assert_eq!(
+            config.graphite.address().unwrap(),
+            Some("127.0.0.1:2003".parse().unwrap())
+        );
+        let config = Config::parse("[graphite]\nlisten = \"[::1]\"").unwrap();
+        assert_eq!(
+            config.graphite.address().unwrap(),
+            Some("[::1]:2003".parse().unwrap())
+        );
+        assert_eq!(Config::default().graphite.address().unwrap(), None);
         let error = Config::parse("[whisper]\nxff = 2.0").unwrap_err();
         assert!(format!("{error:#}").contains("whisper.xff"), "{error:#}");
     }

@@ -9,6 +9,7 @@
 pub mod adopt;
 pub mod api;
 pub mod cachemanager;
+pub mod carbon;
 pub mod check;
 pub mod cluster;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod ingest;
 pub mod intake;
 pub mod lastvalues;
 pub mod parse;
+pub mod protocols;
 pub mod rename;
 pub mod rollup;
 pub mod routing;

@@ -112,6 +112,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         handoff,
         query_slots: tokio::sync::Semaphore::new(config_limits.max_concurrent_queries),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
+        protocols: crate::protocols::Counters::default(),
         started: Instant::now(),
     });
 
@@ -243,6 +244,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    crate::carbon::start(node.clone(), stopping.clone()).await?;
     info!(%address, "listening");
     if let Some((listener, acceptor, endpoint)) = https {
         let router = crate::api::router(node.clone(), endpoint);

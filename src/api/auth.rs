@@ -1,6 +1,8 @@
-//! Bearer tokens for the node's own API, in three scopes: `write` (`POST /api/v1/write`),
+//! Bearer tokens for the node's own API, in three scopes: `write` (`POST /api/v1/write` and
+//! InfluxDB's `POST /write`, `POST /api/v2/write`, which also take the token as
+//! `Authorization: Token T`, as the password of Basic auth or as the `p` parameter),
 //! `admin` (deletes and renames) and `query` (everything else that reads: queries, the
-//! catalogue, expressions, `/status`, `/metrics`). A scope with no tokens configured
+//! catalogue, expressions, Opsview's graph API under `/rest/`, `/status`, `/metrics`). A scope with no tokens configured
 //! (`[auth]`) is open. A protected request without a token, or with one the node does not
 //! know, gets 401 with `WWW-Authenticate: Bearer`; a known token without the scope gets 403.
 //!
@@ -51,10 +53,12 @@ impl Scope {
 /// Who may call `method path`: `None` for the paths never behind tokens.
 pub fn scope_of(method: &Method, path: &str) -> Option<Scope> {
     match (method, path) {
-        (_, "/health" | "/get_data" | "/set_data" | "/store_data" | "/fetch_data") => None,
+        (_, "/health" | "/ping" | "/get_data" | "/set_data" | "/store_data" | "/fetch_data") => {
+            None
+        }
         (&Method::GET | &Method::HEAD, "/") => None,
         (&Method::GET | &Method::HEAD, page) if page.starts_with("/page/") => None,
-        (&Method::POST, "/api/v1/write") => Some(Scope::Write),
+        (&Method::POST, "/api/v1/write" | "/write" | "/api/v2/write") => Some(Scope::Write),
         (&Method::DELETE, _) | (&Method::POST, "/api/v1/rename") => Some(Scope::Admin),
         _ => Some(Scope::Query),
     }
@@ -90,16 +94,8 @@ pub async fn require_token(
     if allowed.is_empty() || peer {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let given = given_token(&request);
+    let given = given.as_deref();
     let known = |tokens: &[String]| {
         given.is_some_and(|given| {
             tokens
@@ -131,6 +127,45 @@ pub async fn require_token(
     answer
 }
 
+/// The token a request carries: `Authorization: Bearer T` (or `Token T`, as InfluxDB clients
+/// send it); on InfluxDB's write paths also the password of `Authorization: Basic` or the
+/// `p` query parameter (InfluxDB 1.x clients; the user name is not checked).
+fn given_token(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let influx = matches!(request.uri().path(), "/write" | "/api/v2/write");
+    if let Some(value) = header {
+        for scheme in ["Bearer ", "bearer ", "Token ", "token "] {
+            if let Some(token) = value.strip_prefix(scheme) {
+                return Some(token.trim().to_owned());
+            }
+        }
+        if influx {
+            if let Some(encoded) = value
+                .strip_prefix("Basic ")
+                .or_else(|| value.strip_prefix("basic "))
+            {
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()?;
+                let decoded = String::from_utf8(decoded).ok()?;
+                return decoded
+                    .split_once(':')
+                    .map(|(_, password)| password.to_owned());
+            }
+        }
+    }
+    if influx {
+        return form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .find(|(name, _)| name == "p")
+            .map(|(_, password)| password.into_owned());
+    }
+    None
+}
+
 /// Equality whose time does not depend on where the bytes differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
@@ -153,6 +188,15 @@ mod tests {
             scope_of(&Method::POST, "/api/v1/rename"),
             Some(Scope::Admin)
         );
+        assert_eq!(scope_of(&Method::GET, "/rest/graph"), Some(Scope::Query));
+        assert_eq!(
+            scope_of(&Method::GET, "/rest/runtime/performancemetric"),
+            Some(Scope::Query)
+        );
+        assert_eq!(scope_of(&Method::GET, "/api/v1/series"), Some(Scope::Query));
+        assert_eq!(scope_of(&Method::POST, "/write"), Some(Scope::Write));
+        assert_eq!(scope_of(&Method::POST, "/api/v2/write"), Some(Scope::Write));
+        assert_eq!(scope_of(&Method::GET, "/ping"), None);
         assert_eq!(scope_of(&Method::GET, "/health"), None);
         assert_eq!(scope_of(&Method::POST, "/get_data"), None);
         assert_eq!(scope_of(&Method::GET, "/"), None);

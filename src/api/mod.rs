@@ -8,12 +8,16 @@ mod auth;
 pub(crate) mod delete;
 mod eval;
 mod graphite;
+mod influx;
+mod opsview;
 mod page;
 mod plugins;
 mod query;
 mod rename;
 mod status;
-mod write;
+pub(crate) mod write;
+
+pub(crate) use opsview::wildcard_match;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +49,8 @@ pub struct Node {
     pub query_slots: tokio::sync::Semaphore,
     /// Requests in progress on the listeners (`limits.max_requests_in_flight`).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// What the Graphite listeners and the InfluxDB write endpoints received.
+    pub protocols: crate::protocols::Counters,
     pub started: Instant,
 }
 
@@ -70,13 +76,24 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))
         .route("/api/v1/write", post(write::write))
+        .route("/write", post(influx::write_v1))
+        .route("/api/v2/write", post(influx::write_v2))
+        .route("/ping", get(influx::ping).head(influx::ping))
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/hosts", get(query::hosts))
         .route("/api/v1/hosts/{host}", delete(delete::delete_host))
         .route("/api/v1/hosts/{host}/metrics", get(query::host_metrics))
-        .route("/api/v1/series", delete(delete::delete_series))
+        .route(
+            "/api/v1/series",
+            delete(delete::delete_series).get(query::series),
+        )
         .route("/api/v1/stale", get(query::stale))
         .route("/api/v1/eval", get(eval::eval))
+        .route("/rest/graph", get(opsview::graph))
+        .route(
+            "/rest/runtime/performancemetric",
+            get(opsview::performance_metric),
+        )
         .route("/api/v1/rename", post(rename::rename))
         .route("/render", get(graphite::render).post(graphite::render))
         .route("/metrics/find", get(graphite::find).post(graphite::find))

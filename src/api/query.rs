@@ -1,6 +1,8 @@
 //! `GET /api/v1/query` (ranges of series) and the catalogue listings `GET /api/v1/hosts`,
 //! `GET /api/v1/hosts/{host}/metrics` (with each series' unit, last value and the warning and
-//! critical thresholds of that value, as the catalogue keeps them).
+//! critical thresholds of that value, as the catalogue keeps them), `GET /api/v1/series` (the
+//! catalogue's series whose names match `*` patterns, of the whole cluster), and the reading
+//! of ranges that Opsview's graph API shares ([`read_series`]).
 //!
 //! A query names series as `hsm=host::service::metric` (repeatable; answered in request
 //! order), a range with `start` and `end` (epoch seconds, `now`, or `-24h`-style offsets from
@@ -28,7 +30,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
@@ -79,7 +81,6 @@ pub async fn query(
     // Read as at this second (Graphite renders pass their `now` so every node picks the same
     // Whisper archive); default the clock.
     let mut as_of = None;
-    let mut cf_name = "average".to_string();
     let now = now();
     for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
         match name.as_ref() {
@@ -102,7 +103,6 @@ pub async fn query(
             "local" => local_only = value == "true",
             "now" => as_of = Some(parse_time(&value, now).map_err(bad_request)?),
             "cf" => {
-                cf_name = value.to_string();
                 cf = match value.as_ref() {
                     "average" => Consolidation::Average,
                     "min" => Consolidation::Min,
@@ -130,6 +130,27 @@ pub async fn query(
             range.start, range.end
         )));
     }
+    check_range(&node, &range, keys.len())?;
+    let (series, partial) = read_series(&node, &keys, range, local_only, as_of).await?;
+    let mut answer = json!({ "series": series });
+    if partial {
+        answer["partial"] = json!(true);
+    }
+    Ok(Json(answer))
+}
+
+/// The name of a consolidation as the query API's `cf` parameter spells it.
+fn cf_name(consolidation: Consolidation) -> &'static str {
+    match consolidation {
+        Consolidation::Average => "average",
+        Consolidation::Min => "min",
+        Consolidation::Max => "max",
+    }
+}
+
+/// Refuses a range over `limits.max_query_span`, or, when its step is fixed, one whose
+/// answer for `series` series would hold more than `limits.max_query_points` values.
+pub(super) fn check_range(node: &Node, range: &RangeQuery, series: usize) -> Result<(), ApiError> {
     let limits = &node.config.limits;
     let span = (range.end - range.start) as u64;
     if span > limits.max_query_span.as_secs() {
@@ -140,11 +161,27 @@ pub async fn query(
     }
     // With a step the answer's size is known now; without, it is checked once read.
     if let Some(step) = range.step {
-        let points = (span / u64::from(step) + 1).saturating_mul(keys.len() as u64);
+        let points = (span / u64::from(step) + 1).saturating_mul(series as u64);
         if points > limits.max_query_points as u64 {
             return Err(too_many_points(points, limits.max_query_points));
         }
     }
+    Ok(())
+}
+
+/// Reads `keys` over `range`: each from the first backend of its owner (this node for all of
+/// them with `local_only`), asking the owners in parallel. Answers one JSON object per key in
+/// the order of `keys` (`hsm`, `uom`, `start`, `step`, `values`, or `values: []` and `error`),
+/// and whether an owner could not be reached (`partial`). Refuses an answer over
+/// `limits.max_query_points`. `as_of`: read as at that second (see `Backend::read_as_of`).
+pub(super) async fn read_series(
+    node: &Arc<Node>,
+    keys: &[SeriesKey],
+    range: RangeQuery,
+    local_only: bool,
+    as_of: Option<i64>,
+) -> Result<(Vec<Value>, bool), ApiError> {
+    let cf_name = cf_name(range.consolidation);
     // Which node answers each series: this one (None) or a peer.
     let owners: Vec<Option<usize>> = keys
         .iter()
@@ -174,7 +211,7 @@ pub async fn query(
             if let Some(step) = range.step {
                 query.append_pair("step", &step.to_string());
             }
-            query.append_pair("cf", &cf_name);
+            query.append_pair("cf", cf_name);
             if let Some(as_of) = as_of {
                 query.append_pair("now", &as_of.to_string());
             }
@@ -285,11 +322,7 @@ pub async fn query(
             }
         }
     }
-    let mut answer = json!({ "series": series });
-    if partial {
-        answer["partial"] = json!(true);
-    }
-    Ok(Json(answer))
+    Ok((series, partial))
 }
 
 /// A `GET` of `path` sent to every peer at once, answered later by [`gather_from_peers`].
@@ -332,6 +365,151 @@ async fn gather_from_peers(
         }
     }
     missing
+}
+
+/// Which catalogue series a listing keeps: each list holds patterns with `*` wildcards; a
+/// series is kept when its host matches one of `hosts` (or `hosts` is empty), and likewise its
+/// service and metric.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SeriesFilter {
+    pub hosts: Vec<String>,
+    pub services: Vec<String>,
+    pub metrics: Vec<String>,
+}
+
+impl SeriesFilter {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.services.is_empty() && self.metrics.is_empty()
+    }
+
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        let any = |patterns: &[String], name: &str| {
+            patterns.is_empty()
+                || patterns
+                    .iter()
+                    .any(|pattern| super::opsview::wildcard_match(pattern, name, '*'))
+        };
+        any(&self.hosts, &key.host)
+            && any(&self.services, &key.service)
+            && any(&self.metrics, &key.metric)
+    }
+
+    /// The filter as `host=…&service=…&metric=…` parameters.
+    fn append_to(&self, query: &mut form_urlencoded::Serializer<'_, String>) {
+        for (name, patterns) in [
+            ("host", &self.hosts),
+            ("service", &self.services),
+            ("metric", &self.metrics),
+        ] {
+            for pattern in patterns {
+                query.append_pair(name, pattern);
+            }
+        }
+    }
+}
+
+/// A series of a catalogue listing.
+#[derive(Debug, Clone)]
+pub(super) struct SeriesEntry {
+    pub key: SeriesKey,
+    pub uom: String,
+}
+
+/// The live series that `filter` keeps, from this node's catalogue and (unless `local_only`)
+/// every peer's (`GET /api/v1/series?local=true`, asked in parallel), by host, service and
+/// metric; with the URLs of the nodes that could not be asked.
+pub(super) async fn cluster_series(
+    node: &Arc<Node>,
+    filter: &SeriesFilter,
+    local_only: bool,
+) -> Result<(Vec<SeriesEntry>, Vec<String>), ApiError> {
+    let asks = if local_only {
+        Vec::new()
+    } else {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("local", "true");
+        filter.append_to(&mut query);
+        ask_peers(node, &format!("/api/v1/series?{}", query.finish()))
+    };
+    let config = node.config.clone();
+    let kept = filter.clone();
+    let local = blocking(move || {
+        let catalogue = crate::storage::open_catalogue(&config)?;
+        let all = catalogue.all().map_err(anyhow::Error::from)?;
+        Ok(all
+            .into_iter()
+            .filter(|series| kept.matches(&series.key))
+            .map(|series| SeriesEntry {
+                key: series.key,
+                uom: series.uom,
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let mut remote = Vec::new();
+    let missing = gather_from_peers(node, asks, "series", &mut remote).await;
+    let mut entries = local;
+    for series in remote {
+        let name = |field: &str| series[field].as_str().map(str::to_owned);
+        if let (Some(host), Some(service), Some(metric)) =
+            (name("host"), name("service"), name("metric"))
+        {
+            entries.push(SeriesEntry {
+                key: SeriesKey {
+                    host,
+                    service,
+                    metric,
+                },
+                uom: name("uom").unwrap_or_default(),
+            });
+        }
+    }
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    entries.dedup_by(|a, b| a.key == b.key);
+    Ok((entries, missing))
+}
+
+/// `GET /api/v1/series[?host=…&service=…&metric=…][&local=true]`: the live series of the
+/// cluster (of this node with `local=true`) whose names match the `*` patterns given.
+pub async fn series(
+    State(node): State<Arc<Node>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let mut filter = SeriesFilter::default();
+    let mut local_only = false;
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        match name.as_ref() {
+            "host" => filter.hosts.push(value.into_owned()),
+            "service" => filter.services.push(value.into_owned()),
+            "metric" => filter.metrics.push(value.into_owned()),
+            "local" => local_only = value == "true",
+            other => {
+                return Err(bad_request(format!(
+                    "unknown parameter {other:?} (host, service, metric, local)"
+                )))
+            }
+        }
+    }
+    let (entries, missing) = cluster_series(&node, &filter, local_only).await?;
+    let series: Vec<Value> = entries
+        .into_iter()
+        .map(|entry| {
+            json!({
+                "hsm": entry.key.to_string(),
+                "host": entry.key.host,
+                "service": entry.key.service,
+                "metric": entry.key.metric,
+                "uom": entry.uom,
+            })
+        })
+        .collect();
+    let mut answer = json!({ "series": series });
+    if !missing.is_empty() {
+        answer["partial"] = json!(true);
+        answer["missing"] = json!(missing);
+    }
+    Ok(Json(answer))
 }
 
 /// The hosts of the whole cluster (`local=true`: of this node only). A node that cannot be

@@ -74,7 +74,28 @@ pub async fn status(State(node): State<Arc<Node>>) -> Json<Value> {
         "backends": backends,
         "wal": wal,
         "handoff": node.handoff.as_ref().map(|handoff| handoff.backlog()),
+        "protocols": protocols_status(&node.protocols),
     }))
+}
+
+/// What the Graphite listeners and the InfluxDB write endpoints received.
+fn protocols_status(protocols: &crate::protocols::Counters) -> Value {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let receiver = |counters: &crate::protocols::ReceiverCounters| {
+        json!({
+            "lines": load(&counters.lines),
+            "points": load(&counters.points),
+            "bad_lines": load(&counters.bad_lines),
+            "dropped": load(&counters.dropped),
+        })
+    };
+    json!({
+        "graphite_tcp": receiver(&protocols.graphite_tcp),
+        "graphite_udp": receiver(&protocols.graphite_udp),
+        "graphite_connections": load(&protocols.graphite_connections),
+        "line_protocol": receiver(&protocols.line_protocol),
+        "line_protocol_ignored_fields": load(&protocols.line_protocol_ignored_fields),
+    })
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
@@ -147,6 +168,63 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "counter",
         "Backend calls that failed as a whole and were retried.",
         &per_backend(|b| b.retries.load(Ordering::Relaxed)),
+    );
+    let protocols = &node.protocols;
+    let per_protocol =
+        |pick: fn(&crate::protocols::ReceiverCounters) -> &std::sync::atomic::AtomicU64| {
+            [
+                ("graphite_tcp", &protocols.graphite_tcp),
+                ("graphite_udp", &protocols.graphite_udp),
+                ("line_protocol", &protocols.line_protocol),
+            ]
+            .into_iter()
+            .map(|(name, counters)| {
+                (
+                    format!("{{protocol=\"{name}\"}}"),
+                    pick(counters).load(Ordering::Relaxed),
+                )
+            })
+            .collect::<Vec<_>>()
+        };
+    metric(
+        "perfpipe_ingest_lines_total",
+        "counter",
+        "Lines received by the Graphite listeners and the InfluxDB write endpoints, per protocol.",
+        &per_protocol(|c| &c.lines),
+    );
+    metric(
+        "perfpipe_ingest_points_total",
+        "counter",
+        "Points of those lines logged by their owner, per protocol.",
+        &per_protocol(|c| &c.points),
+    );
+    metric(
+        "perfpipe_ingest_bad_lines_total",
+        "counter",
+        "Lines not taken because they could not be read or mapped, per protocol.",
+        &per_protocol(|c| &c.bad_lines),
+    );
+    metric(
+        "perfpipe_ingest_dropped_points_total",
+        "counter",
+        "Points read but not taken (queues full, a log or owner refused), per protocol.",
+        &per_protocol(|c| &c.dropped),
+    );
+    metric(
+        "perfpipe_graphite_connections_total",
+        "counter",
+        "TCP connections accepted by the Graphite listener.",
+        &plain(protocols.graphite_connections.load(Ordering::Relaxed)),
+    );
+    metric(
+        "perfpipe_line_protocol_ignored_fields_total",
+        "counter",
+        "Line protocol fields not stored (string fields).",
+        &plain(
+            protocols
+                .line_protocol_ignored_fields
+                .load(Ordering::Relaxed),
+        ),
     );
     if let Some(wal) = &node.wal {
         let wal = wal.counters();

@@ -66,17 +66,41 @@ pub async fn write(
     if answer.results == 0 && !answer.errors.is_empty() {
         return Ok((StatusCode::BAD_REQUEST, Json(answer)).into_response());
     }
+    match submit(&node, intake.series).await {
+        Ok(()) => Ok(Json(answer).into_response()),
+        Err(SubmitError::Refused(refusal)) => Ok(refused(refusal)),
+        Err(SubmitError::Unavailable(why)) => Ok(unavailable(why)),
+    }
+}
+
+/// Why points handed to [`submit`] were not acknowledged.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// None of them was taken: the queues are full (retry later), or the points are more than
+    /// the queues ever hold, or a writer thread is gone.
+    Refused(EnqueueError),
+    /// A log or an owner did not take some of them (the reason, naming no path); what others
+    /// took stays taken, so a retry's duplicates are dropped or overwritten downstream.
+    Unavailable(String),
+}
+
+/// Hands points to their owners: this node's queues and write-ahead log for its own hosts,
+/// each peer (one request each, all at once) for theirs, the hint log for an owner that is
+/// down. Resolves once every point is logged by its owner or hinted here: the point at which
+/// any front end (`POST /api/v1/write`, the Graphite listeners, the InfluxDB write endpoints)
+/// may acknowledge them.
+pub async fn submit(node: &Arc<Node>, series: Vec<SeriesPoints>) -> Result<(), SubmitError> {
     let mut local = Vec::new();
     let mut remote: HashMap<usize, Vec<SeriesPoints>> = HashMap::new();
-    for series in intake.series {
+    for series in series {
         match node.cluster.owner(&series.key.host) {
             None => local.push(series),
             Some(owner) => remote.entry(owner).or_default().push(series),
         }
     }
-    let logged = match take_and_log(&node, local) {
+    let logged = match take_and_log(node, local) {
         Ok(logged) => logged,
-        Err(refusal) => return Ok(refused(refusal)),
+        Err(refusal) => return Err(SubmitError::Refused(refusal)),
     };
     let forwards: Vec<_> = remote
         .into_iter()
@@ -94,12 +118,12 @@ pub async fn write(
         }
     }
     if !failures.is_empty() {
-        return Ok(unavailable(failures.join("; ")));
+        return Err(SubmitError::Unavailable(failures.join("; ")));
     }
-    Ok(Json(answer).into_response())
+    Ok(())
 }
 
-fn refused(refusal: EnqueueError) -> Response {
+pub(crate) fn refused(refusal: EnqueueError) -> Response {
     match refusal {
         EnqueueError::Full { .. } => unavailable(refusal.to_string()),
         EnqueueError::TooLarge { .. } => {
@@ -111,7 +135,7 @@ fn refused(refusal: EnqueueError) -> Response {
     }
 }
 
-fn unavailable(message: String) -> Response {
+pub(crate) fn unavailable(message: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "1")],

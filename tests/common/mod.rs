@@ -44,9 +44,15 @@ impl Node {
 
     /// Starts `perfpipe serve` with exactly these arguments (the config says where to listen).
     pub fn start_with(args: &[&str]) -> Node {
+        Node::start_with_env(args, &[])
+    }
+
+    /// Starts `perfpipe serve` with exactly these arguments and these environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_perfpipe"))
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

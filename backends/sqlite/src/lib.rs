@@ -408,6 +408,15 @@ impl Catalogue {
         )
     }
 
+    /// Every live series, by host, service and metric (the listings of the Opsview graph API
+    /// filter these).
+    pub fn all(&self) -> Result<Vec<SeriesInfo>, CatalogueError> {
+        self.select(
+            "WHERE deleted_at IS NULL ORDER BY host, service, metric",
+            params![],
+        )
+    }
+
     /// Live series last seen before `before` (epoch seconds), least recently seen first.
     pub fn stale(&self, before: i64) -> Result<Vec<SeriesInfo>, CatalogueError> {
         self.select(
