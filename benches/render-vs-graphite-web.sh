@@ -93,8 +93,8 @@ for h in $(seq -w 1 20); do
 done
 query=$(/usr/bin/python3 -c '
 import sys, urllib.parse
-print(urllib.parse.urlencode([("target", t) for t in sys.argv[1:]] + [("format", "json"), ("from", "-7d")]))
-' "${targets[@]}")
+print(urllib.parse.urlencode([("target", t) for t in sys.argv[2:]] + [("format", "json"), ("from", "-7d"), ("now", sys.argv[1])]))
+' "$(date +%s)" "${targets[@]}")
 
 wait_for_address() { # LOGFILE PATTERN PID: prints host:port once PATTERN appears in LOGFILE
     local log=$1 pattern=$2 pid=$3
@@ -145,6 +145,8 @@ backends = ["whisper"]
 dir = "$tree"
 retentions = "60s:8d"
 TOML
+    # The tree was written by graphite's whisper module: perfpipe adopts it (catalogue only).
+    "$perfpipe" adopt --whisper "$tree" --config "$work/perfpipe.toml"
     NO_COLOR=1 RUST_LOG=info setsid "$perfpipe" serve --config "$work/perfpipe.toml" >"$work/perfpipe.log" 2>&1 &
     pids+=($!)
     disown
@@ -192,6 +194,21 @@ for i in range(servers):
     answer = json.load(open("%s/answer-%d.json" % (work, i)))
     points = sum(len(s["datapoints"]) for s in answer)
     print("answer %d: %d series, %d points" % (i, len(answer), points))
+if servers == 2:
+    # Same files, same `now`: the answers must agree (names, timestamps, values to 1e-9).
+    a, b = (json.load(open("%s/answer-%d.json" % (work, i))) for i in (0, 1))
+    differ = 0
+    for sa, sb in zip(a, b):
+        if sa["target"] != sb["target"] or len(sa["datapoints"]) != len(sb["datapoints"]):
+            differ += 1
+            continue
+        for (va, ta), (vb, tb) in zip(sa["datapoints"], sb["datapoints"]):
+            same = ta == tb and ((va is None and vb is None) or (
+                va is not None and vb is not None and abs(va - vb) <= 1e-9 * max(abs(va), abs(vb), 1e-3)))
+            if not same:
+                differ += 1
+                break
+    print("answers agree: %s (%d of %d series differ)" % ("yes" if differ == 0 and len(a) == len(b) else "NO", differ, len(a)))
 if "perfpipe" in by:
     g = statistics.median(r[0] for r in by["graphite-web"])
     p = statistics.median(r[0] for r in by["perfpipe"])

@@ -814,13 +814,3 @@ fn graphite_web_quirks_documented_in_notes() {
         json!([{"text": "c", "id": "*.b.c", "allowChildren": 0, "expandable": 0, "leaf": 1}])
     );
 }
-
-#[test]
-#[ignore = "prints the generated targets"]
-fn print_targets() {
-    let paths = paths();
-    let refs: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
-    for target in generate_targets(&refs, TARGETS, SEED) {
-        println!("{target}");
-    }
-}

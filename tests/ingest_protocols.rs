@@ -594,3 +594,94 @@ fn a_cluster_routes_graphite_and_line_protocol_points_to_their_owners() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What collectd and Telegraf send is graphed through the Graphite API: plaintext lines in
+/// collectd's shape and Telegraf's line protocol, then `/render` and `/api/v1/query`.
+#[test]
+fn collectd_and_telegraf_points_render_through_the_graphite_api() {
+    let dir = temp_dir("ingest-render");
+    let port = free_port();
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[graphite]\nlisten = \"127.0.0.1:{port}\"\ntemplates = [\"collectd.* .host.service.metric*\"]\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let node = start_logging_to(&config, &dir.join("node.log"));
+    let t = (now() - 600) / 60 * 60;
+
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let lines: String = (0..5)
+        .map(|i| format!("collectd.web01.cpu-0.cpu-idle {} {}\n", 90 + i, t + i * 60))
+        .collect();
+    tcp.write_all(lines.as_bytes()).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    wait_taken(&node, "graphite_tcp", 5);
+
+    let telegraf: String = (0..5)
+        .map(|i| {
+            format!(
+                "cpu,cpu=cpu0,host=web01 usage_idle={},usage_user={} {}\n",
+                95.5 - i as f64,
+                1.5 + i as f64,
+                (t + i * 60) * 1_000_000_000
+            )
+        })
+        .collect();
+    let (status, body) = request(&node, "/write?db=telegraf", &[], telegraf.as_bytes());
+    assert_eq!(status, 204, "{body}");
+    node.wait_written(15);
+
+    let render = |target: &str| -> Value {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("target", target);
+        query.append_pair("from", &(t - 60).to_string());
+        query.append_pair("until", &(t + 4 * 60).to_string());
+        let answer = node.get(&format!("/render?{}", query.finish()));
+        assert_eq!(answer.status, 200, "{target}: {}", answer.body);
+        answer.json()
+    };
+    let values = |series: &Value| -> Vec<Option<f64>> {
+        series["datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_f64())
+            .collect()
+    };
+    // collectd: host web01, service cpu-0, metric cpu-idle, in the Graphite API's encoding.
+    let collectd = render("web01.cpu%2D0.cpu%2Didle");
+    assert_eq!(collectd[0]["target"], "web01.cpu%2D0.cpu%2Didle");
+    assert_eq!(
+        values(&collectd[0]),
+        [90.0, 91.0, 92.0, 93.0, 94.0].map(Some).to_vec()
+    );
+    // Telegraf: service `cpu,cpu=cpu0`, one series per field, found with a wildcard.
+    let telegraf = render("web01.cpu%2C*.usage_*");
+    let names: Vec<&str> = telegraf
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "web01.cpu%2Ccpu%3Dcpu0.usage_idle",
+            "web01.cpu%2Ccpu%3Dcpu0.usage_user"
+        ]
+    );
+    assert_eq!(
+        values(&telegraf[0]),
+        [95.5, 94.5, 93.5, 92.5, 91.5].map(Some).to_vec()
+    );
+    let summed = render("sumSeries(web01.cpu%2Ccpu%3Dcpu0.usage_*)");
+    assert_eq!(values(&summed[0]), [Some(97.0); 5].to_vec());
+    assert_eq!(
+        queried(&node, "web01::cpu,cpu=cpu0::usage_user", t + 120),
+        Some(3.5)
+    );
+}
