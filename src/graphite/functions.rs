@@ -287,9 +287,22 @@ impl Args<'_> {
         })
     }
 
-    fn series(&self, index: usize) -> Result<Vec<Series>, EvalError> {
-        match self.get(index) {
-            Some(Value::Series(list)) => Ok(list.clone()),
+    /// The series list argument `index`, taken out of the arguments (lists can be large and
+    /// each is used once).
+    fn series(&mut self, index: usize) -> Result<Vec<Series>, EvalError> {
+        let name = self.params.get(index).map(|p| p.0);
+        let slot = if index < self.positional.len() {
+            Some(&mut self.positional[index])
+        } else {
+            name.and_then(|name| {
+                self.named
+                    .iter_mut()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v)
+            })
+        };
+        match slot {
+            Some(Value::Series(list)) => Ok(std::mem::take(list)),
             Some(_) => Err(self.bad(format!("argument {} must be a series list", index + 1))),
             None => Err(self.bad(format!("argument {} (a series list) is missing", index + 1))),
         }
@@ -339,7 +352,7 @@ impl Args<'_> {
     }
 
     /// Every positional argument from `from` on, each a series list.
-    fn series_lists(&self, from: usize) -> Result<Vec<Vec<Series>>, EvalError> {
+    fn series_lists(&mut self, from: usize) -> Result<Vec<Vec<Series>>, EvalError> {
         (from..self.positional.len().max(from + 1))
             .map(|index| self.series(index))
             .collect()
@@ -361,7 +374,7 @@ pub(crate) fn call(
         .find(|(known, _, _)| *known == function)
         .map(|(_, _, params)| *params)
         .ok_or_else(|| EvalError::UnknownFunction(name.to_string()))?;
-    let args = Args {
+    let mut args = Args {
         function,
         positional,
         named,
@@ -381,9 +394,9 @@ pub(crate) fn call(
             }
             Ok(aggregate(context, lists, "multiply"))
         }
-        "divideSeries" => divide_series(context, &args),
-        "asPercent" => as_percent(context, &args),
-        "groupByNode" => group_by_node(context, &args),
+        "divideSeries" => divide_series(context, &mut args),
+        "asPercent" => as_percent(context, &mut args),
+        "groupByNode" => group_by_node(context, &mut args),
         "scale" => {
             let factor = args.number(1)?;
             Ok(map_values(
@@ -499,7 +512,7 @@ pub(crate) fn call(
                 })
                 .collect())
         }
-        "transformNull" => transform_null(&args),
+        "transformNull" => transform_null(&mut args),
         "consolidateBy" => {
             let function = args.string(1)?;
             let consolidation = Consolidation::parse(&function).ok_or_else(|| {
@@ -556,10 +569,10 @@ pub(crate) fn call(
                 })
                 .collect())
         }
-        "movingAverage" => moving_average(context, &args, &first_raw),
-        "summarize" => summarize(&args),
-        "hitcount" => hitcount(context, &args, &first_raw),
-        "timeShift" => time_shift(context, &args, &first_raw),
+        "movingAverage" => moving_average(context, &mut args, &first_raw),
+        "summarize" => summarize(&mut args),
+        "hitcount" => hitcount(context, &mut args, &first_raw),
+        "timeShift" => time_shift(context, &mut args, &first_raw),
         "highestMax" => {
             let n = args.integer(1)?;
             Ok(take(sorted_by(args.series(0)?, safe_max, true), n))
@@ -855,7 +868,7 @@ fn keep_last_value(values: &mut [Option<f64>], limit: f64) {
     }
 }
 
-fn transform_null(args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
+fn transform_null(args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     let default = args.optional_number(1)?.unwrap_or(0.0);
     let reference = match args.get(2) {
         Some(Value::Series(list)) if !list.is_empty() => Some(rows(list)),
@@ -900,7 +913,7 @@ fn transform_null(args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
         .collect())
 }
 
-fn divide_series(context: &Context<'_>, args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
+fn divide_series(context: &Context<'_>, args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     let dividends = args.series(0)?;
     let divisors = args.series(1)?;
     if divisors.is_empty() {
@@ -947,7 +960,7 @@ fn percent(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     safe_div(a, b).map(|q| q * 100.0)
 }
 
-fn as_percent(context: &Context<'_>, args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
+fn as_percent(context: &Context<'_>, args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     if args.positional.len() > 2 {
         return Err(args.bad("grouping by nodes is not supported by perfpipe's asPercent"));
     }
@@ -1090,7 +1103,7 @@ fn first_path_expression(name: &str) -> Option<String> {
     }
 }
 
-fn group_by_node(context: &mut Context<'_>, args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
+fn group_by_node(context: &mut Context<'_>, args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     let list = args.series(0)?;
     let nodes = node_args(args, 1).map(|mut n| {
         n.truncate(1);
@@ -1141,7 +1154,7 @@ fn offset_seconds(args: &Args<'_>, text: &str) -> Result<i64, EvalError> {
 
 fn moving_average(
     context: &mut Context<'_>,
-    args: &Args<'_>,
+    args: &mut Args<'_>,
     first: &Arg,
 ) -> Result<Vec<Series>, EvalError> {
     let list = args.series(0)?;
@@ -1179,15 +1192,15 @@ fn moving_average(
             let x_files_factor = x_files_factor.unwrap_or(series.x_files_factor);
             let values: Vec<Option<f64>> = (window..series.values.len().max(window))
                 .map(|i| {
-                    let present: Vec<f64> = series.values[i - window..i]
-                        .iter()
-                        .flatten()
-                        .copied()
-                        .collect();
-                    let enough = !present.is_empty()
-                        && window > 0
-                        && present.len() as f64 / window as f64 >= x_files_factor;
-                    enough.then(|| present.iter().sum::<f64>() / present.len() as f64)
+                    // Summed left to right, as Python's `sum` does, with no list built.
+                    let (mut total, mut count) = (0.0, 0usize);
+                    for v in series.values[i - window..i].iter().flatten() {
+                        total += v;
+                        count += 1;
+                    }
+                    let enough =
+                        count > 0 && window > 0 && count as f64 / window as f64 >= x_files_factor;
+                    enough.then(|| total / count as f64)
                 })
                 .collect();
             let mut moved = series.derive(
@@ -1200,7 +1213,7 @@ fn moving_average(
         .collect())
 }
 
-fn summarize(args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
+fn summarize(args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     let interval_text = args.string(1)?;
     let interval = offset_seconds(args, &interval_text)?;
     if interval <= 0 {
@@ -1270,7 +1283,7 @@ fn summarize(args: &Args<'_>) -> Result<Vec<Series>, EvalError> {
 
 fn hitcount(
     context: &mut Context<'_>,
-    args: &Args<'_>,
+    args: &mut Args<'_>,
     first: &Arg,
 ) -> Result<Vec<Series>, EvalError> {
     let interval_text = args.string(1)?;
@@ -1359,7 +1372,7 @@ fn hitcount(
 
 fn time_shift(
     context: &mut Context<'_>,
-    args: &Args<'_>,
+    args: &mut Args<'_>,
     first: &Arg,
 ) -> Result<Vec<Series>, EvalError> {
     let list = args.series(0)?;
