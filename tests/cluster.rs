@@ -4,38 +4,13 @@
 
 mod common;
 
-use common::{free_port, now, temp_dir, Node};
+use common::{now, start_cluster, temp_dir};
 use perfpipe::routing::owner_of_host;
 
 const HOSTS: usize = 100;
 
 /// `count` nodes on free loopback ports in one cluster, each with its data under
 /// `dir/node<i>`: the nodes and their URLs.
-fn start_cluster(dir: &std::path::Path, count: usize) -> (Vec<Node>, Vec<String>) {
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let nodes = (0..count)
-        .map(|i| {
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls,
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
-    (nodes, urls)
-}
 
 #[test]
 fn three_nodes_route_by_owner_and_answer_for_each_other() {

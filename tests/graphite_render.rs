@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{free_port, now, temp_dir, Node};
+use common::{now, temp_dir, Node};
 use serde_json::Value;
 
 /// A node keeping Whisper files of one-minute values for a day.
@@ -198,28 +198,9 @@ fn grafana_request_shapes() {
 #[test]
 fn a_render_gathers_every_owner_of_a_cluster() {
     let dir = temp_dir("graphite-cluster");
-    let ports = [free_port(), free_port()];
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\nbackends = [\"whisper\"]\n[whisper]\nretentions = \"60s:1d\"\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls,
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
+    let (nodes, _urls) = common::start_cluster_with(&dir, 2, |_| {
+        "backends = [\"whisper\"]\n[whisper]\nretentions = \"60s:1d\"\n".to_string()
+    });
     let end = (now() - 120) / 60 * 60;
     let hosts: Vec<String> = (0..12).map(|h| format!("host{h:02}")).collect();
     let series: Vec<(&str, &str, &str, f64)> = hosts

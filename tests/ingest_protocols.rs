@@ -507,34 +507,15 @@ fn line_protocol_takes_the_write_token_as_influxdb_clients_send_it() {
 #[test]
 fn a_cluster_routes_graphite_and_line_protocol_points_to_their_owners() {
     let dir = temp_dir("ingest-cluster");
-    let ports = [free_port(), free_port()];
     let graphite_port = free_port();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let graphite = if i == 0 {
-                format!("[graphite]\nlisten = \"127.0.0.1:{graphite_port}\"\n")
-            } else {
-                String::new()
-            };
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n{graphite}",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls,
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
+    // Node 0 listens for Graphite plaintext.
+    let (nodes, _urls) = common::start_cluster_with(&dir, 2, |i| {
+        if i == 0 {
+            format!("[graphite]\nlisten = \"127.0.0.1:{graphite_port}\"\n")
+        } else {
+            String::new()
+        }
+    });
     let hosts: Vec<String> = (0..12).map(|h| format!("host-{h:02}")).collect();
     let owners: Vec<usize> = hosts
         .iter()

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_port, now, temp_dir, Node};
+use common::{now, temp_dir, Node};
 use serde_json::Value;
 
 /// 3 days of points every 300 s.
@@ -485,28 +485,7 @@ fn offsets_listings_and_bad_parameters() {
 #[test]
 fn a_cluster_lists_and_graphs_every_node() {
     let dir = temp_dir("opsview-cluster");
-    let ports = [free_port(), free_port()];
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls,
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
+    let (nodes, _urls) = common::start_cluster(&dir, 2);
     let hosts: Vec<String> = (0..12).map(|h| format!("host-{h:02}")).collect();
     let owners: Vec<usize> = hosts
         .iter()

@@ -140,6 +140,13 @@ pub fn render_datapoints(
     series: &mut [Series],
     max_data_points: Option<usize>,
 ) -> Vec<Vec<(Option<f64>, i64)>> {
+    apply_max_data_points(series, max_data_points);
+    series.iter().map(Series::datapoints).collect()
+}
+
+/// The `maxDataPoints` consolidation of [`render_datapoints`], set on the series (start
+/// nudged, values dropped, `values_per_point`) for a writer that walks them itself.
+pub fn apply_max_data_points(series: &mut [Series], max_data_points: Option<usize>) {
     if let Some(max) = max_data_points.filter(|_| !series.is_empty()) {
         let start = series.iter().map(|s| s.start).min().unwrap_or(0);
         let end = series.iter().map(|s| s.end).max().unwrap_or(0);
@@ -166,7 +173,6 @@ pub fn render_datapoints(
             }
         }
     }
-    series.iter().map(Series::datapoints).collect()
 }
 
 #[cfg(test)]

@@ -229,3 +229,42 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Starts `count` nodes on ephemeral ports as one cluster, data under `dir/node<i>`, batches
+/// flushed within 100 ms; `extra(i)` is appended to node `i`'s config (TOML sections). Answers
+/// the nodes and their URLs, in cluster order.
+pub fn start_cluster_with(
+    dir: &Path,
+    count: usize,
+    extra: impl Fn(usize) -> String,
+) -> (Vec<Node>, Vec<String>) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let nodes = (0..count)
+        .map(|i| {
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n{}\n[cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    extra(i),
+                    urls,
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    (nodes, urls)
+}
+
+/// [`start_cluster_with`] with nothing more in the configs.
+pub fn start_cluster(dir: &Path, count: usize) -> (Vec<Node>, Vec<String>) {
+    start_cluster_with(dir, count, |_| String::new())
+}
