@@ -52,7 +52,8 @@ pub fn parse_at_time(text: &str, now: i64) -> Result<i64, TimeError> {
     };
     let base = parse_reference(reference, now).map_err(|reason| error(text, reason))?;
     let shift = parse_time_offset(offset).map_err(|e| error(text, e.reason))?;
-    Ok(base + shift)
+    base.checked_add(shift)
+        .ok_or_else(|| error(text, "out of range"))
 }
 
 fn parse_reference(reference: &str, now: i64) -> Result<i64, String> {
@@ -181,7 +182,10 @@ pub fn parse_time_offset(offset: &str) -> Result<i64, TimeError> {
                 format!("unit {unit:?}: s, min, h, d, w, mon or y (m alone is ambiguous)"),
             )
         })?;
-        total += number * seconds;
+        total = number
+            .checked_mul(seconds)
+            .and_then(|span| total.checked_add(span))
+            .ok_or_else(|| error(offset, "more seconds than a time can hold"))?;
     }
     Ok(sign * total)
 }

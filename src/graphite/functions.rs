@@ -1179,12 +1179,16 @@ fn moving_average(
         Value::Int(n) if *n >= 0 => {
             let step = list.iter().map(|s| s.step).max().unwrap_or(1);
             let n = *n;
-            (step * n, n.to_string(), Box::new(move |_| n as usize))
+            let preview = step
+                .checked_mul(n)
+                .ok_or_else(|| args.bad(format!("a window of {n} points is too long")))?;
+            (preview, n.to_string(), Box::new(move |_| n as usize))
         }
         _ => return Err(args.bad("windowSize must be a number of points or a time like '5min'")),
     };
     let request = context.request;
-    let previews = context.series_over(first, request.start - preview, request.end)?;
+    let previews =
+        context.series_over(first, request.start.saturating_sub(preview), request.end)?;
     Ok(previews
         .into_iter()
         .map(|series| {
@@ -1386,7 +1390,11 @@ fn time_shift(
         return Ok(Vec::new());
     };
     let request = context.request;
-    let shifted = context.series_over(first, request.start + delta, request.end + delta)?;
+    let shifted = context.series_over(
+        first,
+        request.start.saturating_add(delta),
+        request.end.saturating_add(delta),
+    )?;
     Ok(shifted
         .into_iter()
         .map(|mut series| {

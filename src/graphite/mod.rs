@@ -18,6 +18,8 @@ mod glob;
 mod parse;
 mod path;
 mod pyfmt;
+#[cfg(test)]
+mod robustness;
 mod series;
 
 pub use attime::{parse_at_time, parse_time_offset, TimeError};
