@@ -962,7 +962,7 @@ fn percent(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 fn as_percent(context: &Context<'_>, args: &mut Args<'_>) -> Result<Vec<Series>, EvalError> {
     if args.positional.len() > 2 {
-        return Err(args.bad("grouping by nodes is not supported by perfpipe's asPercent"));
+        return as_percent_by_nodes(context, args);
     }
     let mut list = args.series(0)?;
     let x_files_factor = context.request.x_files_factor;
@@ -1041,6 +1041,104 @@ fn as_percent(context: &Context<'_>, args: &mut Args<'_>) -> Result<Vec<Series>,
             )
         })
         .collect())
+}
+
+/// `asPercent(seriesList, total, *nodes)`: series grouped by the chosen nodes, each divided by
+/// its group's total (the group's sum without `total`, else the total series of the same key).
+/// A key on one side only gives an all-null `MISSING` series; graphite-web 1.1.8 then takes the
+/// window of whatever series it normalised last (or fails when there was none), here it is that
+/// series' own.
+fn as_percent_by_nodes(
+    context: &Context<'_>,
+    args: &mut Args<'_>,
+) -> Result<Vec<Series>, EvalError> {
+    let nodes = node_args(args, 2)?;
+    let list = args.series(0)?;
+    let totals = match args.get(1) {
+        None | Some(Value::None) => None,
+        Some(Value::Series(_)) => Some(args.series(1)?),
+        Some(_) => return Err(args.bad("with nodes, the total must be None or a series list")),
+    };
+    let x_files_factor = context.request.x_files_factor;
+    let group = |series: Vec<Series>, keys: &mut Vec<String>| {
+        let mut groups: Vec<(String, Vec<Series>)> = Vec::new();
+        for one in series {
+            let key = aggregation_key(&one, &nodes);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(one),
+                None => {
+                    if !keys.contains(&key) {
+                        keys.push(key.clone());
+                    }
+                    groups.push((key, vec![one]));
+                }
+            }
+        }
+        groups
+    };
+    let summed = |mut members: Vec<Series>| -> Series {
+        if members.len() == 1 {
+            return members.pop().expect("one member");
+        }
+        let name = format!("sumSeries({})", path_expressions(&members));
+        let (start, end, step) = normalize(&mut members).expect("members");
+        let values = rows(&members).iter().map(|row| safe_sum(row)).collect();
+        let mut total = Series::new(name, start, end, step, values);
+        total.x_files_factor = x_files_factor;
+        total
+    };
+    let mut keys = Vec::new();
+    let meta = group(list, &mut keys);
+    let total_groups: Vec<(String, Series)> = match totals {
+        None => meta
+            .iter()
+            .map(|(key, members)| (key.clone(), summed(members.clone())))
+            .collect(),
+        Some(totals) => group(totals, &mut keys)
+            .into_iter()
+            .map(|(key, members)| (key, summed(members)))
+            .collect(),
+    };
+    let make = |name: String, start, end, step, values| {
+        let mut series = Series::new(name, start, end, step, values);
+        series.x_files_factor = x_files_factor;
+        series
+    };
+    let mut out = Vec::new();
+    for key in keys {
+        let total = total_groups.iter().find(|(k, _)| *k == key).map(|(_, t)| t);
+        match (meta.iter().find(|(k, _)| *k == key), total) {
+            (None, Some(total)) => out.push(make(
+                format!("asPercent(MISSING,{})", total.name),
+                total.start,
+                total.end,
+                total.step,
+                vec![None; total.points().len()],
+            )),
+            (Some((_, members)), total) => {
+                for one in members {
+                    match total {
+                        None => out.push(make(
+                            format!("asPercent({},MISSING)", one.name),
+                            one.start,
+                            one.end,
+                            one.step,
+                            vec![None; one.points().len()],
+                        )),
+                        Some(total) => {
+                            let name = format!("asPercent({},{})", one.name, total.name);
+                            let mut both = vec![one.clone(), total.clone()];
+                            let (start, end, step) = normalize(&mut both).expect("two series");
+                            let values = rows(&both).iter().map(|r| percent(r[0], r[1])).collect();
+                            out.push(make(name, start, end, step, values));
+                        }
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// A node index or a tag name of `aliasByNode`/`groupByNode`.
