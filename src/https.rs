@@ -65,8 +65,12 @@ fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(chain)
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves; connections still open
-/// then end with the runtime.
+/// How long a stopping listener waits for requests in progress to be answered.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then stops accepting and
+/// lets the requests in progress finish (idle keep-alive connections are closed), as the plain
+/// HTTP listener's graceful shutdown does; after [`DRAIN`] what is left is dropped.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -76,10 +80,11 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         info!(%address, "listening (HTTPS)");
     }
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -90,6 +95,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match acceptor.accept(stream).await {
                 Ok(stream) => stream,
@@ -98,12 +104,19 @@ pub async fn serve(
                     return;
                 }
             };
-            if let Err(error) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 debug!(%peer, %error, "HTTPS connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tokio::select! {
+        () = graceful.shutdown() => debug!(open, "HTTPS connections drained"),
+        () = tokio::time::sleep(DRAIN) => {
+            tracing::warn!(open, "HTTPS requests still in progress after 30 s: dropped")
+        }
     }
 }

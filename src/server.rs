@@ -267,7 +267,6 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     };
     let router = crate::api::router(node, endpoint);
     match main_tls {
-        // HTTPS: requests still in progress at shutdown end unanswered (never acknowledged).
         Some(acceptor) => crate::https::serve(listener, acceptor, router, stopped(stopping)).await,
         None => axum::serve(listener, router)
             .with_graceful_shutdown(stopped(stopping))

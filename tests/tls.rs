@@ -118,3 +118,114 @@ fn nodes_serve_and_call_each_other_over_mutual_tls() {
     assert_eq!(plain.status, 0, "plain HTTP answered: {}", plain.head);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A body that gives its first half, then waits for `go` before giving the rest: a request
+/// still in progress when the node is told to stop.
+struct SlowBody {
+    first: Vec<u8>,
+    rest: Vec<u8>,
+    go: std::sync::mpsc::Receiver<()>,
+    sent_first: bool,
+}
+
+impl std::io::Read for SlowBody {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let part = if !self.sent_first {
+            self.sent_first = true;
+            std::mem::take(&mut self.first)
+        } else {
+            if !self.rest.is_empty() {
+                let _ = self.go.recv();
+            }
+            std::mem::take(&mut self.rest)
+        };
+        buffer[..part.len()].copy_from_slice(&part);
+        Ok(part.len())
+    }
+}
+
+/// SIGTERM while an HTTPS write is half sent: the node stops accepting, finishes that request
+/// (200, its points stored and flushed) and only then exits, as the plain listener does.
+#[test]
+fn https_requests_in_progress_finish_at_sigterm() {
+    let dir = temp_dir("tls-drain");
+    let ca = TestCa::new("perfpipe drain CA");
+    let ca_path = ca.write(&dir, "ca");
+    let [cert, key] = ca.issue(&dir, "node", &["127.0.0.1"], Usage::Server);
+    let port = free_port();
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n",
+            dir.join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut node = Node::start_with(&["--config", config.to_str().unwrap()]);
+    let agent = client(&ca_path, None);
+    let t = (now() - 600) / 60 * 60;
+    let body: String = (0..200)
+        .map(|i| {
+            format!(
+                "{}||drain-host||Load||OK||load1={i}\n",
+                t - 200 * 60 + i * 60
+            )
+        })
+        .collect();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let (go, wait) = std::sync::mpsc::channel();
+    let slow = SlowBody {
+        first: first.as_bytes().to_vec(),
+        rest: rest.as_bytes().to_vec(),
+        go: wait,
+        sent_first: false,
+    };
+    let url = format!("https://127.0.0.1:{port}/api/v1/write");
+    let writer = std::thread::spawn(move || {
+        let mut reader = slow;
+        let mut answer = agent
+            .post(&url)
+            .content_type("text/plain")
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .expect("an answer, not a dropped connection");
+        let text = answer.body_mut().read_to_string().unwrap();
+        (answer.status().as_u16(), text)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = node.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    go.send(()).unwrap();
+    let (status, text) = writer.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"points\":200"), "{text}");
+    let exit = node.child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+
+    // Restarted, the node has every point of that request in its files.
+    let node = Node::start_with(&["--config", config.to_str().unwrap()]);
+    let agent = client(&ca_path, None);
+    let mut answer = agent
+        .get(&format!(
+            "https://127.0.0.1:{port}/api/v1/query?hsm=drain-host::Load::load1&start={}&end={}",
+            t - 201 * 60,
+            t
+        ))
+        .call()
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    let stored = json["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v.is_number())
+        .count();
+    assert_eq!(stored, 200, "{json}");
+    drop(node);
+}
