@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -31,12 +30,6 @@ const GRAPHITE_VERSION: &str = "1.1.8";
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
-}
-
-fn now_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
 }
 
 /// Query-string and form-body parameters, in order.
@@ -316,7 +309,7 @@ pub async fn render(
         .filter(|(key, _)| key == "target" || key == "target[]")
         .map(|(_, value)| value.clone())
         .collect();
-    let clock = now_seconds();
+    let clock = super::query::now();
     let time = |name: &str, default: &str, now: i64| {
         let text = last(&pairs, name).unwrap_or(default);
         graphite::parse_at_time(text, now).map_err(|error| bad_request(format!("{name}: {error}")))

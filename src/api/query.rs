@@ -578,7 +578,7 @@ pub async fn stale(
         ask_peers(&node, &forwarded)
     };
     let config = node.config.clone();
-    let before = now_seconds() - older_than.as_secs() as i64;
+    let before = now() - older_than.as_secs() as i64;
     let local = blocking(move || {
         let catalogue = crate::storage::open_catalogue(&config)?;
         Ok(catalogue.stale(before).map_err(anyhow::Error::from)?)
@@ -604,12 +604,6 @@ pub async fn stale(
         answer["missing"] = json!(missing);
     }
     Ok(Json(answer))
-}
-
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
 }
 
 /// A threshold as the listing answers it: `{"start", "end", "inside"}`, an infinite bound

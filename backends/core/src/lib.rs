@@ -358,11 +358,10 @@ pub fn set_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> 
     ))
 }
 
-/// Encodes a name for use as one path component: every byte outside `[A-Za-z0-9_]` becomes
-/// `%XX` (upper-case hex), as Opsview's RRD layout does. `..`, `/`, NUL and any other byte are
-/// therefore just characters of a file name, never a path step. A name whose encoded form (plus
-/// `reserve` bytes the caller appends, like `.wsp`) exceeds [`MAX_FILE_NAME_BYTES`] is refused.
-pub fn encode_name(name: &str, reserve: usize) -> Result<String, BackendError> {
+/// A name as one path component, without length checks: every byte outside `[A-Za-z0-9_]`
+/// becomes `%XX` (upper-case hex), as Opsview's RRD layout does. Graphite paths use it too, so
+/// they name series exactly as the files do.
+pub fn percent_encode(name: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut encoded = String::with_capacity(name.len());
     for &byte in name.as_bytes() {
@@ -374,6 +373,15 @@ pub fn encode_name(name: &str, reserve: usize) -> Result<String, BackendError> {
             encoded.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
+    encoded
+}
+
+/// Encodes a name for use as one path component ([`percent_encode`]). `..`, `/`, NUL and any
+/// other byte are therefore just characters of a file name, never a path step. A name whose
+/// encoded form (plus `reserve` bytes the caller appends, like `.wsp`) exceeds
+/// [`MAX_FILE_NAME_BYTES`] is refused.
+pub fn encode_name(name: &str, reserve: usize) -> Result<String, BackendError> {
+    let encoded = percent_encode(name);
     if encoded.is_empty() {
         return Err(BackendError::EmptyName);
     }
