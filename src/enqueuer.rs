@@ -290,6 +290,7 @@ impl Enqueuer {
                 stalled: (0..names.len()).map(|_| Stalled::new()).collect(),
                 owed: HashMap::new(),
                 next_flush: 0,
+                rollup_units: HashMap::new(),
                 rollups: settings
                     .rollups
                     .as_ref()
@@ -500,6 +501,8 @@ struct Shard {
     index: usize,
     /// This shard's aggregates of its own series, when rollups are configured.
     rollups: Option<Rollups>,
+    /// The unit last written for each series that rollups saw, which its aggregates carry.
+    rollup_units: HashMap<SeriesKey, String>,
     /// Barriers received so far; queues begun before barrier `n` have an epoch below `n`.
     epoch: u64,
     /// Barriers not yet passed, with their epochs, oldest first.
@@ -548,9 +551,14 @@ const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
 
 /// Aggregate points as batches, one per aggregate series. A period corrected by a late point
 /// is emitted again; the last emission is the right one, so the points are reversed before
-/// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregate
-/// series carry no unit (their base series has it).
-fn aggregate_batches(mut points: Vec<AggregatePoint>) -> Vec<SeriesBatch> {
+/// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregates carry
+/// their base series' unit (from `units`, what was last written for it; none for a series not
+/// seen since start) and are gauges whatever it is: an average of a counter's readings is not
+/// a counter.
+fn aggregate_batches(
+    mut points: Vec<AggregatePoint>,
+    units: &HashMap<SeriesKey, String>,
+) -> Vec<SeriesBatch> {
     points.reverse();
     let mut by_series: HashMap<SeriesKey, Vec<Point>> = HashMap::new();
     for point in points {
@@ -564,7 +572,21 @@ fn aggregate_batches(mut points: Vec<AggregatePoint>) -> Vec<SeriesBatch> {
     }
     by_series
         .into_iter()
-        .map(|(key, points)| SeriesBatch::from_unordered(key, String::new(), points, Vec::new()).0)
+        .map(|(key, points)| {
+            let uom = crate::rollup::parse_aggregate_service(&key.service)
+                .and_then(|aggregate| {
+                    units.get(&SeriesKey::new(
+                        key.host.as_str(),
+                        aggregate.base,
+                        key.metric.as_str(),
+                    ))
+                })
+                .cloned()
+                .unwrap_or_default();
+            let mut batch = SeriesBatch::from_unordered(key, uom, points, Vec::new()).0;
+            batch.ds_type = perfpipe_backend::DataSourceType::Gauge;
+            batch
+        })
         .collect()
 }
 
@@ -742,7 +764,7 @@ impl Shard {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs() as i64);
-        let batches = aggregate_batches(rollups.close_due(now));
+        let batches = aggregate_batches(rollups.close_due(now), &self.rollup_units);
         // Aggregates are not in the write-ahead log: they hold no barrier.
         self.write(batches, 0, u64::MAX, false);
     }
@@ -777,6 +799,9 @@ impl Shard {
                     .map(|point| (point.timestamp, point.value))
                     .collect();
                 let key = &batch.key;
+                if self.rollup_units.get(key) != Some(&batch.uom) {
+                    self.rollup_units.insert(key.clone(), batch.uom.clone());
+                }
                 rollups.add_into(
                     &key.host,
                     &key.service,
@@ -785,7 +810,7 @@ impl Shard {
                     &mut aggregates,
                 );
             }
-            batches.extend(aggregate_batches(aggregates));
+            batches.extend(aggregate_batches(aggregates, &self.rollup_units));
         }
         self.write(batches, taken, epoch, shutting_down);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);

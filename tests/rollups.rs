@@ -35,7 +35,7 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     for chunk in times.chunks(50) {
         let lines: String = chunk
             .iter()
-            .map(|t| format!("{t}||web||http||OK||time={}\n", value_at(*t)))
+            .map(|t| format!("{t}||web||http||OK||time={}ms\n", value_at(*t)))
             .collect();
         let answer = node.post("/api/v1/write", "text/plain", &lines);
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -113,4 +113,9 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         services.iter().any(|s| s.starts_with("http/H/avg")),
         "{metrics}"
     );
+    // Aggregates carry their base series' unit, as gauges.
+    for metric in metrics["metrics"].as_array().unwrap() {
+        assert_eq!(metric["uom"], "ms", "{metric}");
+        assert_eq!(metric["ds_type"], "GAUGE", "{metric}");
+    }
 }
