@@ -317,6 +317,8 @@ pub struct LimitsConfig {
     pub max_concurrent_queries: usize,
     /// Requests in progress at once on the node's listener (429 beyond).
     pub max_requests_in_flight: usize,
+    /// Client connections open at once, over all the node's listeners (429 beyond).
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -330,6 +332,7 @@ impl Default for LimitsConfig {
             max_query_points: 10_000_000,
             max_concurrent_queries: 64,
             max_requests_in_flight: 4_096,
+            max_connections: 2_048,
         }
     }
 }
@@ -507,6 +510,7 @@ impl Config {
             ("max_query_points", limits.max_query_points),
             ("max_concurrent_queries", limits.max_concurrent_queries),
             ("max_requests_in_flight", limits.max_requests_in_flight),
+            ("max_connections", limits.max_connections),
         ] {
             anyhow::ensure!(value > 0, "limits.{name} must be positive");
         }

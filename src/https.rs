@@ -76,6 +76,7 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     router: Router,
     shutdown: impl Future<Output = ()>,
+    limit: crate::connections::ConnectionLimit,
 ) {
     if let Ok(address) = listener.local_addr() {
         info!(%address, "listening (HTTPS)");
@@ -96,6 +97,8 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
+        let permit = limit.try_take();
+        let limit = limit.clone();
         tokio::spawn(async move {
             let stream = match acceptor.accept(stream).await {
                 Ok(stream) => stream,
@@ -104,6 +107,12 @@ pub async fn serve(
                     return;
                 }
             };
+            let Some(permit) = permit else {
+                debug!(%peer, "connection over limits.max_connections refused");
+                limit.refuse(stream).await;
+                return;
+            };
+            let stream = crate::connections::Limited::new(stream, permit);
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {

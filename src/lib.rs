@@ -13,6 +13,7 @@ pub mod carbon;
 pub mod check;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod enqueuer;
 pub mod expr;
 pub mod graphite;

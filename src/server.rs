@@ -245,6 +245,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("reading the bound address")?;
     crate::carbon::start(node.clone(), stopping.clone()).await?;
+    let connections = crate::connections::ConnectionLimit::new(node.config.limits.max_connections);
     info!(%address, "listening");
     if let Some((listener, acceptor, endpoint)) = https {
         let router = crate::api::router(node.clone(), endpoint);
@@ -253,6 +254,7 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
             acceptor,
             router,
             stopped(stopping.clone()),
+            connections.clone(),
         ));
     }
     tokio::spawn(purge_trash(node.clone()));
@@ -267,11 +269,16 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     };
     let router = crate::api::router(node, endpoint);
     match main_tls {
-        Some(acceptor) => crate::https::serve(listener, acceptor, router, stopped(stopping)).await,
-        None => axum::serve(listener, router)
-            .with_graceful_shutdown(stopped(stopping))
-            .await
-            .context("serving HTTP")?,
+        Some(acceptor) => {
+            crate::https::serve(listener, acceptor, router, stopped(stopping), connections).await
+        }
+        None => axum::serve(
+            crate::connections::LimitedListener::new(listener, connections),
+            router,
+        )
+        .with_graceful_shutdown(stopped(stopping))
+        .await
+        .context("serving HTTP")?,
     }
     Ok(())
 }

@@ -215,3 +215,62 @@ fn hostile_names_never_leave_the_data_dir() {
     assert_eq!(files, 19, "one file per series taken");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `limits.max_connections`: with three connections open (idle keep-alive ones count), a
+/// fourth is answered 429 with `Retry-After` and the limit named, then closed; once one of the
+/// three closes, new connections are served again, and the open ones never stopped working.
+#[test]
+fn connections_past_the_limit_get_429_until_one_closes() {
+    use std::io::Read;
+    let dir = temp_dir("limits-connections");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[limits]\nmax_connections = 3\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let ask = |stream: &mut TcpStream| -> String {
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stream.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let connect = || {
+        let stream = TcpStream::connect(&node.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    };
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    for stream in &mut open {
+        assert!(ask(stream).starts_with("HTTP/1.1 200"));
+    }
+    let mut fourth = connect();
+    let refused = ask(&mut fourth);
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("limits.max_connections (3)"), "{refused}");
+    let mut rest = Vec::new();
+    assert_eq!(fourth.read_to_end(&mut rest).unwrap(), 0, "then closed");
+    // The three keep working.
+    assert!(ask(&mut open[0]).starts_with("HTTP/1.1 200"));
+
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ask(&mut connect());
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a close: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
