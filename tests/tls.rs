@@ -229,3 +229,67 @@ fn https_requests_in_progress_finish_at_sigterm() {
     assert_eq!(stored, 200, "{json}");
     drop(node);
 }
+
+/// The plugins' cache across nodes that serve HTTPS only: an item set through node 0 whose
+/// owner is node 1 is passed to node 1 over mutual TLS (node 0's certificate, node 1's checked
+/// against `peer_ca`), and read back through node 1.
+#[test]
+fn cache_peers_call_each_other_over_mutual_tls() {
+    let dir = temp_dir("tls-cache");
+    let ca = TestCa::new("perfpipe cache CA");
+    let ca_path = ca.write(&dir, "ca");
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let _nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let [cert, key] = ca.issue(&dir, &format!("node{i}"), &["127.0.0.1"], Usage::Both);
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
+                     [tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca_path:?}\npeer_ca = {ca_path:?}\n\
+                     [cluster]\nnodes = {urls:?}\nself = {:?}\n\
+                     [cache]\npeer_connection_timeout = \"2s\"\n",
+                    ports[i],
+                    dir.join(format!("node{i}")).display().to_string(),
+                    urls[i]
+                ),
+            )
+            .unwrap();
+            Node::start_with(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    let [cert, key] = ca.issue(&dir, "client", &["client"], Usage::Client);
+    let agent = client(&ca_path, Some([&cert, &key]));
+    let key_of_node1 = (0..)
+        .map(|k| format!("check-{k}"))
+        .find(|k| perfpipe::routing::owner_of_item("plugins", k, 2) == 1)
+        .unwrap();
+    let post = |node: usize, path: &str, body: serde_json::Value| -> (u16, String) {
+        let mut answer = agent
+            .post(&format!("{}{path}", urls[node]))
+            .content_type("application/json")
+            .send(body.to_string())
+            .unwrap();
+        let text = answer.body_mut().read_to_string().unwrap();
+        (answer.status().as_u16(), text)
+    };
+    let (status, text) = post(
+        0,
+        "/set_data",
+        serde_json::json!({"namespace": "plugins", "key": key_of_node1, "data": "over TLS", "ttl": 60}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = post(
+        1,
+        "/get_data",
+        serde_json::json!({"namespace": "plugins", "key": key_of_node1, "max_wait_time": 1}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["data"], "over TLS", "{answer}");
+}
