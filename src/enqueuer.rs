@@ -711,6 +711,21 @@ impl Shard {
             keep
         });
         self.queued.fetch_sub(dropped, Ordering::AcqRel);
+        // Flushes a stalled backend still owes lose the forgotten series too, or they would be
+        // written back once the store returns. Their points stay counted in their flush, which
+        // completes (and releases its count) as before.
+        for stalled in &mut self.stalled {
+            for (_, batches) in stalled.flushes.iter_mut() {
+                if batches.iter().any(|batch| matches(&batch.key)) {
+                    let kept: Vec<SeriesBatch> = batches
+                        .iter()
+                        .filter(|batch| !matches(&batch.key))
+                        .cloned()
+                        .collect();
+                    *batches = Arc::new(kept);
+                }
+            }
+        }
         let mut paths = Vec::new();
         for backend in &mut self.backends {
             backend.forget(host, series_ref);

@@ -757,3 +757,66 @@ fn influxdb_down_for_20_s_loses_no_acknowledged_point() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host deleted while InfluxDB is down: the flushes InfluxDB still owes lose that host's
+/// series, so once InfluxDB is back it gets the other hosts' points and none of the deleted
+/// one's (which would otherwise bring the host back in the one store that missed the delete).
+#[test]
+fn a_host_deleted_while_a_store_is_down_does_not_come_back() {
+    let dir = temp_dir("delete-stalled");
+    let mut influx = Influxd::new(&dir.join("influxd"));
+    influx.query("CREATE DATABASE perfpipe");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\nbackends = [\"whisper\", \"influxdb\"]\n\
+             [influxdb]\nurl = {:?}\ndb = \"perfpipe\"\nretries = 1\nretry_backoff = \"100ms\"\n\
+             [enqueuer]\nmax_batch_age = \"100ms\"\n",
+            dir.join("data").display().to_string(),
+            influx.url()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    influx.stop();
+    let t = (now() - 3600) / 60 * 60;
+    let lines: String = (0..20)
+        .flat_map(|i| {
+            ["keep", "gone"].map(|host| format!("{}||{host}||Load||OK||load1={i}\n", t + i * 60))
+        })
+        .collect();
+    let answer = node.post("/api/v1/write", "text/plain", &lines);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Whisper has them; InfluxDB owes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.get("/status").json()["backends"][0]["written"].as_u64() < Some(40) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not written to Whisper"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deleted = node.request("DELETE", "/api/v1/hosts/gone", None, b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+
+    influx.start();
+    let count = |host: &str| -> usize {
+        let answer = influx.query(&format!(
+            "SELECT \"value\" FROM \"metrics\" WHERE \"host\" = '{host}'"
+        ));
+        answer["results"][0]["series"][0]["values"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count("keep") < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "InfluxDB never got the kept host's points"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The kept host's flushes carried the deleted host's points too; none of them arrived.
+    assert_eq!(count("gone"), 0, "the deleted host came back in InfluxDB");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
