@@ -468,32 +468,73 @@ pub struct Replayed {
 }
 
 /// Reads every segment in `dir`, oldest first, handing each record's points to `take`
-/// (which queues them). Torn or corrupt tails are cut, and so is a record that does not
+/// (which queues them). Points that a later deletion record forgets are left out (a first
+/// pass finds the deletions). Torn or corrupt tails are cut, and so is a record that does not
 /// decode; each cut is logged with the segment and the bytes cut.
 pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Replayed, WalError> {
-    let mut replayed = Replayed::default();
-    for (id, path) in list_segments(dir)? {
-        replayed.next_id = replayed.next_id.max(id + 1);
+    let segments = list_segments(dir)?;
+    let read = |path: &Path| -> Result<Vec<u8>, WalError> {
         let mut bytes = Vec::new();
-        File::open(&path)
+        File::open(path)
             .and_then(|mut file| file.read_to_end(&mut bytes))
-            .map_err(|error| WalError::io(&path, error))?;
+            .map_err(|error| WalError::io(path, error))?;
+        Ok(bytes)
+    };
+    // Pass 1: the deletions (record number, host, series), in log order.
+    type Deletion = (u64, String, Option<(String, String)>);
+    let mut forgets: Vec<Deletion> = Vec::new();
+    let mut index = 0u64;
+    for (_, path) in &segments {
+        let bytes = read(path)?;
+        for (payload, _) in records_from(&bytes, 0).unwrap_or_default() {
+            match decode_record(payload) {
+                Some(Record::Forget { host, series }) => forgets.push((index, host, series)),
+                Some(Record::Points(_)) => {}
+                None => break,
+            }
+            index += 1;
+        }
+    }
+    let forgotten_later = |record: u64, key: &perfpipe_backend::SeriesKey| {
+        forgets.iter().any(|(at, host, series)| {
+            *at > record
+                && key.host == *host
+                && series.as_ref().is_none_or(|(service, metric)| {
+                    key.service == *service && key.metric == *metric
+                })
+        })
+    };
+    let mut replayed = Replayed::default();
+    let mut index = 0u64;
+    for (id, path) in segments {
+        replayed.next_id = replayed.next_id.max(id + 1);
+        let bytes = read(&path)?;
         let mut good = 0usize;
         if bytes.len() >= MAGIC.len() && &bytes[..MAGIC.len()] == MAGIC {
             good = MAGIC.len();
             while let Some((payload, next)) = next_record(&bytes, good) {
-                match decode(payload) {
-                    Some(series) => {
+                match decode_record(payload) {
+                    Some(Record::Points(mut series)) => {
+                        if !forgets.is_empty() {
+                            series.retain(|one| !forgotten_later(index, &one.key));
+                        }
                         replayed.records += 1;
                         replayed.points += series
                             .iter()
                             .map(|series| series.points.len() as u64)
                             .sum::<u64>();
-                        take(series);
+                        if !series.is_empty() {
+                            take(series);
+                        }
+                        good = next;
+                    }
+                    Some(Record::Forget { .. }) => {
+                        replayed.records += 1;
                         good = next;
                     }
                     None => break,
                 }
+                index += 1;
             }
         }
         if good < bytes.len() {
@@ -519,6 +560,7 @@ pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Rep
         info!(
             records = replayed.records,
             points = replayed.points,
+            deletions = forgets.len(),
             cut_bytes = replayed.cut_bytes,
             "write-ahead log replayed"
         );
@@ -556,6 +598,58 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// Marks a record that is a deletion, not points (no points record has this many series).
+const FORGET_MARKER: usize = u32::MAX as usize;
+
+/// A deletion as a record payload: at replay, the points logged before it of `host` (or of its
+/// one series `(service, metric)`) are not replayed, so a delete survives a crash that comes
+/// before its points' segments are gone.
+pub fn encode_forget(host: &str, series: Option<(&str, &str)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_u32(&mut out, FORGET_MARKER);
+    put_u32(&mut out, host.len());
+    out.extend_from_slice(host.as_bytes());
+    match series {
+        None => out.push(0),
+        Some((service, metric)) => {
+            out.push(1);
+            for text in [service, metric] {
+                put_u32(&mut out, text.len());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// What a record of the log holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Points(Vec<SeriesPoints>),
+    /// A deletion ([`encode_forget`]).
+    Forget {
+        host: String,
+        series: Option<(String, String)>,
+    },
+}
+
+/// Reads a payload of [`encode`] or [`encode_forget`]; `None` when it is neither.
+pub fn decode_record(payload: &[u8]) -> Option<Record> {
+    let mut reader = Reader(payload);
+    if reader.u32()? != FORGET_MARKER {
+        return decode(payload).map(Record::Points);
+    }
+    let host = reader.text()?;
+    let series = match reader.byte()? {
+        0 => None,
+        _ => Some((reader.text()?, reader.text()?)),
+    };
+    reader
+        .0
+        .is_empty()
+        .then_some(Record::Forget { host, series })
 }
 
 /// One request's points as a record payload: per series its names, unit, points and level
@@ -791,6 +885,35 @@ mod tests {
         )
         .unwrap();
         (wal, taken)
+    }
+
+    #[tokio::test]
+    async fn a_deletion_keeps_earlier_points_from_replay_and_not_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = start(dir.path(), 1 << 20);
+        wal.append(encode(&sample())).await.unwrap();
+        wal.append(encode_forget("web-01", None)).await.unwrap();
+        wal.append(encode_forget("h/../é", Some(("other", "series"))))
+            .await
+            .unwrap();
+        wal.append(encode(&sample()[..1])).await.unwrap();
+        wal.stop();
+        assert_eq!(
+            decode_record(&encode_forget("h", Some(("s", "m")))),
+            Some(Record::Forget {
+                host: "h".into(),
+                series: Some(("s".into(), "m".into()))
+            })
+        );
+        let (wal, taken) = start(dir.path(), 1 << 20);
+        wal.stop();
+        // First record: web-01 forgotten later, the other host kept (its deletion named
+        // another series); the record after the deletion replayed whole.
+        let hosts: Vec<Vec<&str>> = taken
+            .iter()
+            .map(|record| record.iter().map(|s| s.key.host.as_str()).collect())
+            .collect();
+        assert_eq!(hosts, vec![vec!["h/../é"], vec!["web-01"]]);
     }
 
     #[tokio::test]

@@ -820,3 +820,56 @@ fn a_host_deleted_while_a_store_is_down_does_not_come_back() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host deleted, then the node killed (SIGKILL) while the deleted points' log segment is
+/// still there: the restarted node replays the log without them, so the host stays deleted,
+/// and the other host's points are all there.
+#[test]
+fn a_deletion_survives_kill_9_before_the_log_is_trimmed() {
+    let dir = temp_dir("delete-kill");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1h\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+    let lines: String = (0..20)
+        .flat_map(|i| {
+            ["keep", "gone"].map(|host| format!("{}||{host}||Load||OK||load1={i}\n", t + i * 60))
+        })
+        .collect();
+    let answer = node.post("/api/v1/write", "text/plain", &lines);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    node.wait_written(40);
+    let deleted = node.request("DELETE", "/api/v1/hosts/gone", None, b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    node.wait_written(20);
+    std::thread::sleep(Duration::from_millis(500));
+    let hosts = node.get("/api/v1/hosts").json();
+    let names: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["keep"], "{hosts}");
+    assert!(
+        !dir.join("data/whisper/gone").exists(),
+        "the deleted host's files came back"
+    );
+    let status = node.get("/status").json();
+    let written = status["backends"][0]["written"].as_u64().unwrap();
+    assert_eq!(
+        written, 20,
+        "replayed: only the kept host's points: {status}"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

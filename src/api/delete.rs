@@ -1,7 +1,9 @@
 //! `DELETE /api/v1/hosts/{host}` and `DELETE /api/v1/series?hsm=host::service::metric`:
 //! the owner node has its shards drop the queued points and forget open files, moves the files
-//! to the trash (see `trash`), and marks the catalogue rows deleted. Asked of another node, the
-//! request is passed to the owner. The answer counts, never names files.
+//! to the trash (see `trash`), and marks the catalogue rows deleted; the deletion is first
+//! logged in the write-ahead log, so that replay after a crash does not bring the points back.
+//! Asked of another node, the request is passed to the owner. The answer counts, never names
+//! files.
 
 use std::sync::Arc;
 
@@ -81,6 +83,20 @@ async fn remove(
         };
         let answer = blocking(move || Ok(node.cluster.delete(owner, &path)?)).await?;
         return Ok(Json(answer));
+    }
+    // Logged first, so that a crash before the deleted points' log segments are gone does not
+    // replay them back.
+    if let Some(wal) = &node.wal {
+        let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+        wal.append(crate::wal::encode_forget(&host, series_ref))
+            .await
+            .map_err(|failure| {
+                tracing::error!(%failure, host, "deletion not logged");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the deletion could not be logged; nothing was deleted".into(),
+                )
+            })?;
     }
     blocking(move || {
         let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
