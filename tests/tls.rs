@@ -28,26 +28,30 @@ fn client(ca: &str, identity: Option<[&str; 2]>) -> ureq::Agent {
         .into()
 }
 
-#[test]
-fn nodes_serve_and_call_each_other_over_mutual_tls() {
-    let dir = temp_dir("tls");
-    let ca = TestCa::new("perfpipe test CA");
-    let ca_path = ca.write(&dir, "ca");
+/// Two nodes serving HTTPS only as one cluster: each with a certificate of `ca` for both
+/// serving and calling, requiring client certificates of `ca` and checking its peer's against
+/// it; `extra` is appended to both configs. Answers the nodes and their URLs.
+fn start_mutual_tls_pair(
+    dir: &std::path::Path,
+    ca: &TestCa,
+    ca_path: &str,
+    extra: &str,
+) -> (Vec<Node>, Vec<String>) {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("https://127.0.0.1:{p}"))
         .collect();
-    let nodes: Vec<Node> = (0..2)
+    let nodes = (0..2)
         .map(|i| {
-            let [cert, key] = ca.issue(&dir, &format!("node{i}"), &["127.0.0.1"], Usage::Both);
+            let [cert, key] = ca.issue(dir, &format!("node{i}"), &["127.0.0.1"], Usage::Both);
             let config = dir.join(format!("node{i}.toml"));
             std::fs::write(
                 &config,
                 format!(
                     "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
                      [tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca_path:?}\npeer_ca = {ca_path:?}\n\
-                     [cluster]\nnodes = {urls:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+                     [cluster]\nnodes = {urls:?}\nself = {:?}\n{extra}",
                     ports[i],
                     dir.join(format!("node{i}")).display().to_string(),
                     urls[i]
@@ -57,6 +61,20 @@ fn nodes_serve_and_call_each_other_over_mutual_tls() {
             Node::start_with(&["--config", config.to_str().unwrap()])
         })
         .collect();
+    (nodes, urls)
+}
+
+#[test]
+fn nodes_serve_and_call_each_other_over_mutual_tls() {
+    let dir = temp_dir("tls");
+    let ca = TestCa::new("perfpipe test CA");
+    let ca_path = ca.write(&dir, "ca");
+    let (nodes, urls) = start_mutual_tls_pair(
+        &dir,
+        &ca,
+        &ca_path,
+        "[enqueuer]\nmax_batch_age = \"100ms\"\n",
+    );
     let [cert, key] = ca.issue(&dir, "client", &["client"], Usage::Client);
     let agent = client(&ca_path, Some([&cert, &key]));
 
@@ -238,31 +256,12 @@ fn cache_peers_call_each_other_over_mutual_tls() {
     let dir = temp_dir("tls-cache");
     let ca = TestCa::new("perfpipe cache CA");
     let ca_path = ca.write(&dir, "ca");
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
-    let _nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            let [cert, key] = ca.issue(&dir, &format!("node{i}"), &["127.0.0.1"], Usage::Both);
-            let config = dir.join(format!("node{i}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\
-                     [tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {ca_path:?}\npeer_ca = {ca_path:?}\n\
-                     [cluster]\nnodes = {urls:?}\nself = {:?}\n\
-                     [cache]\npeer_connection_timeout = \"2s\"\n",
-                    ports[i],
-                    dir.join(format!("node{i}")).display().to_string(),
-                    urls[i]
-                ),
-            )
-            .unwrap();
-            Node::start_with(&["--config", config.to_str().unwrap()])
-        })
-        .collect();
+    let (_nodes, urls) = start_mutual_tls_pair(
+        &dir,
+        &ca,
+        &ca_path,
+        "[cache]\npeer_connection_timeout = \"2s\"\n",
+    );
     let [cert, key] = ca.issue(&dir, "client", &["client"], Usage::Client);
     let agent = client(&ca_path, Some([&cert, &key]));
     let key_of_node1 = (0..)
