@@ -36,7 +36,19 @@
 //!
 //! # I/O
 //!
-//! All access is positional (`pread`/`pwrite`). A [`WhisperFile`] keeps, between updates, the
+//! A [`WhisperFile`]'s first update goes through `pread`/`pwrite`; from its second on, the file
+//! is memory-mapped (`MAP_SHARED`) and updates read and store the bytes in the mapping
+//! (the private `mapped` module, which also turns the `SIGBUS` of a file truncated under the mapping into
+//! an error and a redo through `pread`/`pwrite`). A mapping shows the file as it is, so it needs
+//! no trust in anything kept: each mapped update compares the header's bytes with the header
+//! it knows (a change sends the update the other way, where the header is read again), and takes
+//! the file's length and link count from one `fstat`. A mapped one-point update makes that one
+//! system call; a `pwrite` costs more than the rest of the update (ext4 updates the file's
+//! times and journals the inode on every one; through a mapping that happens once per page
+//! written back).
+//!
+//! Through `pread`/`pwrite` (the first update of an open file, files that cannot be mapped, and
+//! [`WhisperFile::allow_mapping`]`(false)`), a [`WhisperFile`] keeps, between updates, the
 //! header, each archive's base and the most recently used bytes of the file (at most 8 KiB, see
 //! `page_cache`), and `update_many` performs whisper's reads and writes against that cache: bytes
 //! already known are not read again, bytes about to be overwritten are not read at all, and the
@@ -47,10 +59,11 @@
 //! what the `fstat` after this value's last write (or at open) said, everything kept is dropped
 //! and the header read again. That second `fstat` after writing is needed because the update's
 //! own writes change the times, and recording them from the clock instead would miss another
-//! program's write in the same clock tick. The check assumes another program's change is not
-//! interleaved with an update's own writes (the window between the first `pwrite` and the
-//! `fstat` after the last one), which whisper itself does not survive either: it has no locking
-//! by default and computes what it writes from what it read earlier in the same call.
+//! program's write in the same clock tick (a mapped update, whose stores change the times later,
+//! drops what is kept). The check assumes another program's change is not interleaved with an
+//! update's own writes (the window between the first `pwrite` and the `fstat` after the last
+//! one), which whisper itself does not survive either: it has no locking by default and
+//! computes what it writes from what it read earlier in the same call.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -59,6 +72,7 @@ use std::path::{Path, PathBuf};
 
 use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
+use crate::mapped::{MappedView, Mapping};
 use crate::page_cache::{ChunkCache, ChunkPool};
 use crate::python_set_order::{python_set_order_into, SetBuffers};
 use crate::retention::{check_archive_order, validate_archive_list, ArchiveSpec};
@@ -316,11 +330,23 @@ impl Stamp {
 /// An open whisper file with its header, and what is kept of its content between updates.
 ///
 /// Memory per value, between updates: the header, one `Option<u32>` per archive and at most
-/// 8 KiB of cached file content (`page_cache::MAX_KEPT_CHUNKS` chunks of 512 bytes).
+/// 8 KiB of cached file content (`page_cache::MAX_KEPT_CHUNKS` chunks of 512 bytes); from its
+/// second update on, a shared mapping of the file (address space, and the page cache's pages it
+/// touches).
 pub struct WhisperFile {
     file: File,
     path: PathBuf,
     header: Header,
+    /// `header` as stored, compared with the mapped file's first bytes before a mapped update.
+    header_bytes: Vec<u8>,
+    /// The whole file mapped, once this value has updated it once (a file opened for a single
+    /// update is not worth a mapping); see [`WhisperFile::update_mapped`].
+    mapping: Option<Mapping>,
+    /// Set when mapping failed or a mapped access faulted: this value then stays with
+    /// `pread`/`pwrite`.
+    mapping_refused: bool,
+    /// Updates made through this value.
+    updates: u64,
     /// The file as last seen by this value (at open, or after its last write); `None` when
     /// unknown, which drops the cache at the next update.
     stamp: Option<Stamp>,
@@ -397,7 +423,11 @@ impl WhisperFile {
         WhisperFile {
             file,
             path: path.to_path_buf(),
+            header_bytes: header.encode(),
             header,
+            mapping: None,
+            mapping_refused: false,
+            updates: 0,
             stamp,
             cache: ChunkCache::default(),
             bases: vec![None; archive_count],
@@ -440,21 +470,18 @@ impl WhisperFile {
         })
     }
 
-    /// The one `fstat` before an update: if the file is not as this value last left it, drops
-    /// what is kept of it and reads the header again. Returns whether the file still has a name.
-    fn revalidate(&mut self) -> Result<bool, WhisperError> {
-        let metadata = self
-            .file
-            .metadata()
-            .map_err(|error| WhisperError::io("stat", &self.path, error))?;
-        let stamp = Stamp::of(&metadata);
+    /// Before an update through the chunk cache, given the update's `fstat`: if the file is not
+    /// as this value last left it, drops what is kept of it and reads the header again.
+    fn revalidate(&mut self, metadata: &std::fs::Metadata) -> Result<(), WhisperError> {
+        let stamp = Stamp::of(metadata);
         if self.stamp != Some(stamp) {
             self.forget_content();
             self.header = Header::read(&self.file, &self.path, stamp.len)?;
+            self.header_bytes = self.header.encode();
             self.bases = vec![None; self.header.archives.len()];
             self.stamp = Some(stamp);
         }
-        Ok(metadata.nlink() > 0)
+        Ok(())
     }
 
     /// Drops everything kept of the file's content (and unwritten changes).
@@ -462,6 +489,16 @@ impl WhisperFile {
         self.stamp = None;
         self.cache.clear();
         self.bases.iter_mut().for_each(|base| *base = None);
+    }
+
+    /// Whether updates may go through a memory mapping of the file (the default), from this
+    /// value's second update on; with `false` every update goes through `pread`/`pwrite` and
+    /// the kept chunks. The bytes written are the same either way.
+    pub fn allow_mapping(&mut self, allowed: bool) {
+        self.mapping_refused = !allowed;
+        if !allowed {
+            self.mapping = None;
+        }
     }
 
     /// The file's header (whisper's `info`).
@@ -509,120 +546,157 @@ impl WhisperFile {
         if points.is_empty() {
             return Ok(Some(UpdateSummary::default()));
         }
-        if !self.revalidate()? && only_if_linked {
+        let metadata = self
+            .file
+            .metadata()
+            .map_err(|error| WhisperError::io("stat", &self.path, error))?;
+        if metadata.nlink() == 0 && only_if_linked {
             return Ok(None);
         }
-        let summary = self.update_validated(points, now, scratch);
+        let summary = match self.update_mapped(metadata.len(), points, now, scratch) {
+            Some(summary) => summary,
+            None => self
+                .revalidate(&metadata)
+                .and_then(|()| self.update_cached(points, now, scratch)),
+        };
+        self.updates += 1;
         scratch.shrink();
         summary.map(Some)
     }
 
-    /// The update proper, once [`WhisperFile::revalidate`] made the kept content trustworthy.
-    fn update_validated(
+    /// The update through the mapped file, if this value maps it (from its second update on).
+    /// `None` when the update must go through [`WhisperFile::update_cached`] instead: no mapping,
+    /// a header that changed (read afresh there), bytes beyond the file's end (a ring run
+    /// written past it, or a file shorter than its header says: errors reported there), or a
+    /// `SIGBUS` (see [`crate::mapped`]; the update is then redone there, which is sound because
+    /// an update applied twice leaves the bytes it leaves once).
+    ///
+    /// The mapped file needs no trust in kept content: every read sees the file as it is, so
+    /// there is no stamp to compare and no second `fstat`. The file's length, from the update's
+    /// one `fstat`, must still be the mapping's.
+    fn update_mapped(
+        &mut self,
+        file_len: u64,
+        points: &[(i64, f64)],
+        now: i64,
+        scratch: &mut UpdateScratch,
+    ) -> Option<Result<UpdateSummary, WhisperError>> {
+        if self
+            .mapping
+            .as_ref()
+            .is_some_and(|mapping| mapping.len() != file_len)
+        {
+            self.mapping = None;
+        }
+        // The header was checked against the file's length when read; a file that shrank below
+        // its archives is for the chunk cache's path to read afresh and report.
+        let data_end = self.header.archives.last().map_or(0, ArchiveInfo::end);
+        if file_len < data_end {
+            self.mapping = None;
+            return None;
+        }
+        if self.mapping.is_none() {
+            if self.mapping_refused || self.updates == 0 {
+                return None;
+            }
+            self.mapping = Mapping::new(&self.file, file_len);
+            if self.mapping.is_none() {
+                tracing::debug!(file = %self.path.display(), "not mapped: pread/pwrite");
+                self.mapping_refused = true;
+                return None;
+            }
+        }
+        // This update changes the file without the stamp following it: an update through the
+        // chunk cache must read everything afresh after it.
+        self.forget_content();
+        let WhisperFile {
+            mapping,
+            header,
+            header_bytes,
+            path,
+            bases,
+            ..
+        } = self;
+        let mut beyond = false;
+        let outcome = mapping.as_mut()?.guarded(|view| {
+            if !view.holds(header_bytes, 0, &mut scratch.ring) {
+                return None;
+            }
+            let content = Content::Mapped {
+                view,
+                beyond: &mut beyond,
+            };
+            Some(apply_update(
+                header, path, bases, content, points, now, scratch,
+            ))
+        });
+        bases.iter_mut().for_each(|base| *base = None);
+        match outcome {
+            None => {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the mapped file could not be accessed (truncated by another program, or no \
+                     space for a page of a sparse file); this update and the next go through \
+                     pread/pwrite"
+                );
+                self.mapping = None;
+                self.mapping_refused = true;
+                None
+            }
+            Some(None) => {
+                self.mapping = None;
+                None
+            }
+            Some(Some(Err(_))) if beyond => None,
+            Some(Some(result)) => Some(result),
+        }
+    }
+
+    /// The update through the chunk cache (`pread`/`pwrite`), once [`WhisperFile::revalidate`]
+    /// made the kept content trustworthy.
+    fn update_cached(
         &mut self,
         points: &[(i64, f64)],
         now: i64,
         scratch: &mut UpdateScratch,
     ) -> Result<UpdateSummary, WhisperError> {
-        let mut summary = UpdateSummary::default();
-        let mut newest_first = std::mem::take(&mut scratch.newest_first);
-        newest_first.clear();
-        newest_first.extend_from_slice(points);
-        newest_first.sort_by_key(|&(timestamp, _)| std::cmp::Reverse(timestamp));
-
-        // Assign consecutive runs of the sorted points to archives: (archive, range).
-        let archives = &self.header.archives;
-        let mut assignments = std::mem::take(&mut scratch.assignments);
-        assignments.clear();
-        let mut archive_index = 0;
-        let mut group_start = 0;
-        let mut kept = newest_first.len();
-        'points: for (i, &(timestamp, _)) in newest_first.iter().enumerate() {
-            let age = i128::from(now) - i128::from(timestamp);
-            while i128::from(archives[archive_index].retention()) < age {
-                if i > group_start {
-                    assignments.push((archive_index, group_start..i));
-                }
-                group_start = i;
-                archive_index += 1;
-                if archive_index == archives.len() {
-                    kept = i;
-                    break 'points;
-                }
-            }
-        }
-        if kept == newest_first.len() && group_start < kept {
-            assignments.push((archive_index, group_start..kept));
-        }
-        summary.stored = kept as u64;
-        summary.dropped = (newest_first.len() - kept) as u64;
-
-        // Refuse the whole update before writing if any kept point cannot be stored. A group is
-        // sorted and aligning is monotonic, so its newest and oldest points decide for all of it
-        // (then the first offending point, newest first, is looked for).
-        for (archive_index, range) in &assignments {
-            let step = archives[*archive_index].step();
-            let group = &newest_first[range.clone()];
-            let fits = |&(timestamp, _): &(i64, f64)| {
-                u32::try_from(timestamp - timestamp.rem_euclid(step)).is_ok()
-            };
-            if group.first().is_none_or(fits) && group.last().is_none_or(fits) {
-                continue;
-            }
-            for &(timestamp, _) in group {
-                let interval = timestamp - timestamp.rem_euclid(step);
-                if u32::try_from(interval).is_err() {
-                    scratch.newest_first = newest_first;
-                    scratch.assignments = assignments;
-                    return Err(WhisperError::TimestampOutOfRange {
-                        path: self.path.clone(),
-                        timestamp,
-                    });
-                }
-            }
-        }
-
-        let mut writer = ArchiveWriter {
+        let content = Content::Cached {
             file: &self.file,
-            path: &self.path,
             cache: &mut self.cache,
-            header: &self.header,
-            bases: &mut self.bases,
-            scratch,
         };
-        let mut oldest_first = std::mem::take(&mut writer.scratch.oldest_first);
-        let mut written = Ok(());
-        for (archive_index, range) in assignments.drain(..) {
-            oldest_first.clear();
-            oldest_first.extend(newest_first[range].iter().rev());
-            written = writer.archive_update_many(archive_index, &oldest_first);
-            if written.is_err() {
-                break;
-            }
-        }
-        scratch.oldest_first = oldest_first;
-        scratch.newest_first = newest_first;
-        scratch.assignments = assignments;
-        let flushed = written.and_then(|()| self.cache.flush(&self.file, &self.path));
+        let written = apply_update(
+            &self.header,
+            &self.path,
+            &mut self.bases,
+            content,
+            points,
+            now,
+            scratch,
+        );
+        let flushed = written.and_then(|summary| {
+            let wrote = self.cache.flush(&self.file, &self.path)?;
+            Ok((summary, wrote))
+        });
         match flushed {
-            Ok(false) => {}
-            Ok(true) => {
-                // Our writes changed the file's times: what they are now is what the next
-                // update must find.
-                self.stamp = self
-                    .file
-                    .metadata()
-                    .ok()
-                    .map(|metadata| Stamp::of(&metadata));
+            Ok((summary, wrote)) => {
+                if wrote {
+                    // Our writes changed the file's times: what they are now is what the next
+                    // update must find.
+                    self.stamp = self
+                        .file
+                        .metadata()
+                        .ok()
+                        .map(|metadata| Stamp::of(&metadata));
+                }
+                self.cache.trim(&mut scratch.pool);
+                Ok(summary)
             }
             Err(error) => {
                 // Unwritten changes, or a file partly written: trust nothing kept.
                 self.forget_content();
-                return Err(error);
+                Err(error)
             }
         }
-        self.cache.trim(&mut scratch.pool);
-        Ok(summary)
     }
 
     /// Reads `[from, until]` exactly as `whisper.fetch(path, from, until, now)`: `None` when the
@@ -715,6 +789,99 @@ impl WhisperFile {
     }
 }
 
+/// The update proper, on a file whose header is `header` and whose content `content` gives
+/// access to: `points` sorted, assigned to archives, written and propagated. `bases` holds what
+/// is known of the archives' first timestamps and is kept current. Nothing is flushed here.
+fn apply_update(
+    header: &Header,
+    path: &Path,
+    bases: &mut [Option<u32>],
+    content: Content<'_, '_>,
+    points: &[(i64, f64)],
+    now: i64,
+    scratch: &mut UpdateScratch,
+) -> Result<UpdateSummary, WhisperError> {
+    let mut summary = UpdateSummary::default();
+    let mut newest_first = std::mem::take(&mut scratch.newest_first);
+    newest_first.clear();
+    newest_first.extend_from_slice(points);
+    newest_first.sort_by_key(|&(timestamp, _)| std::cmp::Reverse(timestamp));
+
+    // Assign consecutive runs of the sorted points to archives: (archive, range).
+    let archives = &header.archives;
+    let mut assignments = std::mem::take(&mut scratch.assignments);
+    assignments.clear();
+    let mut archive_index = 0;
+    let mut group_start = 0;
+    let mut kept = newest_first.len();
+    'points: for (i, &(timestamp, _)) in newest_first.iter().enumerate() {
+        let age = i128::from(now) - i128::from(timestamp);
+        while i128::from(archives[archive_index].retention()) < age {
+            if i > group_start {
+                assignments.push((archive_index, group_start..i));
+            }
+            group_start = i;
+            archive_index += 1;
+            if archive_index == archives.len() {
+                kept = i;
+                break 'points;
+            }
+        }
+    }
+    if kept == newest_first.len() && group_start < kept {
+        assignments.push((archive_index, group_start..kept));
+    }
+    summary.stored = kept as u64;
+    summary.dropped = (newest_first.len() - kept) as u64;
+
+    // Refuse the whole update before writing if any kept point cannot be stored. A group is
+    // sorted and aligning is monotonic, so its newest and oldest points decide for all of it
+    // (then the first offending point, newest first, is looked for).
+    for (archive_index, range) in &assignments {
+        let step = archives[*archive_index].step();
+        let group = &newest_first[range.clone()];
+        let fits = |&(timestamp, _): &(i64, f64)| {
+            u32::try_from(timestamp - timestamp.rem_euclid(step)).is_ok()
+        };
+        if group.first().is_none_or(fits) && group.last().is_none_or(fits) {
+            continue;
+        }
+        for &(timestamp, _) in group {
+            let interval = timestamp - timestamp.rem_euclid(step);
+            if u32::try_from(interval).is_err() {
+                scratch.newest_first = newest_first;
+                scratch.assignments = assignments;
+                return Err(WhisperError::TimestampOutOfRange {
+                    path: path.to_path_buf(),
+                    timestamp,
+                });
+            }
+        }
+    }
+
+    let mut writer = ArchiveWriter {
+        content,
+        path,
+        header,
+        bases,
+        scratch,
+    };
+    let mut oldest_first = std::mem::take(&mut writer.scratch.oldest_first);
+    let mut written = Ok(());
+    for (archive_index, range) in assignments.drain(..) {
+        oldest_first.clear();
+        oldest_first.extend(newest_first[range].iter().rev());
+        written = writer.archive_update_many(archive_index, &oldest_first);
+        if written.is_err() {
+            break;
+        }
+    }
+    scratch.oldest_first = oldest_first;
+    scratch.newest_first = newest_first;
+    scratch.assignments = assignments;
+    written.map(|()| summary)
+}
+
 /// Writes a new file's header and zero-filled archives.
 fn write_new_file(
     file: &File,
@@ -740,11 +907,81 @@ fn write_new_file(
     }
 }
 
-/// The writes of one `update_many`, through the file's cache.
-struct ArchiveWriter<'a> {
-    file: &'a File,
+/// How an update reaches the file's bytes.
+enum Content<'a, 'm> {
+    /// Through the file's chunk cache (`pread`, and `pwrite` at the flush).
+    Cached {
+        file: &'a File,
+        cache: &'a mut ChunkCache,
+    },
+    /// Straight into the mapped file; `beyond` is set when an access fell outside it.
+    Mapped {
+        view: &'a mut MappedView<'m>,
+        beyond: &'a mut bool,
+    },
+}
+
+impl Content<'_, '_> {
+    fn read_exact_at(
+        &mut self,
+        path: &Path,
+        pool: &mut ChunkPool,
+        buffer: &mut [u8],
+        offset: u64,
+    ) -> Result<(), WhisperError> {
+        match self {
+            Content::Cached { file, cache } => {
+                cache.read_exact_at(file, path, pool, buffer, offset)
+            }
+            Content::Mapped { view, beyond } => {
+                if view.read(buffer, offset) {
+                    Ok(())
+                } else {
+                    **beyond = true;
+                    Err(WhisperError::corrupt(
+                        path,
+                        format!(
+                            "truncated: {} bytes expected at offset {offset}",
+                            buffer.len()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn write_all_at(
+        &mut self,
+        path: &Path,
+        pool: &mut ChunkPool,
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<(), WhisperError> {
+        match self {
+            Content::Cached { file, cache } => cache.write_all_at(file, path, pool, bytes, offset),
+            Content::Mapped { view, beyond } => {
+                if view.write(bytes, offset) {
+                    Ok(())
+                } else {
+                    // Past the end of the file: only `pwrite` can extend it.
+                    **beyond = true;
+                    Err(WhisperError::corrupt(
+                        path,
+                        format!(
+                            "write of {} bytes at offset {offset} past the end",
+                            bytes.len()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The writes of one `update_many`.
+struct ArchiveWriter<'a, 'm> {
+    content: Content<'a, 'm>,
     path: &'a Path,
-    cache: &'a mut ChunkCache,
     header: &'a Header,
     /// Base interval of each archive, once read; kept current by [`ArchiveWriter::write`].
     bases: &'a mut [Option<u32>],
@@ -793,7 +1030,7 @@ impl UpdateScratch {
     }
 }
 
-impl ArchiveWriter<'_> {
+impl ArchiveWriter<'_, '_> {
     fn base(&mut self, archive_index: usize) -> Result<i64, WhisperError> {
         let base = match self.bases[archive_index] {
             Some(base) => base,
@@ -801,8 +1038,7 @@ impl ArchiveWriter<'_> {
                 let archive = &self.header.archives[archive_index];
                 let base = read_base(
                     &mut |buffer, offset| {
-                        self.cache.read_exact_at(
-                            self.file,
+                        self.content.read_exact_at(
                             self.path,
                             &mut self.scratch.pool,
                             buffer,
@@ -821,8 +1057,8 @@ impl ArchiveWriter<'_> {
     /// One positional write; forgets the cached base of any archive whose first timestamp it
     /// touches.
     fn write(&mut self, bytes: &[u8], offset: u64) -> Result<(), WhisperError> {
-        self.cache
-            .write_all_at(self.file, self.path, &mut self.scratch.pool, bytes, offset)?;
+        self.content
+            .write_all_at(self.path, &mut self.scratch.pool, bytes, offset)?;
         let end = offset + bytes.len() as u64;
         for (archive, base) in self.header.archives.iter().zip(self.bases.iter_mut()) {
             if archive.start() < end && offset < archive.start() + 4 {
@@ -962,13 +1198,8 @@ impl ArchiveWriter<'_> {
         let last = higher.start() + (first - higher.start() + span) % higher.size();
         read_ring(
             &mut |buffer, offset| {
-                self.cache.read_exact_at(
-                    self.file,
-                    self.path,
-                    &mut self.scratch.pool,
-                    buffer,
-                    offset,
-                )
+                self.content
+                    .read_exact_at(self.path, &mut self.scratch.pool, buffer, offset)
             },
             &higher,
             first,

@@ -15,6 +15,7 @@ pub mod aggregation;
 pub mod backend;
 pub mod error;
 pub mod format;
+mod mapped;
 mod page_cache;
 pub mod python_set_order;
 pub mod retention;

@@ -29,10 +29,8 @@
 //! all files (one per backend, at most [`ChunkPool::MAX`] buffers), so that the chunks coming and
 //! going with every update cost no allocation.
 //!
-//! (Memory-mapping the files was tried: it made one-point updates about twice as fast, but a
-//! file truncated by another program — `cp` over it opens with `O_TRUNC` — turns the next
-//! access into SIGBUS and kills the node with every queued point. `pread`/`pwrite` fail with an
-//! error instead.)
+//! This is the path of a file's first update after it is opened, and of files that are not
+//! memory-mapped (see `crate::format`'s "I/O").
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

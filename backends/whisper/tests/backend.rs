@@ -361,7 +361,11 @@ fn corrupt_files_are_moved_aside_and_recreated() {
             .unwrap();
         assert!(report.failed.is_empty(), "{what}: {:?}", report.failed);
         assert_eq!(report.written, 1, "{what}");
-        assert_eq!(std::fs::read(aside(n)).unwrap(), bytes, "{what}: set aside");
+        assert_eq!(
+            std::fs::read(aside(n)).expect(what),
+            bytes,
+            "{what}: set aside"
+        );
         let fetched = backend.read(&series, &query).unwrap();
         let stored: Vec<f64> = fetched.values.iter().flatten().copied().collect();
         assert_eq!(stored, [2.0], "{what}: a new file with the new point only");
