@@ -32,6 +32,7 @@ use crate::aggregation::AggregationMethod;
 use crate::error::WhisperError;
 use crate::format::{Preallocation, UpdateScratch, WhisperFile, DEFAULT_X_FILES_FACTOR};
 use crate::retention::{parse_retentions, validate_archive_list, ArchiveSpec};
+use crate::watch::{Notices, Watcher};
 
 /// The retentions new files get unless configured otherwise.
 pub const DEFAULT_RETENTIONS: &str = "60s:1d,5m:30d,1h:3y";
@@ -105,21 +106,42 @@ pub const MAX_OPEN_FILES: usize = 4096;
 /// perfpipe's Whisper storage backend.
 ///
 /// Files stay open between calls (at most `max_open_files`; when full, half are closed), so a
-/// write costs no `open` or `close`, and each open [`WhisperFile`] keeps its header, archive
-/// bases and recently used bytes between calls (at most 8 KiB of content per file, so at most
-/// `max_open_files * 8 KiB` for the backend, 32 MiB with the default limit). A one-point update
-/// is then one `fstat`, one `pwrite` per archive written and one `fstat` after writing.
-/// The `fstat` before each write checks that the open file still has a name and that nobody
-/// changed it since our last write ([`WhisperFile::update_many_if_linked`]): a file replaced
-/// (`whisper-resize`) or removed by someone else is reopened, so no write goes to a file nobody
-/// reads; one changed in place (truncated, copied over) is read afresh. This relies on the
+/// write costs no `open` or `close`. An open [`WhisperFile`]'s first update goes through
+/// `pread`/`pwrite`, the next through a memory mapping of the file (see [`crate::format`]'s
+/// "I/O"), and each open file is watched with inotify (the `watch` module): a file with no
+/// notice since its last checked update is updated with no system call at all. A file with a
+/// notice (or unwatched) is checked with one `fstat` first ([`WhisperFile::update_many_if_linked`]):
+/// a file replaced (`whisper-resize`) or removed by someone else is reopened, so no write goes
+/// to a file nobody reads; one changed in place (truncated, copied over) is read afresh. Notices
+/// are read before and after each call; a file that may have lost its name during the call is
+/// written again, checked, so its points reach the file its path names. This relies on the
 /// backend's contract that it is a series' only writer while it writes.
+///
+/// Memory per open file: the header, at most 8 KiB of content kept for `pread`/`pwrite`, the
+/// mapping (address space, not memory: the page cache's pages it touches are shared with the
+/// kernel's cache) and an inotify watch (about 1 KiB of kernel memory).
 pub struct WhisperBackend {
     config: WhisperConfig,
     clock: Clock,
-    open_files: HashMap<SeriesKey, WhisperFile>,
+    open_files: HashMap<SeriesKey, OpenFile>,
+    /// Notices of changes to the open files; `None` where inotify is unavailable.
+    watcher: Option<Watcher>,
+    /// Counts `write` calls, to know which files a call wrote.
+    calls: u64,
     /// Working memory of updates, shared by all files.
     scratch: UpdateScratch,
+}
+
+/// A file kept open between writes.
+#[derive(Debug)]
+struct OpenFile {
+    file: WhisperFile,
+    /// Its inotify watch, if it has one.
+    watch: Option<i32>,
+    /// No notice since its last update checked with `fstat`: the next may skip the check.
+    quiet: bool,
+    /// The `write` call of its last update, and the position of its batch in that call.
+    last_write: (u64, usize),
 }
 
 impl std::fmt::Debug for WhisperBackend {
@@ -142,6 +164,8 @@ impl WhisperBackend {
             config,
             clock: Box::new(system_now),
             open_files: HashMap::new(),
+            watcher: Watcher::new(),
+            calls: 0,
             scratch: UpdateScratch::default(),
         })
     }
@@ -168,12 +192,68 @@ impl WhisperBackend {
 
     /// Closes every file kept open; the next write of each series opens it again.
     pub fn close_files(&mut self) {
-        self.open_files.clear();
+        self.close_where(|_| true);
+    }
+
+    /// Closes the open files of the series `close` picks (and stops watching them).
+    fn close_where(&mut self, mut close: impl FnMut(&SeriesKey) -> bool) {
+        let watcher = &mut self.watcher;
+        self.open_files.retain(|key, open| {
+            let closing = close(key);
+            if let (true, Some(watcher), Some(wd)) = (closing, watcher.as_mut(), open.watch) {
+                watcher.unwatch(wd);
+            }
+            !closing
+        });
+    }
+
+    /// Closes one open file, if open.
+    fn close(&mut self, key: &SeriesKey) {
+        if let Some(open) = self.open_files.remove(key) {
+            if let (Some(watcher), Some(wd)) = (self.watcher.as_mut(), open.watch) {
+                watcher.unwatch(wd);
+            }
+        }
+    }
+
+    /// Reads the notices queued so far: the files they name lose their `quiet`. Returns the
+    /// positions, in this call's batches, of the files written by this call (`call`) that may
+    /// have lost their name since.
+    fn take_notices(&mut self, call: u64) -> Vec<usize> {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return Vec::new();
+        };
+        let mut rewrite = Vec::new();
+        let mut mark = |open: &mut OpenFile, name_lost: bool| {
+            open.quiet = false;
+            if name_lost && open.last_write.0 == call {
+                rewrite.push(open.last_write.1);
+            }
+        };
+        match watcher.drain() {
+            Notices::Changed(notices) => {
+                for notice in notices {
+                    if let Some(open) = self.open_files.get_mut(&notice.key) {
+                        mark(open, notice.name_lost);
+                    }
+                }
+            }
+            Notices::Overflow => {
+                tracing::debug!("inotify queue overflowed: every open whisper file is checked");
+                self.open_files
+                    .values_mut()
+                    .for_each(|open| mark(open, true));
+            }
+        }
+        rewrite.sort_unstable();
+        rewrite.dedup();
+        rewrite
     }
 
     fn write_series(
         &mut self,
         batch: &SeriesBatch,
+        position: usize,
         now: i64,
         points: &mut Vec<(i64, f64)>,
     ) -> Result<(u64, u64), BackendError> {
@@ -187,40 +267,73 @@ impl WhisperBackend {
                 .iter()
                 .map(|point| (point.timestamp, point.value)),
         );
-        if let Some(file) = self.open_files.get_mut(&batch.key) {
-            match file.update(points, now, &mut self.scratch, true) {
-                Ok(Some(summary)) => return Ok((summary.stored, summary.dropped)),
+        let call = self.calls;
+        if let Some(open) = self.open_files.get_mut(&batch.key) {
+            let checked = !open.quiet;
+            match open
+                .file
+                .update(points, now, &mut self.scratch, true, open.quiet)
+            {
+                Ok(Some(summary)) => {
+                    open.last_write = (call, position);
+                    if checked {
+                        open.quiet = open
+                            .watch
+                            .zip(self.watcher.as_ref())
+                            .is_some_and(|(wd, watcher)| watcher.is_watching(wd));
+                    }
+                    return Ok((summary.stored, summary.dropped));
+                }
                 // Removed or replaced behind our back: write to whatever the path names now.
-                Ok(None) => {
-                    self.open_files.remove(&batch.key);
-                }
+                Ok(None) => self.close(&batch.key),
                 // Damaged behind our back: opened again below, which sets it aside.
-                Err(WhisperError::Corrupt { .. }) => {
-                    self.open_files.remove(&batch.key);
-                }
+                Err(WhisperError::Corrupt { .. }) => self.close(&batch.key),
                 Err(error) => {
                     // Reopen next time: the file may have been repaired or replaced.
-                    self.open_files.remove(&batch.key);
+                    self.close(&batch.key);
                     return Err(error.into());
                 }
             }
         }
         let path = self.series_path(&batch.key)?;
         let mut file = self.open_or_create(&path, &batch.key)?;
-        let summary = file
-            .update(points, now, &mut self.scratch, false)?
-            .unwrap_or_default();
-        if self.config.max_open_files == 0 {
+        let keep_open = self.config.max_open_files > 0;
+        // Watched before its first update, so that no change after the update's `fstat` goes
+        // unnoticed.
+        let watch = self
+            .watcher
+            .as_mut()
+            .filter(|_| keep_open)
+            .and_then(|watcher| watcher.watch(file.descriptor(), &batch.key));
+        let updated = file.update(points, now, &mut self.scratch, false, false);
+        let summary = match updated {
+            Ok(summary) => summary.unwrap_or_default(),
+            Err(error) => {
+                if let (Some(watcher), Some(wd)) = (self.watcher.as_mut(), watch) {
+                    watcher.unwatch(wd);
+                }
+                return Err(error.into());
+            }
+        };
+        if !keep_open {
             return Ok((summary.stored, summary.dropped));
         }
         if self.open_files.len() >= self.config.max_open_files {
             let mut kept = 0;
-            self.open_files.retain(|_, _| {
+            self.close_where(|_| {
                 kept += 1;
-                kept % 2 == 0
+                kept % 2 == 1
             });
         }
-        self.open_files.insert(batch.key.clone(), file);
+        self.open_files.insert(
+            batch.key.clone(),
+            OpenFile {
+                file,
+                watch,
+                quiet: false,
+                last_write: (call, position),
+            },
+        );
         Ok((summary.stored, summary.dropped))
     }
 
@@ -281,10 +394,13 @@ impl Backend for WhisperBackend {
 
     fn write(&mut self, batches: &[SeriesBatch]) -> Result<WriteReport, BackendError> {
         let now = (self.clock)();
+        self.calls += 1;
+        let call = self.calls;
+        self.take_notices(call);
         let mut report = WriteReport::default();
         let mut points = Vec::new();
-        for batch in batches {
-            match self.write_series(batch, now, &mut points) {
+        for (position, batch) in batches.iter().enumerate() {
+            match self.write_series(batch, position, now, &mut points) {
                 Ok((written, late)) => {
                     report.written += written;
                     report.late += late;
@@ -292,14 +408,24 @@ impl Backend for WhisperBackend {
                 Err(error) => report.failed.push((batch.key.clone(), error)),
             }
         }
+        // A file that lost its name during this call (renamed over, removed) may have taken
+        // points after it did: they are written again, checked, into the file the path names
+        // now. Writing an update twice leaves the bytes writing it once leaves; the counts are
+        // the first write's.
+        for position in self.take_notices(call) {
+            let batch = &batches[position];
+            if let Err(error) = self.write_series(batch, position, now, &mut points) {
+                report.failed.push((batch.key.clone(), error));
+            }
+        }
         Ok(report)
     }
 
     fn forget(&mut self, host: &str, series: Option<(&str, &str)>) {
-        self.open_files.retain(|key, _| {
-            key.host != host
-                || series
-                    .is_some_and(|(service, metric)| key.service != service || key.metric != metric)
+        self.close_where(|key| {
+            key.host == host
+                && series
+                    .is_none_or(|(service, metric)| key.service == service && key.metric == metric)
         });
     }
 

@@ -506,6 +506,11 @@ impl WhisperFile {
         &self.header
     }
 
+    /// The open file, for watching it.
+    pub(crate) fn descriptor(&self) -> &File {
+        &self.file
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -520,7 +525,7 @@ impl WhisperFile {
         points: &[(i64, f64)],
         now: i64,
     ) -> Result<UpdateSummary, WhisperError> {
-        let summary = self.update(points, now, &mut UpdateScratch::default(), false)?;
+        let summary = self.update(points, now, &mut UpdateScratch::default(), false, false)?;
         Ok(summary.unwrap_or_default())
     }
 
@@ -531,20 +536,37 @@ impl WhisperFile {
         points: &[(i64, f64)],
         now: i64,
     ) -> Result<Option<UpdateSummary>, WhisperError> {
-        self.update(points, now, &mut UpdateScratch::default(), true)
+        self.update(points, now, &mut UpdateScratch::default(), true, false)
     }
 
     /// [`WhisperFile::update_many`] with working memory from `scratch`, and (if `only_if_linked`)
     /// `None` when the file no longer has a name.
+    ///
+    /// `unchanged` is the caller's word that nobody renamed, removed, truncated or extended the
+    /// file since this value's last update (the backend knows it from inotify, `crate::watch`):
+    /// a mapped file is then updated without the `fstat`.
     pub(crate) fn update(
         &mut self,
         points: &[(i64, f64)],
         now: i64,
         scratch: &mut UpdateScratch,
         only_if_linked: bool,
+        unchanged: bool,
     ) -> Result<Option<UpdateSummary>, WhisperError> {
         if points.is_empty() {
             return Ok(Some(UpdateSummary::default()));
+        }
+        if let Some(mapped_len) = self
+            .mapping
+            .as_ref()
+            .map(Mapping::len)
+            .filter(|_| unchanged)
+        {
+            if let Some(summary) = self.update_mapped(mapped_len, points, now, scratch, true) {
+                self.updates += 1;
+                scratch.shrink();
+                return summary.map(Some);
+            }
         }
         let metadata = self
             .file
@@ -553,7 +575,7 @@ impl WhisperFile {
         if metadata.nlink() == 0 && only_if_linked {
             return Ok(None);
         }
-        let summary = match self.update_mapped(metadata.len(), points, now, scratch) {
+        let summary = match self.update_mapped(metadata.len(), points, now, scratch, false) {
             Some(summary) => summary,
             None => self
                 .revalidate(&metadata)
@@ -573,13 +595,17 @@ impl WhisperFile {
     ///
     /// The mapped file needs no trust in kept content: every read sees the file as it is, so
     /// there is no stamp to compare and no second `fstat`. The file's length, from the update's
-    /// one `fstat`, must still be the mapping's.
+    /// one `fstat`, must still be the mapping's. Only the header and the archives' bases are
+    /// kept from one update to the next, and used only when the caller vouches (`trusted`) that
+    /// nobody wrote the file since this value's last update; otherwise the header's bytes are
+    /// compared and the bases read again.
     fn update_mapped(
         &mut self,
         file_len: u64,
         points: &[(i64, f64)],
         now: i64,
         scratch: &mut UpdateScratch,
+        trusted: bool,
     ) -> Option<Result<UpdateSummary, WhisperError>> {
         if self
             .mapping
@@ -608,7 +634,11 @@ impl WhisperFile {
         }
         // This update changes the file without the stamp following it: an update through the
         // chunk cache must read everything afresh after it.
-        self.forget_content();
+        self.stamp = None;
+        self.cache.clear();
+        if !trusted {
+            self.bases.iter_mut().for_each(|base| *base = None);
+        }
         let WhisperFile {
             mapping,
             header,
@@ -619,7 +649,7 @@ impl WhisperFile {
         } = self;
         let mut beyond = false;
         let outcome = mapping.as_mut()?.guarded(|view| {
-            if !view.holds(header_bytes, 0, &mut scratch.ring) {
+            if !trusted && !view.holds(header_bytes, 0, &mut scratch.ring) {
                 return None;
             }
             let content = Content::Mapped {
@@ -630,7 +660,10 @@ impl WhisperFile {
                 header, path, bases, content, points, now, scratch,
             ))
         });
-        bases.iter_mut().for_each(|base| *base = None);
+        if !matches!(outcome, Some(Some(Ok(_)))) {
+            // Bases read half-way or from a changed file.
+            bases.iter_mut().for_each(|base| *base = None);
+        }
         match outcome {
             None => {
                 tracing::warn!(

@@ -19,6 +19,7 @@ mod mapped;
 mod page_cache;
 pub mod python_set_order;
 pub mod retention;
+mod watch;
 
 pub use aggregation::AggregationMethod;
 pub use backend::{

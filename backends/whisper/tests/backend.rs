@@ -376,35 +376,106 @@ fn corrupt_files_are_moved_aside_and_recreated() {
 fn a_file_replaced_behind_the_backend_is_reopened() {
     // The backend keeps files open between writes; an operator's tool that renames a new file
     // over the old one (as whisper-resize does) must not make later writes go to the old one.
+    // After one write the file is checked with fstat before the next; after three it is mapped
+    // and watched, and updated with no check unless inotify reported a change.
+    for writes_before in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000;
+        let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
+            .unwrap()
+            .with_clock(move || now);
+        let series = key("h", "s", "m");
+        let early: Vec<(i64, f64)> = (0..writes_before)
+            .map(|i| (now - 600 + 60 * i, 1.0 + i as f64))
+            .collect();
+        for &point in &early {
+            backend.write(&[batch(&series, &[point])]).unwrap();
+        }
+        let path = backend.series_path(&series).unwrap();
+
+        let replacement = dir.path().join("replacement.wsp");
+        std::fs::copy(&path, &replacement).unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        let report = backend
+            .write(&[batch(&series, &[(now - 60, 9.0)])])
+            .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+        let mut expected: Vec<f64> = early.iter().map(|&(_, value)| value).collect();
+        expected.push(9.0);
+        assert_eq!(
+            stored_values(dir.path(), &series, now),
+            expected,
+            "after {writes_before} writes: every point is in the file at the path"
+        );
+    }
+}
+
+/// The values stored for `series` over the last 15 minutes, read by a new backend.
+fn stored_values(dir: &Path, series: &SeriesKey, now: i64) -> Vec<f64> {
+    let query = RangeQuery {
+        start: now - 900,
+        end: now,
+        step: None,
+        consolidation: Consolidation::Average,
+    };
+    let mut fresh = WhisperBackend::new(WhisperConfig::new(dir))
+        .unwrap()
+        .with_clock(move || now);
+    let range = fresh.read(series, &query).unwrap();
+    range.values.iter().flatten().copied().collect()
+}
+
+#[test]
+fn changes_to_a_mapped_file_by_other_programs_are_noticed() {
+    // A file the backend has mapped and watches, changed in place by another program: its
+    // header rewritten (as whisper-set-aggregation-method does), then the file truncated (as
+    // `cp` over it does). Each must be seen at the next write, not written over blindly.
     let dir = tempfile::tempdir().unwrap();
     let now = 1_800_000_000;
     let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
         .unwrap()
         .with_clock(move || now);
     let series = key("h", "s", "m");
-    backend
-        .write(&[batch(&series, &[(now - 120, 1.0)])])
-        .unwrap();
+    for i in 0..3 {
+        backend
+            .write(&[batch(&series, &[(now - 900 + 60 * i, 1.0)])])
+            .unwrap();
+    }
     let path = backend.series_path(&series).unwrap();
 
-    let replacement = dir.path().join("replacement.wsp");
-    std::fs::copy(&path, &replacement).unwrap();
-    std::fs::rename(&replacement, &path).unwrap();
+    // Aggregation average (1) -> max (4), in place: the next write propagates with max.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &4u32.to_be_bytes(), 0).unwrap();
+    for (i, value) in [(3, 1.0), (4, 7.0)] {
+        backend
+            .write(&[batch(&series, &[(now - 900 + 60 * i, value)])])
+            .unwrap();
+    }
+    let info = whisper_tool_json(
+        "whisper-info",
+        &["--json".into(), path.display().to_string()],
+    );
+    assert_eq!(info["aggregationMethod"], "max", "{info}");
+    let five_minutes = WhisperFile::open_read_only(&path)
+        .unwrap()
+        .fetch_archive(now - 1200, now, now, Some(300))
+        .unwrap()
+        .unwrap();
+    assert!(
+        five_minutes.values.contains(&Some(7.0)),
+        "propagated with the new method (max of 1 and 7): {:?}",
+        five_minutes.values
+    );
+
+    // Truncated to its header: the next write sets it aside and starts a new file.
+    file.set_len(40).unwrap();
     let report = backend
         .write(&[batch(&series, &[(now - 60, 2.0)])])
         .unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-
-    let query = RangeQuery {
-        start: now - 180,
-        end: now,
-        step: None,
-        consolidation: Consolidation::Average,
-    };
-    let mut fresh = WhisperBackend::new(WhisperConfig::new(dir.path()))
-        .unwrap()
-        .with_clock(move || now);
-    let range = fresh.read(&series, &query).unwrap();
-    let known: Vec<f64> = range.values.iter().flatten().copied().collect();
-    assert_eq!(known, [1.0, 2.0], "both points are in the file at the path");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    assert_eq!(std::fs::metadata(&aside).unwrap().len(), 40, "set aside");
+    assert_eq!(stored_values(dir.path(), &series, now), [2.0]);
 }

@@ -4,9 +4,14 @@
 mod support;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
+use perfpipe_backend::{Backend, SeriesBatch, SeriesKey};
 use perfpipe_whisper::python_set_order::python_set_order;
-use perfpipe_whisper::{AggregationMethod, ArchiveSpec, WhisperFile};
+use perfpipe_whisper::{
+    AggregationMethod, ArchiveSpec, WhisperBackend, WhisperConfig, WhisperFile,
+};
 use support::{random_archives, random_points, random_xff, ReferenceWhisper};
 
 /// Seconds since the epoch around which the random workloads happen.
@@ -127,6 +132,69 @@ fn update_many_is_byte_identical_with_whisper() {
         );
         std::fs::remove_file(python_path).unwrap();
         std::fs::remove_file(rust_path).unwrap();
+    }
+}
+
+/// The backend's own way of writing — files kept open, memory-mapped from their second update,
+/// watched with inotify and then updated with no check at all while nothing is reported — leaves
+/// the bytes whisper leaves, call after call, for several series per call.
+#[test]
+fn the_backend_leaves_the_bytes_whisper_leaves() {
+    let mut reference = ReferenceWhisper::start();
+    let mut rng = fastrand::Rng::with_seed(0x00ba_c4e2);
+    for configuration in 0..60 {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RandomFile::new(&mut rng);
+        let now = Arc::new(AtomicI64::new(EPOCH_BASE + rng.i64(0..1_000_000)));
+        let clock = now.clone();
+        let mut config = WhisperConfig::new(dir.path().join("perfpipe"));
+        config.archives = spec.archives.clone();
+        config.aggregation = spec.aggregation;
+        config.x_files_factor = spec.xff;
+        let mut backend = WhisperBackend::new(config)
+            .unwrap()
+            .with_clock(move || clock.load(Ordering::Relaxed));
+        let keys: Vec<SeriesKey> = (0..4)
+            .map(|i| SeriesKey::new("host", "service", &format!("metric-{i}")))
+            .collect();
+        let python_paths: Vec<_> = (0..keys.len())
+            .map(|i| dir.path().join(format!("python-{i}.wsp")))
+            .collect();
+        for path in &python_paths {
+            reference.create(path, &spec.archives, spec.aggregation, spec.xff);
+        }
+        for call in 0..8 {
+            let at = now.load(Ordering::Relaxed);
+            let mut batches = Vec::new();
+            for (key, python_path) in keys.iter().zip(&python_paths) {
+                let mut points =
+                    random_points(&mut rng, at, spec.finest_step(), spec.max_retention());
+                // The enqueuer hands batches over in time order.
+                points.sort_by_key(|&(timestamp, _)| timestamp);
+                reference.update_many(python_path, &points, at);
+                batches.push(SeriesBatch::new(key.clone(), "", &points));
+            }
+            let report = backend.write(&batches).unwrap();
+            assert!(report.failed.is_empty(), "{:?}", report.failed);
+            for (key, python_path) in keys.iter().zip(&python_paths) {
+                assert_same_bytes(
+                    python_path,
+                    &backend.series_path(key).unwrap(),
+                    &format!(
+                        "configuration {configuration} ({:?}, {}, xff {}), call {call}, {}",
+                        spec.archives, spec.aggregation, spec.xff, key.metric
+                    ),
+                );
+            }
+            now.fetch_add(
+                match rng.u8(0..3) {
+                    0 => 0,
+                    1 => rng.i64(1..=spec.finest_step() * 3),
+                    _ => rng.i64(0..=spec.max_retention() / 4),
+                },
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
