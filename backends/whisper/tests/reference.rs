@@ -155,7 +155,7 @@ fn the_backend_leaves_the_bytes_whisper_leaves() {
             .unwrap()
             .with_clock(move || clock.load(Ordering::Relaxed));
         let keys: Vec<SeriesKey> = (0..4)
-            .map(|i| SeriesKey::new("host", "service", &format!("metric-{i}")))
+            .map(|i| SeriesKey::new("host", "service", format!("metric-{i}")))
             .collect();
         let python_paths: Vec<_> = (0..keys.len())
             .map(|i| dir.path().join(format!("python-{i}.wsp")))
