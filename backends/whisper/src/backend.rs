@@ -108,8 +108,9 @@ pub const MAX_OPEN_FILES: usize = 4096;
 /// Files stay open between calls (at most `max_open_files`; when full, half are closed), so a
 /// write costs no `open` or `close`. An open [`WhisperFile`]'s first update goes through
 /// `pread`/`pwrite`, the next through a memory mapping of the file (see [`crate::format`]'s
-/// "I/O"), and each open file is watched with inotify (the `watch` module): a file with no
-/// notice since its last checked update is updated with no system call at all. A file with a
+/// "I/O"), and from its second update each open file is watched with inotify (the `watch`
+/// module): a file with no notice since its last checked update is updated with no system call
+/// at all. A file with a
 /// notice (or unwatched) is checked with one `fstat` first ([`WhisperFile::update_many_if_linked`]):
 /// a file replaced (`whisper-resize`) or removed by someone else is reopened, so no write goes
 /// to a file nobody reads; one changed in place (truncated, copied over) is read afresh. Notices
@@ -124,8 +125,11 @@ pub struct WhisperBackend {
     config: WhisperConfig,
     clock: Clock,
     open_files: HashMap<SeriesKey, OpenFile>,
-    /// Notices of changes to the open files; `None` where inotify is unavailable.
+    /// Notices of changes to the open files; `None` before the first write (a backend used
+    /// only for reading needs none) and where inotify is unavailable.
     watcher: Option<Watcher>,
+    /// Whether creating `watcher` was tried.
+    watcher_tried: bool,
     /// Counts `write` calls, to know which files a call wrote.
     calls: u64,
     /// Working memory of updates, shared by all files.
@@ -138,6 +142,9 @@ struct OpenFile {
     file: WhisperFile,
     /// Its inotify watch, if it has one.
     watch: Option<i32>,
+    /// Whether watching it was tried: at its second update, so that a file opened for a
+    /// single update (many series cycling through fewer open files) costs no watch.
+    watch_tried: bool,
     /// No notice since its last update checked with `fstat`: the next may skip the check.
     quiet: bool,
     /// The `write` call of its last update, and the position of its batch in that call.
@@ -164,7 +171,8 @@ impl WhisperBackend {
             config,
             clock: Box::new(system_now),
             open_files: HashMap::new(),
-            watcher: Watcher::new(),
+            watcher: None,
+            watcher_tried: false,
             calls: 0,
             scratch: UpdateScratch::default(),
         })
@@ -269,6 +277,14 @@ impl WhisperBackend {
         );
         let call = self.calls;
         if let Some(open) = self.open_files.get_mut(&batch.key) {
+            if !open.watch_tried {
+                // Before this update's check, so that no change after it goes unnoticed.
+                open.watch_tried = true;
+                open.watch = self
+                    .watcher
+                    .as_mut()
+                    .and_then(|watcher| watcher.watch(open.file.descriptor(), &batch.key));
+            }
             let checked = !open.quiet;
             match open
                 .file
@@ -297,25 +313,10 @@ impl WhisperBackend {
         }
         let path = self.series_path(&batch.key)?;
         let mut file = self.open_or_create(&path, &batch.key)?;
-        let keep_open = self.config.max_open_files > 0;
-        // Watched before its first update, so that no change after the update's `fstat` goes
-        // unnoticed.
-        let watch = self
-            .watcher
-            .as_mut()
-            .filter(|_| keep_open)
-            .and_then(|watcher| watcher.watch(file.descriptor(), &batch.key));
-        let updated = file.update(points, now, &mut self.scratch, false, false);
-        let summary = match updated {
-            Ok(summary) => summary.unwrap_or_default(),
-            Err(error) => {
-                if let (Some(watcher), Some(wd)) = (self.watcher.as_mut(), watch) {
-                    watcher.unwatch(wd);
-                }
-                return Err(error.into());
-            }
-        };
-        if !keep_open {
+        let summary = file
+            .update(points, now, &mut self.scratch, false, false)?
+            .unwrap_or_default();
+        if self.config.max_open_files == 0 {
             return Ok((summary.stored, summary.dropped));
         }
         if self.open_files.len() >= self.config.max_open_files {
@@ -329,7 +330,8 @@ impl WhisperBackend {
             batch.key.clone(),
             OpenFile {
                 file,
-                watch,
+                watch: None,
+                watch_tried: false,
                 quiet: false,
                 last_write: (call, position),
             },
@@ -394,6 +396,13 @@ impl Backend for WhisperBackend {
 
     fn write(&mut self, batches: &[SeriesBatch]) -> Result<WriteReport, BackendError> {
         let now = (self.clock)();
+        if !self.watcher_tried {
+            self.watcher_tried = true;
+            self.watcher = Watcher::new();
+            if self.watcher.is_none() {
+                tracing::debug!("inotify unavailable: open whisper files are checked with fstat");
+            }
+        }
         self.calls += 1;
         let call = self.calls;
         self.take_notices(call);

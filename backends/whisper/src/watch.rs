@@ -31,6 +31,8 @@ pub(crate) struct Watcher {
     inotify: OwnedFd,
     series: HashMap<i32, SeriesKey>,
     buffer: Vec<u8>,
+    /// Whether the watch limit was reported already.
+    limit_reported: bool,
 }
 
 /// A notice about one watched file.
@@ -62,6 +64,7 @@ impl Watcher {
             inotify: unsafe { OwnedFd::from_raw_fd(fd) },
             series: HashMap::new(),
             buffer: vec![0; 64 * 1024],
+            limit_reported: false,
         })
     }
 
@@ -72,6 +75,15 @@ impl Watcher {
         // SAFETY: a NUL-terminated path and our own inotify descriptor.
         let wd = unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), path.as_ptr(), MASK) };
         if wd < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOSPC) && !self.limit_reported {
+                self.limit_reported = true;
+                tracing::info!(
+                    watched = self.series.len(),
+                    "inotify watch limit reached (fs.inotify.max_user_watches): further whisper \
+                     files are checked with fstat before each update"
+                );
+            }
             return None;
         }
         self.series.insert(wd, key.clone());
