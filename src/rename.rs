@@ -11,6 +11,11 @@
 //! cannot take points older than their last update, so a series whose new name already has
 //! an RRD file stays whole under its old name (no file of it moves) and is reported. InfluxDB
 //! keeps points under the tags they were written with.
+//!
+//! Before calling this, the API logs the old names in the write-ahead log as deletions are
+//! logged (`crate::api::rename`): their points logged before the rename are in the files it
+//! moves, and a crash before those log segments are gone must not replay them under the old
+//! names.
 
 use std::path::Path;
 

@@ -825,6 +825,61 @@ fn a_host_deleted_while_a_store_is_down_does_not_come_back() {
 /// still there: the restarted node replays the log without them, so the host stays deleted,
 /// and the other host's points are all there.
 #[test]
+fn a_rename_survives_kill_9_before_the_log_is_trimmed() {
+    // A host and one service of another host renamed, then the node killed while the points
+    // logged under the old names are still in the log: after the restart the old names must
+    // not come back (the points are in the renamed files already).
+    let dir = temp_dir("rename-kill");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1h\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+    let lines: String = (0..20)
+        .flat_map(|i| {
+            [("old", "Load"), ("both", "Disk"), ("both", "Stays")]
+                .map(|(host, service)| format!("{}||{host}||{service}||OK||m={i}\n", t + i * 60))
+        })
+        .collect();
+    let answer = node.post("/api/v1/write", "text/plain", &lines);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    node.wait_written(60);
+    for query in [
+        "host=old&to_host=new",
+        "host=both&to_host=both&service=Disk&to_service=Storage",
+    ] {
+        let renamed = node.request("POST", &format!("/api/v1/rename?{query}"), None, b"");
+        assert_eq!(renamed.status, 200, "{query}: {}", renamed.body);
+    }
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    node.wait_written(20);
+    std::thread::sleep(Duration::from_millis(500));
+    let whisper = dir.join("data/whisper");
+    // (The rename leaves the old names' directories, empty.)
+    for old in ["old/Load/m.wsp", "both/Disk/m.wsp"] {
+        assert!(!whisper.join(old).exists(), "{old} came back");
+    }
+    for kept in ["new/Load/m.wsp", "both/Storage/m.wsp", "both/Stays/m.wsp"] {
+        assert!(whisper.join(kept).exists(), "{kept} missing");
+    }
+    let status = node.get("/status").json();
+    let written = status["backends"][0]["written"].as_u64().unwrap();
+    assert_eq!(
+        written, 20,
+        "replayed: only the points of the series never renamed: {status}"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_deletion_survives_kill_9_before_the_log_is_trimmed() {
     let dir = temp_dir("delete-kill");
     let config = config(

@@ -46,6 +46,40 @@ pub async fn rename(
         let answer = blocking(move || Ok(asked.cluster.post(owner, &path)?)).await?;
         return owner_answer(answer);
     }
+    // Logged first, as deletions are: the points logged under the old names before the rename
+    // are in the files the rename moves (the shards write what they hold before it), so a crash
+    // before their log segments are gone must not replay them under the old names.
+    if let Some(wal) = &node.wal {
+        let old_names: Vec<Option<(String, String)>> = match &services {
+            None => vec![None],
+            Some((service, _)) => {
+                let (asked, host, service) = (node.clone(), host.clone(), service.clone());
+                blocking(move || {
+                    let catalogue = crate::storage::open_catalogue(&asked.config)?;
+                    Ok(catalogue
+                        .metrics(&host)
+                        .map_err(anyhow::Error::from)?
+                        .into_iter()
+                        .filter(|info| info.key.service == service)
+                        .map(|info| Some((info.key.service, info.key.metric)))
+                        .collect())
+                })
+                .await?
+            }
+        };
+        for series in &old_names {
+            let series = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+            wal.append(crate::wal::encode_forget(&host, series))
+                .await
+                .map_err(|failure| {
+                    tracing::error!(%failure, host, "rename not logged");
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the rename could not be logged; nothing was renamed".into(),
+                    )
+                })?;
+        }
+    }
     let renamed = blocking(move || {
         let from = (host.as_str(), services.as_ref().map(|(s, _)| s.as_str()));
         let to = (to_host.as_str(), services.as_ref().map(|(_, s)| s.as_str()));
