@@ -490,6 +490,37 @@ struct SeriesQueue {
     epoch: u64,
 }
 
+impl SeriesQueue {
+    /// Adds one request's points of the series; returns whether the queue reached
+    /// `max_batch_points`.
+    fn add(
+        &mut self,
+        uom: String,
+        points: Vec<Point>,
+        levels: Vec<(i64, Levels)>,
+        max_batch_points: usize,
+    ) -> bool {
+        self.uom = uom;
+        if self.points.is_empty() {
+            self.points = points;
+        } else {
+            self.points.extend(points);
+        }
+        // Each request starts its series' levels afresh; only changes are worth keeping.
+        let unchanged = match (self.levels.last(), levels.first()) {
+            (Some((_, queued)), Some((_, arriving))) => queued == arriving,
+            _ => false,
+        };
+        if self.levels.is_empty() {
+            self.levels = levels;
+        } else {
+            self.levels
+                .extend(levels.into_iter().skip(usize::from(unchanged)));
+        }
+        self.points.len() >= max_batch_points
+    }
+}
+
 struct Shard {
     backends: Vec<Box<dyn Backend>>,
     catalogue: Catalogue,
@@ -744,28 +775,33 @@ impl Shard {
     fn take(&mut self, series: Vec<SeriesPoints>) -> Vec<SeriesKey> {
         let mut due = Vec::new();
         for series in series {
-            let queue = self
-                .queues
-                .entry(series.key.clone())
-                .or_insert_with(|| SeriesQueue {
-                    uom: String::new(),
-                    points: Vec::new(),
-                    levels: Vec::new(),
-                    oldest: Instant::now(),
-                    epoch: self.epoch,
-                });
-            queue.uom = series.uom;
-            queue.points.extend(series.points);
-            // Each request starts its series' levels afresh; only changes are worth keeping.
-            let unchanged = match (queue.levels.last(), series.levels.first()) {
-                (Some((_, queued)), Some((_, arriving))) => queued == arriving,
-                _ => false,
-            };
-            queue
-                .levels
-                .extend(series.levels.into_iter().skip(usize::from(unchanged)));
-            if queue.points.len() >= self.settings.max_batch_points {
-                due.push(series.key);
+            let SeriesPoints {
+                key,
+                uom,
+                points,
+                levels,
+            } = series;
+            // A series already queued is found by reference; a new one moves its key into the
+            // map. Either way its key is copied only when the queue is due.
+            match self.queues.get_mut(&key) {
+                Some(queue) => {
+                    if queue.add(uom, points, levels, self.settings.max_batch_points) {
+                        due.push(key);
+                    }
+                }
+                None => {
+                    let mut queue = SeriesQueue {
+                        uom: String::new(),
+                        points: Vec::new(),
+                        levels: Vec::new(),
+                        oldest: Instant::now(),
+                        epoch: self.epoch,
+                    };
+                    if queue.add(uom, points, levels, self.settings.max_batch_points) {
+                        due.push(key.clone());
+                    }
+                    self.queues.insert(key, queue);
+                }
             }
         }
         due

@@ -129,7 +129,7 @@ pub fn read(body: &[u8], format: Format) -> Intake {
 /// Reads `body` as `format`; what passes `limits` is refused with errors naming the limit.
 pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
     let mut intake = Intake::default();
-    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    let mut index = SeriesIndex::default();
     // Whether to go on: false once the body has shown more results than the limit.
     let mut accept = |result: CheckResult<'_>, location: Location, intake: &mut Intake| {
         if intake.results as usize >= limits.max_results {
@@ -232,10 +232,49 @@ fn levels_of(metric: &perfpipe_perfdata::Metric<'_>) -> Levels {
     }
 }
 
+/// Where each series of a body is in [`Intake::series`], found from its borrowed names: a
+/// series seen before costs no allocation, a new one allocates only its own key (the index
+/// keeps a hash of the names, not a copy of them).
+#[derive(Default)]
+struct SeriesIndex {
+    /// Hash of (host, service, metric) → position; a hash shared by two series (as good as
+    /// never with 64 bits) sends the second to [`SeriesIndex::position`]'s linear search.
+    positions: HashMap<u64, usize>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl SeriesIndex {
+    /// The position of series `(host, service, metric)` in `series`, pushed there if new.
+    fn position(&mut self, series: &mut Vec<SeriesPoints>, names: (&str, &str, &str)) -> usize {
+        let same = |one: &SeriesPoints| {
+            one.key.host == names.0 && one.key.service == names.1 && one.key.metric == names.2
+        };
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, names);
+        match self.positions.get(&hash) {
+            Some(&at) if same(&series[at]) => return at,
+            Some(_) => {
+                if let Some(at) = series.iter().position(same) {
+                    return at;
+                }
+            }
+            None => {
+                self.positions.insert(hash, series.len());
+            }
+        }
+        series.push(SeriesPoints {
+            key: SeriesKey::new(names.0, names.1, names.2),
+            uom: String::new(),
+            points: Vec::new(),
+            levels: Vec::new(),
+        });
+        series.len() - 1
+    }
+}
+
 fn add_result(
     result: &CheckResult<'_>,
     location: Location,
-    index: &mut HashMap<SeriesKey, usize>,
+    index: &mut SeriesIndex,
     intake: &mut Intake,
     limits: &Limits,
 ) {
@@ -314,16 +353,10 @@ fn add_result(
         }
         intake.points += 1;
         let levels = levels_of(&metric);
-        let key = SeriesKey::new(result.host.as_ref(), service, metric.label);
-        let at = *index.entry(key.clone()).or_insert_with(|| {
-            intake.series.push(SeriesPoints {
-                key,
-                uom: String::new(),
-                points: Vec::new(),
-                levels: Vec::new(),
-            });
-            intake.series.len() - 1
-        });
+        let at = index.position(
+            &mut intake.series,
+            (result.host.as_ref(), service, &metric.label),
+        );
         let series = &mut intake.series[at];
         // The unit of the latest result wins, as the catalogue keeps the latest unit.
         metric.uom.clone_into(&mut series.uom);
@@ -340,6 +373,24 @@ fn add_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_series_index_finds_each_series_once_even_when_hashes_collide() {
+        let mut index = SeriesIndex::default();
+        let mut series = Vec::new();
+        let a = ("h", "s", "a");
+        let b = ("h", "s", "b");
+        assert_eq!(index.position(&mut series, a), 0);
+        assert_eq!(index.position(&mut series, a), 0);
+        // b's hash taken by a (a collision): b must still get a place of its own, once.
+        let hash_b = std::hash::BuildHasher::hash_one(&index.hasher, b);
+        index.positions.insert(hash_b, 0);
+        assert_eq!(index.position(&mut series, b), 1);
+        assert_eq!(index.position(&mut series, b), 1);
+        assert_eq!(index.position(&mut series, a), 0);
+        let names: Vec<&str> = series.iter().map(|one| &*one.key.metric).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
 
     #[test]
     fn thresholds_travel_with_the_points_recorded_where_they_change() {
