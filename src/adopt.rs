@@ -209,7 +209,7 @@ pub fn adopt(config: &Config, kind: BackendKind, dir: &Path) -> anyhow::Result<A
     let mut backend = crate::storage::open_backend(kind, config, 64)?;
     let mut catalogue = crate::storage::open_catalogue(config)?;
     let bar = progress(found.len() as u64, "adopting");
-    let now = now_seconds();
+    let now = perfpipe_backend::unix_now();
     let mut updates = Vec::new();
     for series in found {
         bar.inc(1);
@@ -277,12 +277,6 @@ fn rrd_facts(file: &Path) -> Result<(String, DataSourceType, i64), String> {
 #[cfg(not(feature = "rrd"))]
 fn rrd_facts(_file: &Path) -> Result<(String, DataSourceType, i64), String> {
     Err("this perfpipe was built without the `rrd` feature".into())
-}
-
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64)
 }
 
 fn progress(total: u64, what: &'static str) -> indicatif::ProgressBar {
@@ -371,7 +365,7 @@ fn copy_series(
     const DAY: i64 = 86_400;
     let mut points = 0;
     let mut from = info.first_seen - 1;
-    let now = now_seconds();
+    let now = perfpipe_backend::unix_now();
     while from < info.last_seen {
         let until = (from + DAY).min(info.last_seen);
         let range = RangeQuery {

@@ -812,9 +812,7 @@ impl Shard {
         let Some(rollups) = &mut self.rollups else {
             return;
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs() as i64);
+        let now = perfpipe_backend::unix_now();
         let batches = aggregate_batches(rollups.close_due(now), &self.rollup_units);
         // Aggregates are not in the write-ahead log: they hold no barrier.
         self.write(batches, 0, u64::MAX, false);

@@ -56,9 +56,7 @@ pub fn rename_here(
         .collect();
     // Fresh backend values, for where each keeps a series (the shards' own are paused).
     let backends = crate::storage::open_backends(&node.config)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let now = perfpipe_backend::unix_now();
     let mut renamed = Renamed::default();
     for old in &series {
         let new = SeriesKey::new(to.0, to.1.unwrap_or(&old.service), &*old.metric);

@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing::info;
@@ -19,9 +19,7 @@ fn trash_dir(data_dir: &Path) -> PathBuf {
 
 /// Moves each existing path of `paths` into a new trash folder; returns how many were moved.
 pub fn move_to_trash(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<usize> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+    let now = perfpipe_backend::unix_now();
     let existing: Vec<&PathBuf> = paths.iter().filter(|path| path.exists()).collect();
     if existing.is_empty() {
         return Ok(0);
@@ -65,9 +63,7 @@ pub fn move_to_trash(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<usize
 
 /// Removes trash folders older than `retention`; returns how many.
 pub fn purge(data_dir: &Path, retention: Duration) -> anyhow::Result<usize> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+    let now = perfpipe_backend::unix_now();
     let dir = trash_dir(data_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(0); // no trash yet
@@ -79,13 +75,13 @@ pub fn purge(data_dir: &Path, retention: Duration) -> anyhow::Result<usize> {
         let Some((seconds, sequence)) = name.to_str().and_then(|name| name.split_once('-')) else {
             continue;
         };
-        let (Ok(moved_at), Ok(_)) = (seconds.parse::<u64>(), sequence.parse::<u64>()) else {
+        let (Ok(moved_at), Ok(_)) = (seconds.parse::<i64>(), sequence.parse::<u64>()) else {
             continue;
         };
         if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             continue;
         }
-        if now.saturating_sub(moved_at) >= retention.as_secs() {
+        if now.saturating_sub(moved_at) >= i64::try_from(retention.as_secs()).unwrap_or(i64::MAX) {
             // One folder that cannot be removed does not stop the others.
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => removed += 1,

@@ -53,9 +53,7 @@ pub fn forget_here(
     node.last_values.forget(host, series);
     let moved = crate::trash::move_to_trash(&node.config.data_dir, &paths)?;
     let mut catalogue = crate::storage::open_catalogue(&node.config)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    let now = perfpipe_backend::unix_now();
     let forgotten = match series {
         None => catalogue.delete_host(host, now)?,
         Some((service, metric)) => u64::from(catalogue.delete_series(

@@ -112,9 +112,7 @@ pub async fn eval(
         let answer = blocking(move || Ok(asked.cluster.get(owner, &path)?)).await?;
         return owner_answer(answer);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as i64);
+    let now = perfpipe_backend::unix_now();
     let outcome = expr::evaluate(&parsed, &CachedSeries(&node.last_values), now);
     Ok(Json(
         serde_json::to_value(outcome).map_err(anyhow::Error::from)?,

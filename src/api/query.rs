@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -31,9 +30,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 }
 
 pub(super) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+    perfpipe_backend::unix_now()
 }
 
 /// `1700000000`, `now`, `-24h`, `-7d`, `-90m`.

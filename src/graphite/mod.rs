@@ -31,4 +31,4 @@ pub use path::{
     decode as decode_component, decode_path, encode as encode_component, graphite_path,
 };
 pub use pyfmt::float_str as python_float;
-pub use series::{apply_max_data_points, render_datapoints, Consolidation, Series};
+pub use series::{apply_max_data_points, Consolidation, Series};

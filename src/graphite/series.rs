@@ -132,20 +132,11 @@ impl Series {
     }
 }
 
-/// The datapoints of a JSON render, after `maxDataPoints` consolidation as graphite-web's
-/// `renderViewJson` means it: the span of all series divided into at most that many points,
-/// each series' start nudged to a multiple of the bucket width so that buckets stay put from
-/// one refresh to the next, each bucket holding the values from its stamp on.
-pub fn render_datapoints(
-    series: &mut [Series],
-    max_data_points: Option<usize>,
-) -> Vec<Vec<(Option<f64>, i64)>> {
-    apply_max_data_points(series, max_data_points);
-    series.iter().map(Series::datapoints).collect()
-}
-
-/// The `maxDataPoints` consolidation of [`render_datapoints`], set on the series (start
-/// nudged, values dropped, `values_per_point`) for a writer that walks them itself.
+/// The `maxDataPoints` consolidation of a JSON render, as graphite-web's `renderViewJson`
+/// means it, set on the series (start nudged, values dropped, `values_per_point`) for a writer
+/// that walks them itself: the span of all series divided into at most that many points, each
+/// series' start nudged to a multiple of the bucket width so that buckets stay put from one
+/// refresh to the next, each bucket holding the values from its stamp on.
 pub fn apply_max_data_points(series: &mut [Series], max_data_points: Option<usize>) {
     if let Some(max) = max_data_points.filter(|_| !series.is_empty()) {
         let start = series.iter().map(|s| s.start).min().unwrap_or(0);
@@ -200,7 +191,8 @@ mod tests {
     fn max_data_points_buckets_start_at_their_stamp() {
         let values: Vec<Option<f64>> = (0..10).map(|v| Some(f64::from(v))).collect();
         let mut series = vec![Series::new("a", 1000, 1100, 10, values)];
-        let points = render_datapoints(&mut series, Some(4));
+        apply_max_data_points(&mut series, Some(4));
+        let points: Vec<_> = series.iter().map(Series::datapoints).collect();
         // 10 points into at most 4: 3 a point; start nudged from 1000 to 1020, the first
         // bucket holding the values stamped 1020, 1030, 1040 (graphite-web 1.1.8: 1010-1030).
         assert_eq!(series[0].start, 1020);

@@ -338,6 +338,14 @@ pub trait Backend: Send {
 /// The longest file name common file systems accept (ext4, XFS, btrfs).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
+/// Seconds since the Unix epoch by the system clock (0 for a clock set before 1970): the one
+/// "now" of the backends and the node.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
 /// Moves a corrupt store file out of the way: renamed to the first free name of
 /// `<file>.corrupt`, `<file>.1.corrupt`, … beside it, kept for a person to look at. Answers the
 /// new name.

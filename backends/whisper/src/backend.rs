@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use perfpipe_backend::{
     encode_name, Backend, BackendError, RangeQuery, SeriesBatch, SeriesKey, SeriesRange,
@@ -169,7 +168,7 @@ impl WhisperBackend {
         }
         Ok(WhisperBackend {
             config,
-            clock: Box::new(system_now),
+            clock: Box::new(perfpipe_backend::unix_now),
             open_files: HashMap::new(),
             watcher: None,
             watcher_tried: false,
@@ -381,12 +380,6 @@ impl WhisperBackend {
             other => other,
         }
     }
-}
-
-fn system_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 impl Backend for WhisperBackend {
