@@ -248,10 +248,21 @@ impl Cluster {
     }
 
     /// Sends `series` to peer `index`, answered once the peer has logged them; an error names
-    /// the peer and what it answered.
-    pub fn forward(&self, index: usize, series: &[SeriesPoints]) -> Result<(), ForwardError> {
+    /// the peer and what it answered. `hinted`: the points come from this node's hint log for
+    /// the peer (`crate::handoff`), which the peer holds back longer before writing
+    /// (`enqueuer.handoff_hold`).
+    pub fn forward(
+        &self,
+        index: usize,
+        series: &[SeriesPoints],
+        hinted: bool,
+    ) -> Result<(), ForwardError> {
         let node = || self.nodes[index].clone();
-        let url = format!("{}/internal/v1/points", self.nodes[index]);
+        let url = format!(
+            "{}/internal/v1/points{}",
+            self.nodes[index],
+            if hinted { "?hinted=1" } else { "" }
+        );
         let body = WireBatch {
             series: series.iter().map(WireSeries::from).collect(),
         };

@@ -170,6 +170,9 @@ pub struct EnqueuerConfig {
     #[serde(with = "humantime_serde")]
     pub max_batch_age: Duration,
     pub max_queued_points: usize,
+    /// How long points a peer delivers from its hint log are held before being written.
+    #[serde(with = "humantime_serde")]
+    pub handoff_hold: Duration,
 }
 
 impl Default for EnqueuerConfig {
@@ -179,6 +182,7 @@ impl Default for EnqueuerConfig {
             max_batch_points: 1000,
             max_batch_age: Duration::from_secs(5),
             max_queued_points: 10_000_000,
+            handoff_hold: Duration::from_secs(30),
         }
     }
 }

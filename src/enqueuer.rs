@@ -8,6 +8,16 @@
 //! by time, drops duplicate timestamps (the first received is kept, the rest counted), writes
 //! all due series to every backend in one call each, and records them in the catalogue.
 //!
+//! Points a peer delivers from its hint log (`crate::handoff`: they waited there while this
+//! node was down) are held longer: a queue that received such points is written only once its
+//! oldest point has waited `handoff_hold` (`enqueuer.handoff_hold`, 30 s by default), whatever
+//! its length. Behind a load balancer one
+//! host's points reach several front nodes, each of which keeps its own hint log and delivers it
+//! in its own order; the hold gives every peer's backlog time to arrive, so the flush sorts them
+//! together and a store that cannot take points older than its last one (RRD) is written in
+//! time order. It is a window, not a proof: a backlog that takes longer than the hold to arrive
+//! can still meet a newer point written before it.
+//!
 //! Memory is bounded: [`Enqueuer::enqueue`] reserves room for its points against
 //! `max_queued_points` before handing them over and refuses the whole request when it does not
 //! fit ([`EnqueueError`]); the front end answers that with 503 and `Retry-After`, never by growing
@@ -100,6 +110,9 @@ pub struct EnqueuerSettings {
     pub max_batch_points: usize,
     pub max_batch_age: Duration,
     pub max_queued_points: usize,
+    /// How long a queue holding points delivered from a peer's hint log waits before it is
+    /// written, instead of `max_batch_age` and `max_batch_points` (see the module doc).
+    pub handoff_hold: Duration,
     /// Where flushed points are also kept for expressions, if anywhere.
     pub last_values: Option<Arc<crate::lastvalues::LastValues>>,
     /// Aggregates to compute, and where each shard keeps its state across restarts.
@@ -153,7 +166,8 @@ impl RollupSettings {
 }
 
 enum Command {
-    Points(Vec<SeriesPoints>),
+    /// Points, and whether they come from a peer's hint log.
+    Points(Vec<SeriesPoints>, bool),
     Flush(Sender<()>),
     /// Answered once every point received before it is written.
     Barrier(Sender<()>),
@@ -335,6 +349,16 @@ impl Enqueuer {
 
     /// Takes `series` into the queues, or refuses all of it when it does not fit.
     pub fn enqueue(&self, series: Vec<SeriesPoints>) -> Result<usize, EnqueueError> {
+        self.enqueue_from(series, false)
+    }
+
+    /// [`Enqueuer::enqueue`] of points a peer delivered from its hint log (`hinted`), which are
+    /// held for [`EnqueuerSettings::handoff_hold`].
+    pub fn enqueue_from(
+        &self,
+        series: Vec<SeriesPoints>,
+        hinted: bool,
+    ) -> Result<usize, EnqueueError> {
         let wanted: usize = series.iter().map(|s| s.points.len()).sum();
         if wanted > self.max_queued_points {
             return Err(EnqueueError::TooLarge {
@@ -366,8 +390,8 @@ impl Enqueuer {
             if !series.is_empty() {
                 // Fails only when the shard thread is gone (it panicked): give the room back
                 // and say so rather than acknowledge points nobody will write.
-                if let Err(mpsc::SendError(Command::Points(series))) =
-                    sender.send(Command::Points(series))
+                if let Err(mpsc::SendError(Command::Points(series, _))) =
+                    sender.send(Command::Points(series, hinted))
                 {
                     lost += series.iter().map(|s| s.points.len()).sum::<usize>();
                 }
@@ -488,6 +512,8 @@ struct SeriesQueue {
     /// The shard's barrier epoch when this queue began: a barrier of a later epoch waits for
     /// it to be written.
     epoch: u64,
+    /// Whether points from a peer's hint log are in it: then it is held for `handoff_hold`.
+    hinted: bool,
 }
 
 impl SeriesQueue {
@@ -517,7 +543,7 @@ impl SeriesQueue {
             self.levels
                 .extend(levels.into_iter().skip(usize::from(unchanged)));
         }
-        self.points.len() >= max_batch_points
+        !self.hinted && self.points.len() >= max_batch_points
     }
 }
 
@@ -629,8 +655,8 @@ impl Shard {
         let mut last_rollup_close = Instant::now();
         loop {
             match commands.recv_timeout(tick) {
-                Ok(Command::Points(series)) => {
-                    let due = self.take(series);
+                Ok(Command::Points(series, hinted)) => {
+                    let due = self.take(series, hinted);
                     if !due.is_empty() {
                         self.flush(due, false);
                     }
@@ -689,10 +715,14 @@ impl Shard {
             if last_age_check.elapsed() >= tick {
                 last_age_check = Instant::now();
                 let max_age = self.settings.max_batch_age;
+                let hold = self.settings.handoff_hold;
                 let old: Vec<SeriesKey> = self
                     .queues
                     .iter()
-                    .filter(|(_, queue)| queue.oldest.elapsed() >= max_age)
+                    .filter(|(_, queue)| {
+                        let age = queue.oldest.elapsed();
+                        age >= max_age && (!queue.hinted || age >= hold)
+                    })
                     .map(|(key, _)| key.clone())
                     .collect();
                 if !old.is_empty() {
@@ -772,7 +802,7 @@ impl Shard {
     }
 
     /// Queues `series`; returns the series that reached `max_batch_points`.
-    fn take(&mut self, series: Vec<SeriesPoints>) -> Vec<SeriesKey> {
+    fn take(&mut self, series: Vec<SeriesPoints>, hinted: bool) -> Vec<SeriesKey> {
         let mut due = Vec::new();
         for series in series {
             let SeriesPoints {
@@ -785,6 +815,7 @@ impl Shard {
             // map. Either way its key is copied only when the queue is due.
             match self.queues.get_mut(&key) {
                 Some(queue) => {
+                    queue.hinted |= hinted;
                     if queue.add(uom, points, levels, self.settings.max_batch_points) {
                         due.push(key);
                     }
@@ -796,6 +827,7 @@ impl Shard {
                         levels: Vec::new(),
                         oldest: Instant::now(),
                         epoch: self.epoch,
+                        hinted,
                     };
                     if queue.add(uom, points, levels, self.settings.max_batch_points) {
                         due.push(key.clone());

@@ -4,7 +4,8 @@
 //!
 //! Each peer has a [`Wal`] under `<data_dir>/hints/<encoded peer URL>/` whose segments are
 //! sealed after a quarter of a second. Its reaper delivers each sealed segment's records to the peer in
-//! order (`POST /internal/v1/points`, retried with backoff until the peer has logged them),
+//! order (`POST /internal/v1/points?hinted=1`, consecutive records together up to about 20,000
+//! points a request, retried with backoff until the peer has logged them),
 //! records how far it got in `<segment>.sent` so that a restart resumes there rather than
 //! sending a record twice, and deletes the segment once all of it is delivered. While a peer
 //! has hints on disk, new points for it are appended behind them instead of being sent
@@ -29,6 +30,17 @@ use crate::wal::{self, Wal, WalError, WalSettings};
 const SEGMENT_AGE: Duration = Duration::from_millis(250);
 /// Longest wait between delivery attempts to a peer that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Points sent to a peer in one delivery request, about (whole records are sent).
+const DELIVERY_POINTS: usize = 20_000;
+
+/// How sending points to a peer ended.
+enum Sent {
+    Delivered,
+    /// Refused for good (a 4xx): counted, logged, passed over.
+    Refused,
+    /// The node is stopping; not sent.
+    Stopped,
+}
 
 /// The hint logs of every peer.
 pub struct Handoff {
@@ -46,7 +58,7 @@ struct PeerHints {
 /// What was delivered to one peer.
 #[derive(Debug, Default)]
 pub struct DeliveryCounters {
-    /// Records (forwarding requests) delivered.
+    /// Records (each the points of one forwarding request) delivered.
     pub delivered: AtomicU64,
     /// Records the peer refused with a 4xx and that were passed over.
     pub refused: AtomicU64,
@@ -199,45 +211,85 @@ impl Deliverer {
             .unwrap_or(0);
         let records = wal::records_from(&bytes, from)
             .with_context(|| format!("{} is not a log segment", segment.display()))?;
-        for (payload, next) in records {
+        // Consecutive records go out together, up to DELIVERY_POINTS points a request: a
+        // backlog arrives in seconds rather than at one round trip (and one log sync on the
+        // peer) per record, so the peer's hold (`enqueuer.handoff_hold`) covers all of it.
+        let mut chunk: Vec<SeriesPoints> = Vec::new();
+        let mut chunk_records: Vec<&[u8]> = Vec::new();
+        let mut chunk_points = 0;
+        let count = records.len();
+        for (position, (payload, next)) in records.into_iter().enumerate() {
             let Some(series) = wal::decode(payload) else {
                 anyhow::bail!("{}: a record that does not decode", segment.display());
             };
-            if !self.send(&series) {
+            chunk_points += series.iter().map(|one| one.points.len()).sum::<usize>();
+            chunk.extend(series);
+            chunk_records.push(payload);
+            if chunk_points < DELIVERY_POINTS && position + 1 < count {
+                continue;
+            }
+            let delivered = match self.send(&chunk) {
+                Sent::Delivered => {
+                    self.counters
+                        .delivered
+                        .fetch_add(chunk_records.len() as u64, Ordering::Relaxed);
+                    true
+                }
+                // One bad record must not take the others with it: one by one, so that only
+                // the one the peer refuses is passed over.
+                Sent::Refused if chunk_records.len() > 1 => chunk_records.iter().all(|record| {
+                    let series = wal::decode(record).expect("decoded above");
+                    match self.send(&series) {
+                        Sent::Delivered => {
+                            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                            true
+                        }
+                        Sent::Refused => {
+                            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            true
+                        }
+                        Sent::Stopped => false,
+                    }
+                }),
+                Sent::Refused => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Sent::Stopped => false,
+            };
+            if !delivered {
                 return Ok(false);
             }
             std::fs::write(&cursor, next.to_string())
                 .with_context(|| format!("writing {}", cursor.display()))?;
+            chunk.clear();
+            chunk_records.clear();
+            chunk_points = 0;
         }
         std::fs::remove_file(segment).with_context(|| format!("deleting {}", segment.display()))?;
         let _ = std::fs::remove_file(&cursor);
         Ok(true)
     }
 
-    /// Sends one record until the peer takes it (or refuses it for good); `false` when the
-    /// node stops first.
-    fn send(&mut self, series: &[SeriesPoints]) -> bool {
+    /// Sends points until the peer takes them (or refuses them for good).
+    fn send(&mut self, series: &[SeriesPoints]) -> Sent {
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.stopping.load(Ordering::Acquire) {
-                return false;
+                return Sent::Stopped;
             }
-            match self.cluster.forward(self.index, series) {
-                Ok(()) => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    return true;
-                }
+            match self.cluster.forward(self.index, series, true) {
+                Ok(()) => return Sent::Delivered,
                 Err(refused @ ForwardError::Refused { .. }) => {
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                    error!(%refused, "hinted points refused by their owner; passed over");
-                    return true;
+                    error!(%refused, "hinted points refused by their owner");
+                    return Sent::Refused;
                 }
                 Err(unreachable) => {
                     warn!(peer = %self.url, %unreachable, retry_in = ?backoff, "hinted points not delivered yet");
                     let until = std::time::Instant::now() + backoff;
                     while std::time::Instant::now() < until {
                         if self.stopping.load(Ordering::Acquire) {
-                            return false;
+                            return Sent::Stopped;
                         }
                         std::thread::sleep(Duration::from_millis(20));
                     }

@@ -76,6 +76,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_points: config.enqueuer.max_batch_points,
         max_batch_age: config.enqueuer.max_batch_age,
         max_queued_points: config.enqueuer.max_queued_points,
+        handoff_hold: config.enqueuer.handoff_hold,
     };
     let stores_config = config.clone();
     let open_files = crate::storage::open_files_per_shard(settings.shards);

@@ -274,7 +274,8 @@ fn a_down_peer_gets_its_points_in_order_once_it_is_back() {
                 "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\nbackends = [\"whisper\", \"rrd\"]\n\
                  [whisper]\nretentions = \"60s:2d\"\n[rrd]\nstep = 60\nheartbeat = 120\n\
                  rras = [\"RRA:AVERAGE:0.5:1:3000\"]\n\
-                 [cluster]\nnodes = {:?}\nself = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
+                 [cluster]\nnodes = {:?}\nself = {:?}\n\
+                 [enqueuer]\nmax_batch_age = \"100ms\"\nhandoff_hold = \"10s\"\n",
                 ports[i],
                 dir.join(format!("node{i}")).display().to_string(),
                 urls,
@@ -294,10 +295,10 @@ fn a_down_peer_gets_its_points_in_order_once_it_is_back() {
     assert!(down_hosts.len() >= 3, "node 2 owns some hosts");
 
     // The client writes request i (one point per host at first + i minutes, value i) through
-    // nodes 0 and 1, never node 2, until told to stop: even hosts through node 0, odd ones
-    // through node 1. Each host keeps one path, as order is kept per path: two front nodes'
-    // hint logs are delivered independently, so points of one host that took both could
-    // arrive out of order (and RRD would count the older ones late).
+    // nodes 0 and 1 in turn, never node 2, until told to stop, as a load balancer would: every
+    // host's points take both paths, so node 2's points wait in two hint logs that are
+    // delivered independently. Node 2 holds delivered points (`handoff_hold`) so that both
+    // backlogs are written together, in time order (RRD would count older ones late).
     let first = (now() - 46 * 3600) / 60 * 60;
     let stop = Arc::new(AtomicBool::new(false));
     let entry = [nodes[0].address.clone(), nodes[1].address.clone()];
@@ -306,22 +307,20 @@ fn a_down_peer_gets_its_points_in_order_once_it_is_back() {
         let posters = [Poster::new(entry[0].clone()), Poster::new(entry[1].clone())];
         let mut sent = 0usize;
         while !client_stop.load(Ordering::Relaxed) && sent < 2500 {
-            for (path, poster) in posters.iter().enumerate() {
-                let lines: String = (path..HOSTS)
-                    .step_by(2)
-                    .map(|h| {
-                        format!(
-                            "{}||{}||Seq||OK||n={sent}\n",
-                            first + sent as i64 * 60,
-                            host(h)
-                        )
-                    })
-                    .collect();
-                let status = poster.try_post("/api/v1/write", "text/plain", &lines);
-                assert_eq!(status, Some(200), "request {sent} to node {path}");
-            }
+            let path = sent % 2;
+            let lines: String = (0..HOSTS)
+                .map(|h| {
+                    format!(
+                        "{}||{}||Seq||OK||n={sent}\n",
+                        first + sent as i64 * 60,
+                        host(h)
+                    )
+                })
+                .collect();
+            let status = posters[path].try_post("/api/v1/write", "text/plain", &lines);
+            assert_eq!(status, Some(200), "request {sent} to node {path}");
             sent += 1;
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         sent
     });

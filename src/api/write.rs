@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -98,7 +98,7 @@ pub async fn submit(node: &Arc<Node>, series: Vec<SeriesPoints>) -> Result<(), S
             Some(owner) => remote.entry(owner).or_default().push(series),
         }
     }
-    let logged = match take_and_log(node, local) {
+    let logged = match take_and_log(node, local, false) {
         Ok(logged) => logged,
         Err(refusal) => return Err(SubmitError::Refused(refusal)),
     };
@@ -157,7 +157,7 @@ async fn to_owner(node: Arc<Node>, owner: usize, series: Vec<SeriesPoints>) -> R
     } else {
         let forwarding = node.clone();
         let (sent, series) = tokio::task::spawn_blocking(move || {
-            let sent = forwarding.cluster.forward(owner, &series);
+            let sent = forwarding.cluster.forward(owner, &series, false);
             (sent, series)
         })
         .await
@@ -191,15 +191,19 @@ fn not_logged(failure: &crate::wal::WalError, what: &str) -> String {
 }
 
 /// Points forwarded by a peer: taken here, never forwarded again, and answered once logged.
+/// `?hinted=1` marks points delivered from the peer's hint log, which the shards hold longer
+/// (`enqueuer.handoff_hold`).
 pub async fn internal_points(
     State(node): State<Arc<Node>>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let hinted = query.as_deref() == Some("hinted=1");
     let batch: WireBatch = serde_json::from_slice(&body)
         .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("points body: {error}")))?;
     let series: Vec<SeriesPoints> = batch.series.into_iter().map(SeriesPoints::from).collect();
     let points: usize = series.iter().map(|series| series.points.len()).sum();
-    let logged = match take_and_log(&node, series) {
+    let logged = match take_and_log(&node, series, hinted) {
         Ok(logged) => logged,
         Err(refusal) => return Ok(refused(refusal)),
     };
@@ -218,12 +222,13 @@ pub async fn internal_points(
 fn take_and_log(
     node: &Arc<Node>,
     series: Vec<SeriesPoints>,
+    hinted: bool,
 ) -> Result<impl std::future::Future<Output = Result<(), String>>, EnqueueError> {
     let record = match &node.wal {
         Some(_) if !series.is_empty() => Some(crate::wal::encode(&series)),
         _ => None,
     };
-    node.enqueuer.enqueue(series)?;
+    node.enqueuer.enqueue_from(series, hinted)?;
     let node = node.clone();
     Ok(async move {
         let (Some(wal), Some(record)) = (&node.wal, record) else {
