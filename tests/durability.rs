@@ -823,20 +823,27 @@ fn a_host_deleted_while_a_store_is_down_does_not_come_back() {
 /// A host deleted, then the node killed (SIGKILL) while the deleted points' log segment is
 /// still there: the restarted node replays the log without them, so the host stays deleted,
 /// and the other host's points are all there.
+/// A node over `dir/data` whose write-ahead log keeps its segments for an hour (so a kill finds
+/// what was written still logged) and whose queues are written after 100 ms; its config file.
+fn start_keeping_the_log(dir: &Path) -> (std::path::PathBuf, Node) {
+    let config = config(
+        dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1h\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    (config, node)
+}
+
 #[test]
 fn a_rename_survives_kill_9_before_the_log_is_trimmed() {
     // A host and one service of another host renamed, then the node killed while the points
     // logged under the old names are still in the log: after the restart the old names must
     // not come back (the points are in the renamed files already).
     let dir = temp_dir("rename-kill");
-    let config = config(
-        &dir,
-        &format!(
-            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1h\"\n",
-            dir.join("data").display().to_string()
-        ),
-    );
-    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let (config, mut node) = start_keeping_the_log(&dir);
     let t = (now() - 3600) / 60 * 60;
     let lines: String = (0..20)
         .flat_map(|i| {
@@ -881,14 +888,7 @@ fn a_rename_survives_kill_9_before_the_log_is_trimmed() {
 #[test]
 fn a_deletion_survives_kill_9_before_the_log_is_trimmed() {
     let dir = temp_dir("delete-kill");
-    let config = config(
-        &dir,
-        &format!(
-            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n[wal]\nsegment_age = \"1h\"\n",
-            dir.join("data").display().to_string()
-        ),
-    );
-    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let (config, mut node) = start_keeping_the_log(&dir);
     let t = (now() - 3600) / 60 * 60;
     let lines: String = (0..20)
         .flat_map(|i| {

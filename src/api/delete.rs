@@ -16,6 +16,31 @@ use super::query::parse_hsm;
 use super::{blocking, ApiError, Node};
 use crate::cluster::path_segment;
 
+/// Logs in the write-ahead log (if any) that the points logged so far of `host`, or of its one
+/// series, are not to be replayed (`crate::wal::encode_forget`): done before a deletion or a
+/// rename touches any file. 503 naming `what` when it cannot be logged (then nothing is
+/// `done`).
+pub(super) async fn log_forget(
+    node: &Node,
+    host: &str,
+    series: Option<(&str, &str)>,
+    what: &str,
+    done: &str,
+) -> Result<(), ApiError> {
+    let Some(wal) = &node.wal else {
+        return Ok(());
+    };
+    wal.append(crate::wal::encode_forget(host, series))
+        .await
+        .map_err(|failure| {
+            tracing::error!(%failure, host, "{what} not logged");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the {what} could not be logged; nothing was {done}"),
+            )
+        })
+}
+
 pub async fn delete_host(
     State(node): State<Arc<Node>>,
     Path(host): Path<String>,
@@ -84,18 +109,8 @@ async fn remove(
     }
     // Logged first, so that a crash before the deleted points' log segments are gone does not
     // replay them back.
-    if let Some(wal) = &node.wal {
-        let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
-        wal.append(crate::wal::encode_forget(&host, series_ref))
-            .await
-            .map_err(|failure| {
-                tracing::error!(%failure, host, "deletion not logged");
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the deletion could not be logged; nothing was deleted".into(),
-                )
-            })?;
-    }
+    let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
+    log_forget(&node, &host, series_ref, "deletion", "deleted").await?;
     blocking(move || {
         let series_ref = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
         let (forgotten, moved) = forget_here(&node, &host, series_ref)?;

@@ -49,7 +49,7 @@ pub async fn rename(
     // Logged first, as deletions are: the points logged under the old names before the rename
     // are in the files the rename moves (the shards write what they hold before it), so a crash
     // before their log segments are gone must not replay them under the old names.
-    if let Some(wal) = &node.wal {
+    if node.wal.is_some() {
         let old_names: Vec<Option<(String, String)>> = match &services {
             None => vec![None],
             Some((service, _)) => {
@@ -69,15 +69,7 @@ pub async fn rename(
         };
         for series in &old_names {
             let series = series.as_ref().map(|(s, m)| (s.as_str(), m.as_str()));
-            wal.append(crate::wal::encode_forget(&host, series))
-                .await
-                .map_err(|failure| {
-                    tracing::error!(%failure, host, "rename not logged");
-                    ApiError(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the rename could not be logged; nothing was renamed".into(),
-                    )
-                })?;
+            super::delete::log_forget(&node, &host, series, "rename", "renamed").await?;
         }
     }
     let renamed = blocking(move || {
