@@ -9,9 +9,9 @@
 //! all due series to every backend in one call each, and records them in the catalogue.
 //!
 //! Points a peer delivers from its hint log (`crate::handoff`: they waited there while this
-//! node was down) are held longer: a queue that received such points is written only once its
-//! oldest point has waited `handoff_hold` (`enqueuer.handoff_hold`, 30 s by default), whatever
-//! its length. Behind a load balancer one
+//! node was down) during the node's first `handoff_hold` (`enqueuer.handoff_hold`, 30 s by
+//! default) are held longer: a queue that received such points is written only once its oldest
+//! point has waited `handoff_hold`, whatever its length. Behind a load balancer one
 //! host's points reach several front nodes, each of which keeps its own hint log and delivers it
 //! in its own order; the hold gives every peer's backlog time to arrive, so the flush sorts them
 //! together and a store that cannot take points older than its last one (RRD) is written in
@@ -304,6 +304,7 @@ impl Enqueuer {
                 stalled: (0..names.len()).map(|_| Stalled::new()).collect(),
                 owed: HashMap::new(),
                 next_flush: 0,
+                started: Instant::now(),
                 rollup_units: HashMap::new(),
                 rollups: settings
                     .rollups
@@ -572,6 +573,9 @@ struct Shard {
     owed: HashMap<u64, OwedFlush>,
     /// The number of the next flush.
     next_flush: u64,
+    /// When the shard started: delivered hints are held only in the node's first
+    /// `handoff_hold` (see the module documentation).
+    started: Instant,
 }
 
 /// A backend's flushes not written yet because its store failed as a whole (down, 5xx).
@@ -803,6 +807,10 @@ impl Shard {
 
     /// Queues `series`; returns the series that reached `max_batch_points`.
     fn take(&mut self, series: Vec<SeriesPoints>, hinted: bool) -> Vec<SeriesKey> {
+        // Only backlogs that waited for this node while it was down are worth holding; what
+        // a front node keeps sending through its hint log afterwards (under steady load, until
+        // a pause empties the log) is written as usual.
+        let hinted = hinted && self.started.elapsed() < self.settings.handoff_hold;
         let mut due = Vec::new();
         for series in series {
             let SeriesPoints {
