@@ -3,6 +3,8 @@
 //! catalogue listing what was stored. Bad lines are reported and the rest is stored.
 #![cfg(feature = "rrd")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -93,29 +95,11 @@ fn opsview_spool_into_whisper_and_rrd() {
 
     // Whisper: the finest archive holds every point, read back by graphite's own tool.
     let wsp = data.join("whisper/web%2D01/TCP%2FIP%20%2D%20LAN/rta.wsp");
-    assert!(wsp.is_file(), "{} exists", wsp.display());
-    let fetched = Command::new("whisper-fetch")
-        .arg("--json")
-        .arg(format!("--from={}", first - 1))
-        .arg(format!("--until={}", times[5]))
-        .arg(&wsp)
-        .output()
-        .expect("whisper-fetch runs (python3-whisper)");
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&fetched.stdout).unwrap();
-    let start = json["start"].as_i64().unwrap();
-    let step = json["step"].as_i64().unwrap();
+    let fetched = common::whisper_fetch(&wsp, first - 1, times[5]);
+    let step = fetched[1].0 - fetched[0].0;
     for (i, &t) in times.iter().enumerate() {
-        let slot = ((t - start) / step) as usize;
-        assert_eq!(
-            json["values"][slot].as_f64(),
-            Some(rta(i)),
-            "whisper at {t}"
-        );
+        let stored = fetched[((t - fetched[0].0) / step) as usize].1;
+        assert_eq!(stored, Some(rta(i)), "whisper at {t}");
     }
 
     // RRD: Opsview's layout; each 300 s row holds the value written at its end.

@@ -37,22 +37,12 @@ fn queried(node: &Node, hsm: &str, time: i64) -> Option<f64> {
 
 /// The value at `time` of a Whisper file, as graphite's `whisper-fetch` reads it.
 fn whisper_at(file: &Path, time: i64) -> Option<f64> {
-    assert!(file.is_file(), "{} exists", file.display());
-    let output = Command::new("whisper-fetch")
-        .arg("--json")
-        .arg(format!("--from={}", time - 60))
-        .arg(format!("--until={}", time + 60))
-        .arg(file)
-        .output()
-        .expect("whisper-fetch runs (python3-whisper)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let (start, step) = (json["start"].as_i64()?, json["step"].as_i64()?);
-    json["values"][((time - start) / step) as usize].as_f64()
+    let slots = common::whisper_fetch(file, time - 60, time + 60);
+    let step = slots.get(1).map_or(60, |slot| slot.0 - slots[0].0);
+    slots
+        .iter()
+        .find(|(at, _)| *at <= time && time < at + step)
+        .and_then(|(_, value)| *value)
 }
 
 fn node_status(node: &Node) -> Value {

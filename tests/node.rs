@@ -5,36 +5,8 @@
 
 mod common;
 
-use std::process::Command;
 
-use common::{config, now, temp_dir, Node};
-
-fn whisper_values(file: &std::path::Path, from: i64, until: i64) -> Vec<(i64, Option<f64>)> {
-    let output = Command::new("whisper-fetch")
-        .arg("--json")
-        .arg(format!("--from={from}"))
-        .arg(format!("--until={until}"))
-        .arg(file)
-        .output()
-        .expect("whisper-fetch runs (python3-whisper)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let (start, step) = (
-        json["start"].as_i64().unwrap(),
-        json["step"].as_i64().unwrap(),
-    );
-    json["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (start + i as i64 * step, v.as_f64()))
-        .collect()
-}
+use common::{config, now, temp_dir, whisper_fetch, Node};
 
 #[test]
 fn writes_in_three_formats_read_back_everywhere() {
@@ -125,13 +97,13 @@ fn writes_in_three_formats_read_back_everywhere() {
 
     // From the files, by graphite's own tool.
     let file = data.join("whisper/web%2D01/PING/rta.wsp");
-    let values = whisper_values(&file, t - 60, t + 120);
+    let values = whisper_fetch(&file, t - 60, t + 120);
     assert!(
         values.contains(&(t, Some(0.5))) && values.contains(&(t + 120, Some(1.25))),
         "{values:?}"
     );
     let host_check = data.join("whisper/web%2D01/_HOST_/rta.wsp");
-    assert!(whisper_values(&host_check, t - 60, t).contains(&(t, Some(1.5))));
+    assert!(whisper_fetch(&host_check, t - 60, t).contains(&(t, Some(1.5))));
 
     // The catalogue.
     let hosts = node.get("/api/v1/hosts").json();
@@ -226,7 +198,7 @@ fn sigterm_flushes_every_acknowledged_point() {
 
     for host in 0..20 {
         let file = data.join(format!("whisper/host%2D{host}/Load/load1.wsp"));
-        let stored = whisper_values(&file, t - 60, t + 29 * 60)
+        let stored = whisper_fetch(&file, t - 60, t + 29 * 60)
             .into_iter()
             .filter(|(_, value)| value.is_some())
             .count();

@@ -268,3 +268,34 @@ pub fn start_cluster_with(
 pub fn start_cluster(dir: &Path, count: usize) -> (Vec<Node>, Vec<String>) {
     start_cluster_with(dir, count, |_| String::new())
 }
+
+/// `(timestamp, value)` of every slot of a Whisper file from `from` to `until`, as graphite's
+/// own `whisper-fetch --json` reads them (Debian's python3-whisper; the test command installs
+/// it).
+pub fn whisper_fetch(file: &Path, from: i64, until: i64) -> Vec<(i64, Option<f64>)> {
+    assert!(file.is_file(), "{} exists", file.display());
+    let output = Command::new("whisper-fetch")
+        .arg("--json")
+        .arg(format!("--from={from}"))
+        .arg(format!("--until={until}"))
+        .arg(file)
+        .output()
+        .expect("whisper-fetch runs (python3-whisper)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (start, step) = (
+        json["start"].as_i64().unwrap(),
+        json["step"].as_i64().unwrap(),
+    );
+    json["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, value)| (start + i as i64 * step, value.as_f64()))
+        .collect()
+}
