@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{config, now, temp_dir, whisper_fetch, Node};
 
 #[test]

@@ -40,12 +40,14 @@
 //! is memory-mapped (`MAP_SHARED`) and updates read and store the bytes in the mapping
 //! (the private `mapped` module, which also turns the `SIGBUS` of a file truncated under the mapping into
 //! an error and a redo through `pread`/`pwrite`). A mapping shows the file as it is, so it needs
-//! no trust in anything kept: each mapped update compares the header's bytes with the header
-//! it knows (a change sends the update the other way, where the header is read again), and takes
-//! the file's length and link count from one `fstat`. A mapped one-point update makes that one
-//! system call; a `pwrite` costs more than the rest of the update (ext4 updates the file's
-//! times and journals the inode on every one; through a mapping that happens once per page
-//! written back).
+//! no trust in anything kept: a mapped update compares the header's bytes with the header it
+//! knows (a change sends the update the other way, where the header is read again), and takes
+//! the file's length and link count from one `fstat` — unless the caller vouches that nobody
+//! touched the file since this value's last update (the backend knows it from inotify), in
+//! which case the header and archive bases kept from that update are used and the update makes
+//! no system call at all. A `pwrite` costs more than the rest of a small update (ext4 updates
+//! the file's times and journals the inode on every one; through a mapping that happens once
+//! per page written back).
 //!
 //! Through `pread`/`pwrite` (the first update of an open file, files that cannot be mapped, and
 //! [`WhisperFile::allow_mapping`]`(false)`), a [`WhisperFile`] keeps, between updates, the
