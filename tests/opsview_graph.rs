@@ -118,32 +118,7 @@ impl Store {
                     })
                     .collect()
             }
-            Store::Whisper => {
-                let output = Command::new("whisper-fetch")
-                    .arg("--json")
-                    .arg(format!("--from={start}"))
-                    .arg(format!("--until={end}"))
-                    .arg(file)
-                    .output()
-                    .expect("whisper-fetch runs (python3-whisper)");
-                assert!(
-                    output.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-                let (first, step) = (
-                    json["start"].as_i64().unwrap(),
-                    json["step"].as_i64().unwrap(),
-                );
-                json["values"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (first + i as i64 * step, v.as_f64()))
-                    .collect()
-            }
+            Store::Whisper => common::whisper_fetch(file, start, end),
         }
     }
 }
