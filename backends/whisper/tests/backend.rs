@@ -11,6 +11,13 @@ use perfpipe_whisper::{
 };
 use serde_json::Value;
 
+/// A backend over `dir` whose clock stands at `now`.
+fn backend_at(dir: &Path, now: i64) -> WhisperBackend {
+    WhisperBackend::new(WhisperConfig::new(dir))
+        .unwrap()
+        .with_clock(move || now)
+}
+
 fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
     SeriesKey::new(host, service, metric)
 }
@@ -256,9 +263,7 @@ fn files_below(root: &Path) -> Vec<String> {
 fn names_never_leave_the_data_directory() {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
-    let mut backend = WhisperBackend::new(WhisperConfig::new(&data_dir))
-        .unwrap()
-        .with_clock(|| 1_800_000_000);
+    let mut backend = backend_at(&data_dir, 1_800_000_000);
     let escaping = key("../../etc", "a/b", "..");
     let long_label = key("h", "s", &"x".repeat(300));
     let long_encoding = key("h", "s", &"/".repeat(84)); // 84 bytes, 252 once encoded
@@ -311,9 +316,7 @@ fn names_never_leave_the_data_directory() {
 fn corrupt_files_are_moved_aside_and_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let now = 1_800_000_000;
-    let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
-        .unwrap()
-        .with_clock(move || now);
+    let mut backend = backend_at(dir.path(), now);
     let series = key("h", "s", "m");
     backend
         .write(&[batch(&series, &[(now - 60, 1.0)])])
@@ -381,9 +384,7 @@ fn a_file_replaced_behind_the_backend_is_reopened() {
     for writes_before in [1, 3] {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_800_000_000;
-        let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
-            .unwrap()
-            .with_clock(move || now);
+        let mut backend = backend_at(dir.path(), now);
         let series = key("h", "s", "m");
         let early: Vec<(i64, f64)> = (0..writes_before)
             .map(|i| (now - 600 + 60 * i, 1.0 + i as f64))
@@ -419,9 +420,7 @@ fn stored_values(dir: &Path, series: &SeriesKey, now: i64) -> Vec<f64> {
         step: None,
         consolidation: Consolidation::Average,
     };
-    let mut fresh = WhisperBackend::new(WhisperConfig::new(dir))
-        .unwrap()
-        .with_clock(move || now);
+    let mut fresh = backend_at(dir, now);
     let range = fresh.read(series, &query).unwrap();
     range.values.iter().flatten().copied().collect()
 }
@@ -433,9 +432,7 @@ fn changes_to_a_mapped_file_by_other_programs_are_noticed() {
     // `cp` over it does). Each must be seen at the next write, not written over blindly.
     let dir = tempfile::tempdir().unwrap();
     let now = 1_800_000_000;
-    let mut backend = WhisperBackend::new(WhisperConfig::new(dir.path()))
-        .unwrap()
-        .with_clock(move || now);
+    let mut backend = backend_at(dir.path(), now);
     let series = key("h", "s", "m");
     for i in 0..3 {
         backend
