@@ -5,15 +5,21 @@
 //! It starts the node itself (the `perfpipe` binary: `--binary`, else `$PERFPIPE_BIN`, else the
 //! one cargo built for this bench, else `target/release/perfpipe`) on 127.0.0.1 with an
 //! ephemeral port, in a temporary directory, then for each of `--runs` runs:
-//! - `get_data` hits: `--connections` keep-alive HTTP/1.1 connections (hyper 1), each sending
-//!   requests back to back (closed loop, one in flight per connection) for `--warmup` +
-//!   `--duration`, over `--items` items pre-set once at the start (`max_wait_time` 0); every
-//!   answer must be a 200 holding the data;
+//! - `get_data` hits: `--connections` keep-alive HTTP/1.1 connections, each sending requests
+//!   back to back (closed loop, one in flight per connection) for `--warmup` + `--duration`,
+//!   over `--items` items pre-set once at the start (`max_wait_time` 0); every answer must be a
+//!   200 whose body starts `{"data":"` followed by the item's data, byte for byte;
 //! - `set_data` of `--value-size` bytes (ttl 3600) over `--set-keys` keys picked at random
 //!   (new keys at first, overwrites after), same connections and timing;
 //! - `redis-benchmark -t set,get -d VALUE_SIZE -c CONNECTIONS -n REDIS_REQUESTS -r ITEMS --csv`
 //!   against a `redis-server --save '' --appendonly no` that it starts on a free loopback port
 //!   (skipped when either program is not on PATH, or with `--skip-redis`).
+//!
+//! The client (`--client`) is by default a minimal one, as lean as redis-benchmark's: per
+//! connection a tokio `TcpStream`, the request written in one `write` from the connection's
+//! prebuilt head and the body, the answer read into a reused buffer and cut at its
+//! `content-length`; every answer's status is checked. `--client hyper` uses hyper 1's HTTP/1
+//! client instead (about twice the driver's CPU per request).
 //!
 //! Every latency (send to last byte of the answer) goes into an HDR histogram; it prints
 //! requests/s, p50, p99, p99.9 per run and the median over the runs, and the ratio perfpipe /
@@ -51,6 +57,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod support;
@@ -66,6 +73,11 @@ struct Args {
     /// Keep-alive connections, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// The HTTP client: `raw` (default: one TCP stream per connection, each request written
+    /// from prebuilt bytes in one write, the answer read up to its Content-Length; as lean as
+    /// redis-benchmark's client) or `hyper` (hyper 1's HTTP/1 client).
+    #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
+    client: ClientKind,
     /// Worker threads of the driver's runtime (1 = a current-thread runtime, like the one
     /// thread of redis-benchmark).
     #[arg(long, default_value_t = 1)]
@@ -117,6 +129,12 @@ struct Args {
     /// into this directory.
     #[arg(long)]
     perf: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Raw,
+    Hyper,
 }
 
 const NAMESPACE: &str = "bench";
@@ -188,6 +206,7 @@ async fn load_phases(args: &Args, binary: &Path) -> anyhow::Result<()> {
     };
     let result = drive(
         node.address,
+        args.client,
         args.connections,
         Arc::new(preset),
         Timing::Exhaust,
@@ -236,7 +255,7 @@ async fn load_phases(args: &Args, binary: &Path) -> anyhow::Result<()> {
 
         let source = {
             let bodies = get_bodies.clone();
-            Source::new("/get_data", Check::Hit(args.value_size), move |rng| {
+            Source::new("/get_data", Check::Hit(value.clone()), move |rng| {
                 Some(bodies[rng.below(bodies.len())].clone())
             })
         };
@@ -313,7 +332,7 @@ async fn measured(
     let node_cpu = cpu_seconds(&node.pid().to_string())?;
     let driver_cpu = cpu_seconds("self")?;
     let busy = machine_busy_seconds()?;
-    let result = drive(node.address, args.connections, source, timing).await;
+    let result = drive(node.address, args.client, args.connections, source, timing).await;
     let node_cpu = cpu_seconds(&node.pid().to_string())? - node_cpu;
     let driver_cpu = cpu_seconds("self")? - driver_cpu;
     let others = (machine_busy_seconds()? - busy - node_cpu - driver_cpu).max(0.0);
@@ -368,6 +387,7 @@ async fn rss_phase(args: &Args, binary: &Path) -> anyhow::Result<()> {
         });
         drive(
             node.address,
+            args.client,
             args.connections,
             Arc::new(warm),
             Timing::Exhaust,
@@ -387,6 +407,7 @@ async fn rss_phase(args: &Args, binary: &Path) -> anyhow::Result<()> {
         };
         let result = drive(
             node.address,
+            args.client,
             args.connections,
             Arc::new(fill),
             Timing::Exhaust,
@@ -447,12 +468,12 @@ enum Timing {
     },
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Check {
     /// A 200.
     Status,
-    /// A 200 holding `{"data": "<at least N bytes>", ...}`.
-    Hit(usize),
+    /// A 200 whose body starts `{"data":"<this data>`.
+    Hit(Arc<String>),
 }
 
 type NextBody = dyn Fn(&mut Rng) -> Option<Bytes> + Send + Sync;
@@ -497,13 +518,14 @@ impl Outcome {
 /// Opens `connections` keep-alive connections and sends requests back to back on each.
 async fn drive(
     address: SocketAddr,
+    client: ClientKind,
     connections: usize,
     source: Arc<Source>,
     timing: Timing,
 ) -> anyhow::Result<Outcome> {
     let mut senders = Vec::with_capacity(connections);
     for _ in 0..connections {
-        senders.push(connect(address).await?);
+        senders.push(Client::connect(client, address, source.path).await?);
     }
     let started = Instant::now();
     let (measure_from, end) = match timing {
@@ -517,7 +539,6 @@ async fn drive(
         let failures = failures.clone();
         tasks.push(tokio::spawn(connection_loop(
             sender,
-            address,
             source,
             measure_from,
             end,
@@ -560,15 +581,13 @@ struct ConnectionDone {
 }
 
 async fn connection_loop(
-    mut sender: SendRequest<Full<Bytes>>,
-    address: SocketAddr,
+    mut client: Client,
     source: Arc<Source>,
     measure_from: Instant,
     end: Option<Instant>,
     seed: u64,
     failures: Arc<AtomicU64>,
 ) -> anyhow::Result<ConnectionDone> {
-    let host = address.to_string();
     let mut rng = Rng::new(seed);
     let mut histogram = new_histogram();
     let mut requests = 0;
@@ -581,26 +600,15 @@ async fn connection_loop(
         let Some(body) = (source.next)(&mut rng) else {
             break;
         };
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(source.path)
-            .header(header::HOST, host.as_str())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
-        sender.ready().await.context("connection closed")?;
-        let response = sender.send_request(request).await.context("request")?;
-        let status = response.status();
-        let answer = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading the answer")?
-            .to_bytes();
+        let (status, answer) = client.exchange(body).await?;
         let after = Instant::now();
         let good = status == StatusCode::OK
-            && match source.check {
+            && match &source.check {
                 Check::Status => true,
-                Check::Hit(size) => answer.starts_with(b"{\"data\":\"") && answer.len() >= size + 9,
+                // The data itself, byte for byte, after `{"data":"`.
+                Check::Hit(data) => answer
+                    .strip_prefix(b"{\"data\":\"")
+                    .is_some_and(|rest| rest.starts_with(data.as_bytes())),
             };
         if !good {
             failures.fetch_add(1, Ordering::Relaxed);
@@ -625,18 +633,184 @@ async fn connection_loop(
     })
 }
 
-async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(address)
-        .await
-        .with_context(|| format!("connecting to {address}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// One keep-alive connection to the node, one request in flight.
+enum Client {
+    Raw(RawConnection),
+    Hyper {
+        sender: SendRequest<Full<Bytes>>,
+        path: &'static str,
+        host: String,
+        /// The last answer's body.
+        answer: Bytes,
+    },
+}
+
+impl Client {
+    async fn connect(
+        kind: ClientKind,
+        address: SocketAddr,
+        path: &'static str,
+    ) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        Ok(match kind {
+            ClientKind::Raw => Client::Raw(RawConnection::new(stream, address, path)),
+            ClientKind::Hyper => {
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .context("HTTP handshake")?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Client::Hyper {
+                    sender,
+                    path,
+                    host: address.to_string(),
+                    answer: Bytes::new(),
+                }
+            }
+        })
+    }
+
+    /// Sends `body` as a JSON POST and reads the whole answer: its status and body.
+    async fn exchange(&mut self, body: Bytes) -> anyhow::Result<(StatusCode, &[u8])> {
+        match self {
+            Client::Raw(connection) => connection.exchange(&body).await,
+            Client::Hyper {
+                sender,
+                path,
+                host,
+                answer,
+            } => {
+                let request = Request::builder()
+                    .method(Method::POST)
+                    .uri(*path)
+                    .header(header::HOST, host.as_str())
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body))?;
+                sender.ready().await.context("connection closed")?;
+                let response = sender.send_request(request).await.context("request")?;
+                let status = response.status();
+                *answer = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .context("reading the answer")?
+                    .to_bytes();
+                Ok((status, &answer[..]))
+            }
+        }
+    }
+}
+/// An HTTP/1.1 client reduced to what this load needs: the request is the connection's fixed
+/// head (method, path, host, content type), the body's length and the body, written in one
+/// `write`; the answer is read into a reused buffer up to the end of its head, then up to
+/// `content-length` bytes of body. An answer without `content-length`, chunked, or followed by
+/// more bytes than it announced, is an error rather than a guess.
+struct RawConnection {
+    stream: TcpStream,
+    /// `POST <path> HTTP/1.1`, host and content type, up to `content-length: `.
+    head: Vec<u8>,
+    request: Vec<u8>,
+    answer: Vec<u8>,
+    /// Where the last answer's body is in `answer`.
+    body: std::ops::Range<usize>,
+}
+
+impl RawConnection {
+    fn new(stream: TcpStream, address: SocketAddr, path: &str) -> RawConnection {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+             content-length: "
+        )
+        .into_bytes();
+        RawConnection {
+            stream,
+            head,
+            request: Vec::with_capacity(4096),
+            answer: Vec::with_capacity(4096),
+            body: 0..0,
+        }
+    }
+
+    async fn exchange(&mut self, body: &[u8]) -> anyhow::Result<(StatusCode, &[u8])> {
+        self.request.clear();
+        self.request.extend_from_slice(&self.head);
+        self.request
+            .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        self.request.extend_from_slice(b"\r\n\r\n");
+        self.request.extend_from_slice(body);
+        self.stream
+            .write_all(&self.request)
+            .await
+            .context("sending the request")?;
+
+        self.answer.clear();
+        let mut scanned = 0;
+        let head_end = loop {
+            self.read_more().await?;
+            // The head's end may straddle two reads: look again from 3 bytes back.
+            if let Some(at) = memchr::memmem::find(&self.answer[scanned..], b"\r\n\r\n") {
+                break scanned + at + 4;
+            }
+            scanned = self.answer.len().saturating_sub(3);
+            ensure!(self.answer.len() < 64 * 1024, "answer head over 64 KiB");
+        };
+        let (status, length) = parse_head(&self.answer[..head_end])?;
+        let end = head_end + length;
+        while self.answer.len() < end {
+            self.read_more().await?;
+        }
+        ensure!(
+            self.answer.len() == end,
+            "{} bytes after the answer's announced end (one request is in flight)",
+            self.answer.len() - end
+        );
+        self.body = head_end..end;
+        Ok((status, &self.answer[self.body.clone()]))
+    }
+
+    /// Reads what the socket has (at least one byte) onto the end of `answer`.
+    async fn read_more(&mut self) -> anyhow::Result<()> {
+        if self.answer.capacity() - self.answer.len() < 2048 {
+            self.answer.reserve(8192);
+        }
+        let read = self
+            .stream
+            .read_buf(&mut self.answer)
+            .await
+            .context("reading the answer")?;
+        ensure!(read > 0, "the node closed the connection");
+        Ok(())
+    }
+}
+
+/// The status and `content-length` of an HTTP/1.1 answer's head (ending with its blank line).
+fn parse_head(head: &[u8]) -> anyhow::Result<(StatusCode, usize)> {
+    let text = std::str::from_utf8(head).context("answer head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let code = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .with_context(|| format!("answer status line {status_line:?}"))?;
+    let status = StatusCode::from_u16(code)?;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.trim().parse::<usize>().context("content-length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            bail!("answer with transfer-encoding {value:?}: only content-length is read");
+        }
+    }
+    Ok((status, length.context("answer without content-length")?))
 }
 
 fn new_histogram() -> Histogram<u64> {

@@ -3,7 +3,8 @@
 //! Beyond the cap a new connection is not left waiting in the kernel's backlog: it is read
 //! (its request head, for at most two seconds, so the client is not reset mid-send) and
 //! answered `429 Too Many Requests` with `Retry-After: 1` and a JSON error naming the limit,
-//! then closed. Requests on the connections already open are not affected.
+//! then closed. Requests on the connections already open are not affected. Every accepted
+//! connection has TCP_NODELAY set (`no_delay`).
 
 use std::io;
 use std::pin::Pin;
@@ -121,6 +122,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
+/// Turns Nagle's algorithm off on an accepted connection: an answer is written as soon as it
+/// is ready, rather than held back while an earlier segment waits for the client's delayed
+/// ACK (up to 40 ms on Linux) when an answer leaves in more than one write.
+pub fn no_delay(stream: &TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "setting TCP_NODELAY failed");
+    }
+}
+
 /// The plain HTTP listener under the cap, for `axum::serve`.
 pub struct LimitedListener {
     inner: TcpListener,
@@ -140,6 +150,7 @@ impl axum::serve::Listener for LimitedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
+            no_delay(&stream);
             match self.limit.try_take() {
                 Some(permit) => return (Limited::new(stream, permit), address),
                 None => {

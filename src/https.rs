@@ -94,6 +94,7 @@ pub async fn serve(
                 }
             },
         };
+        crate::connections::no_delay(&stream);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();

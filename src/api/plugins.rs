@@ -6,16 +6,18 @@
 //! body names the field at fault (the client shows the body to the user). Waiting `get_data`
 //! calls hold no thread: they await the cache's notification.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -24,11 +26,16 @@ use crate::cachemanager::peers::{Route, PEER_HEADER, REPLICA_HEADER};
 use crate::cachemanager::state::StateError;
 use crate::cachemanager::{check_name, now_seconds};
 
+// The names and data of `get_data` and `set_data` borrow from the body when they hold no
+// escape (the common case), so a request allocates none of them.
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GetData {
-    namespace: String,
-    key: String,
+struct GetData<'a> {
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
     #[serde(default)]
     max_wait_time: f64,
 }
@@ -44,10 +51,13 @@ struct GetAnswer<'a> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SetData {
-    namespace: String,
-    key: String,
-    data: String,
+struct SetData<'a> {
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
     ttl: f64,
 }
 
@@ -73,7 +83,7 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// The JSON body as `T`, or a 400 naming what was wrong and where.
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn body<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     // The common case reads once; only a refused body is read again to name the field.
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
@@ -103,17 +113,35 @@ enum Caller {
     },
 }
 
-fn caller(node: &Node, headers: &HeaderMap, endpoint: Endpoint) -> Result<Caller, ApiError> {
+/// The two headers that tell a peer's call from a plugin's, taken from the request without
+/// copying its whole header map (as axum's `HeaderMap` extractor does).
+pub struct PeerHeaders {
+    secret: Option<HeaderValue>,
+    replica: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerHeaders {
+            secret: parts.headers.get(PEER_HEADER).cloned(),
+            replica: parts.headers.contains_key(REPLICA_HEADER),
+        })
+    }
+}
+
+fn caller(node: &Node, headers: &PeerHeaders, endpoint: Endpoint) -> Result<Caller, ApiError> {
     match node
         .plugins
         .peers
-        .authenticates(headers.get(PEER_HEADER).map(|value| value.as_bytes()))
+        .authenticates(headers.secret.as_ref().map(|value| value.as_bytes()))
     {
         None => Ok(Caller::Client {
             encrypted: endpoint.encrypted_namespaces,
         }),
         Some(true) => Ok(Caller::Peer {
-            replica: headers.contains_key(REPLICA_HEADER),
+            replica: headers.replica,
         }),
         Some(false) => Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -123,16 +151,52 @@ fn caller(node: &Node, headers: &HeaderMap, endpoint: Endpoint) -> Result<Caller
 }
 
 /// The item's namespace after the protocol's checks of both names: for a plugin, opened from
-/// its token when namespaces are encrypted; a peer sends the namespace its entry node opened.
-fn item_names(node: &Node, caller: Caller, namespace: &str, key: &str) -> Result<String, ApiError> {
+/// its token when namespaces are encrypted (the only case that makes a new string); a peer
+/// sends the namespace its entry node opened.
+fn item_names<'a>(
+    node: &Node,
+    caller: Caller,
+    namespace: &'a str,
+    key: &str,
+) -> Result<Cow<'a, str>, ApiError> {
     check_name("namespace", namespace).map_err(bad_request)?;
     check_name("key", key).map_err(bad_request)?;
-    let Caller::Client { encrypted } = caller else {
-        return Ok(namespace.to_owned());
-    };
-    node.plugins
-        .namespace(namespace, encrypted)
-        .map_err(|refused| ApiError(StatusCode::FORBIDDEN, refused.to_string()))
+    match caller {
+        Caller::Client { encrypted: true } => node
+            .plugins
+            .namespace(namespace, true)
+            .map(Cow::Owned)
+            .map_err(|refused| ApiError(StatusCode::FORBIDDEN, refused.to_string())),
+        Caller::Client { encrypted: false } | Caller::Peer { .. } => Ok(Cow::Borrowed(namespace)),
+    }
+}
+
+/// `{"success": true}`, as `set_data` answers it.
+fn success() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Bytes::from_static(br#"{"success":true}"#),
+    )
+        .into_response()
+}
+
+/// A 200 with `answer` as its JSON body, serialized once into a buffer of `capacity` bytes
+/// (axum's `Json` starts at 128 bytes and grows, copying, for a 1 KB item).
+fn json_answer(answer: &impl Serialize, capacity: usize) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, answer)
+        .map_err(|error| anyhow::Error::new(error).context("serializing an answer"))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// An answer passed on from a peer as it came.
@@ -180,7 +244,7 @@ fn positive_seconds(what: &str, seconds: f64) -> Result<Duration, ApiError> {
 pub async fn get_data(
     State(node): State<Arc<Node>>,
     Extension(endpoint): Extension<Endpoint>,
-    headers: HeaderMap,
+    headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, endpoint)?;
@@ -237,6 +301,7 @@ pub async fn get_data(
     }
     let outcome = cache.get(&namespace, &request.key, max_wait).await;
     // Serialized straight from the cached data (a `json!` value would copy it first).
+    let capacity = outcome.data.as_deref().map_or(0, str::len) + 48;
     let answer = GetAnswer {
         data: outcome.data.as_deref(),
         lock: outcome.lock,
@@ -246,13 +311,13 @@ pub async fn get_data(
             Caller::Client { .. } => None,
         },
     };
-    Ok(Json(answer).into_response())
+    json_answer(&answer, capacity)
 }
 
 pub async fn set_data(
     State(node): State<Arc<Node>>,
     Extension(endpoint): Extension<Endpoint>,
-    headers: HeaderMap,
+    headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, endpoint)?;
@@ -278,26 +343,26 @@ pub async fn set_data(
         .await
         {
             if status == 200 {
-                cache.keep_copy(&namespace, &request.key, Arc::from(request.data), ttl);
+                cache.keep_copy(&namespace, &request.key, Arc::from(&*request.data), ttl);
             }
             return Ok(relayed(status, answer));
         }
     }
     cache
-        .set(&namespace, &request.key, request.data, ttl)
+        .set(&namespace, &request.key, &request.data, ttl)
         .map_err(|refused| ApiError(StatusCode::PAYLOAD_TOO_LARGE, refused.to_string()))?;
-    Ok(Json(json!({ "success": true })).into_response())
+    Ok(success())
 }
 
 pub async fn store_data(
     State(node): State<Arc<Node>>,
     Extension(endpoint): Extension<Endpoint>,
-    headers: HeaderMap,
+    headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, endpoint)?;
     let request: StoreData = body(&bytes)?;
-    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?.into_owned();
     if !request.timestamp.is_finite() || request.timestamp < 0.0 {
         return Err(bad_request(format!(
             "timestamp must be seconds since the epoch, not {}",
@@ -379,12 +444,12 @@ async fn copy_to_next(node: &Node, body: &Value) {
 pub async fn fetch_data(
     State(node): State<Arc<Node>>,
     Extension(endpoint): Extension<Endpoint>,
-    headers: HeaderMap,
+    headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, endpoint)?;
     let request: FetchData = body(&bytes)?;
-    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
+    let namespace = item_names(&node, caller, &request.namespace, &request.key)?.into_owned();
     let forwarded = json!({ "namespace": namespace, "key": request.key });
     if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
         if let Some((status, answer)) = forward(

@@ -213,7 +213,7 @@ impl Cache {
         &self,
         namespace: &str,
         key: &str,
-        data: String,
+        data: &str,
         ttl: Duration,
     ) -> Result<(), CacheError> {
         let size = data.len() as u64;
@@ -224,6 +224,7 @@ impl Cache {
         {
             return Err(CacheError::ItemTooLarge { size, limit });
         }
+        // One allocation, sized to the data: the item's only copy.
         self.store(namespace, key, Arc::from(data), ttl);
         Ok(())
     }
@@ -798,7 +799,7 @@ mod tests {
     async fn set_then_get_returns_the_data_byte_for_byte() {
         let cache = unlimited();
         let unicode = "héllo ✓ 𝄞 \u{0} \"quoted\" \\ {\"json\": [1, 2]}\n";
-        cache.set(NS, KEY, unicode.to_owned(), secs(60)).unwrap();
+        cache.set(NS, KEY, unicode, secs(60)).unwrap();
         let plain = cache.get(NS, KEY, Duration::ZERO).await;
         assert_eq!(plain.data.as_deref(), Some(unicode));
         assert!(!plain.lock);
@@ -810,7 +811,7 @@ mod tests {
             .map(|i| char::from(b' ' + (i * 7 % 95) as u8))
             .collect();
         assert_eq!(megabyte.len(), 1 << 20);
-        cache.set(NS, "big", megabyte.clone(), secs(60)).unwrap();
+        cache.set(NS, "big", &megabyte, secs(60)).unwrap();
         let got = cache.get(NS, "big", Duration::ZERO).await.data.unwrap();
         assert_eq!(got.as_bytes(), megabyte.as_bytes());
         assert_eq!(cache.items(), 2);
@@ -820,8 +821,8 @@ mod tests {
     #[tokio::test]
     async fn namespace_and_key_are_distinct_parts_of_the_item() {
         let cache = unlimited();
-        cache.set("ab", "c", "first".into(), secs(60)).unwrap();
-        cache.set("a", "bc", "second".into(), secs(60)).unwrap();
+        cache.set("ab", "c", "first", secs(60)).unwrap();
+        cache.set("a", "bc", "second", secs(60)).unwrap();
         let first = cache.get("ab", "c", Duration::ZERO).await;
         let second = cache.get("a", "bc", Duration::ZERO).await;
         assert_eq!(first.data.as_deref(), Some("first"));
@@ -835,8 +836,8 @@ mod tests {
     #[tokio::test]
     async fn replacing_an_item_keeps_the_byte_count_exact() {
         let cache = unlimited();
-        cache.set(NS, KEY, "x".repeat(100), secs(60)).unwrap();
-        cache.set(NS, KEY, "y".repeat(30), secs(10)).unwrap();
+        cache.set(NS, KEY, &"x".repeat(100), secs(60)).unwrap();
+        cache.set(NS, KEY, &"y".repeat(30), secs(10)).unwrap();
         assert_eq!(cache.bytes(), 30);
         assert_eq!(cache.items(), 1);
         let got = cache.get(NS, KEY, Duration::ZERO).await;
@@ -846,7 +847,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_item_is_never_returned_even_before_the_purge() {
         let cache = unlimited();
-        cache.set(NS, KEY, "data".into(), secs(10)).unwrap();
+        cache.set(NS, KEY, "data", secs(10)).unwrap();
         tokio::time::advance(Duration::from_millis(9_999)).await;
         assert_eq!(
             cache.get(NS, KEY, Duration::ZERO).await.data.as_deref(),
@@ -869,13 +870,11 @@ mod tests {
         let cache = unlimited();
         for i in 0..3 {
             cache
-                .set(NS, &format!("short{i}"), "12345".into(), secs(5))
+                .set(NS, &format!("short{i}"), "12345", secs(5))
                 .unwrap();
         }
         for i in 0..2 {
-            cache
-                .set(NS, &format!("long{i}"), "123".into(), secs(20))
-                .unwrap();
+            cache.set(NS, &format!("long{i}"), "123", secs(20)).unwrap();
         }
         assert_eq!(cache.purge_expired(), 0);
         tokio::time::advance(secs(10)).await;
@@ -895,7 +894,7 @@ mod tests {
         let cache = unlimited();
         let count = PURGE_BATCH * 3 + 7;
         for i in 0..count {
-            cache.set(NS, &i.to_string(), "x".into(), secs(1)).unwrap();
+            cache.set(NS, &i.to_string(), "x", secs(1)).unwrap();
         }
         tokio::time::advance(secs(2)).await;
         assert_eq!(cache.purge_expired(), count);
@@ -911,7 +910,7 @@ mod tests {
         // 'é' is two bytes: the limit counts bytes, not characters.
         let eleven_bytes = "é".repeat(5) + "x";
         assert_eq!(
-            cache.set(NS, KEY, eleven_bytes, secs(60)),
+            cache.set(NS, KEY, &eleven_bytes, secs(60)),
             Err(CacheError::ItemTooLarge {
                 size: 11,
                 limit: 10
@@ -922,7 +921,7 @@ mod tests {
             GetOutcome::MISSING
         );
         assert_eq!(cache.bytes(), 0);
-        cache.set(NS, KEY, "é".repeat(5), secs(60)).unwrap();
+        cache.set(NS, KEY, &"é".repeat(5), secs(60)).unwrap();
         assert_eq!(cache.bytes(), 10);
     }
 
@@ -932,8 +931,8 @@ mod tests {
             max_item_size: 0,
             max_cache_size: 100,
         });
-        cache.set(NS, "kept", "k".repeat(60), secs(60)).unwrap();
-        let refused = cache.set(NS, KEY, "x".repeat(101), secs(60));
+        cache.set(NS, "kept", &"k".repeat(60), secs(60)).unwrap();
+        let refused = cache.set(NS, KEY, &"x".repeat(101), secs(60));
         assert_eq!(
             refused,
             Err(CacheError::ItemTooLarge {
@@ -953,12 +952,12 @@ mod tests {
             max_cache_size: 300,
         });
         let hundred = || "h".repeat(100);
-        cache.set(NS, "ttl50", hundred(), secs(50)).unwrap();
-        cache.set(NS, "ttl10", hundred(), secs(10)).unwrap();
-        cache.set(NS, "ttl30", hundred(), secs(30)).unwrap();
+        cache.set(NS, "ttl50", &hundred(), secs(50)).unwrap();
+        cache.set(NS, "ttl10", &hundred(), secs(10)).unwrap();
+        cache.set(NS, "ttl30", &hundred(), secs(30)).unwrap();
         assert_eq!(cache.bytes(), 300);
 
-        cache.set(NS, "ttl40", hundred(), secs(40)).unwrap();
+        cache.set(NS, "ttl40", &hundred(), secs(40)).unwrap();
         let present = |key: &'static str| {
             let cache = &cache;
             async move { cache.get(NS, key, Duration::ZERO).await.data.is_some() }
@@ -968,13 +967,13 @@ mod tests {
         assert_eq!(cache.bytes(), 300);
 
         // The new item is the nearest to expiry, yet its own set does not evict it.
-        cache.set(NS, "ttl5", hundred(), secs(5)).unwrap();
+        cache.set(NS, "ttl5", &hundred(), secs(5)).unwrap();
         assert!(present("ttl5").await);
         assert!(!present("ttl30").await);
         assert!(present("ttl40").await && present("ttl50").await);
 
         // One large item makes room by evicting several, still nearest to expiry first.
-        cache.set(NS, "large", "l".repeat(250), secs(100)).unwrap();
+        cache.set(NS, "large", &"l".repeat(250), secs(100)).unwrap();
         assert!(present("large").await && !present("ttl50").await);
         assert_eq!((cache.items(), cache.bytes()), (1, 250));
     }
@@ -985,10 +984,10 @@ mod tests {
             max_item_size: 0,
             max_cache_size: 20,
         });
-        cache.set(NS, "expires", "e".repeat(10), secs(1)).unwrap();
-        cache.set(NS, "lives", "l".repeat(10), secs(100)).unwrap();
+        cache.set(NS, "expires", &"e".repeat(10), secs(1)).unwrap();
+        cache.set(NS, "lives", &"l".repeat(10), secs(100)).unwrap();
         tokio::time::advance(secs(2)).await;
-        cache.set(NS, "new", "n".repeat(10), secs(50)).unwrap();
+        cache.set(NS, "new", &"n".repeat(10), secs(50)).unwrap();
         assert_eq!(cache.bytes(), 20);
         assert!(cache.get(NS, "lives", Duration::ZERO).await.data.is_some());
         assert_eq!(cache.purge_expired(), 0);
@@ -1034,7 +1033,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let set_at = RealInstant::now();
-        cache.set(NS, KEY, "computed".into(), secs(60)).unwrap();
+        cache.set(NS, KEY, "computed", secs(60)).unwrap();
         let outcomes = getters.join_all().await;
         let locks = outcomes.iter().filter(|(outcome, _)| outcome.lock).count();
         assert_eq!(locks, 1);
@@ -1073,7 +1072,7 @@ mod tests {
         assert_eq!(first.1, GetOutcome::LOCK_GRANTED);
         assert_eq!(first.2 - started, secs(5));
         assert!(waiters.iter().all(|waiter| !waiter.is_finished()));
-        cache.set(NS, KEY, "at last".into(), secs(60)).unwrap();
+        cache.set(NS, KEY, "at last", secs(60)).unwrap();
         for waiter in waiters {
             let (_, outcome, _) = waiter.await.unwrap();
             assert_eq!(outcome.data.as_deref(), Some("at last"));
@@ -1133,7 +1132,7 @@ mod tests {
         cancelled.abort();
         assert!(cancelled.await.unwrap_err().is_cancelled());
         assert_eq!(waiters_of(&cache, NS, KEY), Some(1));
-        cache.set(NS, KEY, "data".into(), secs(60)).unwrap();
+        cache.set(NS, KEY, "data", secs(60)).unwrap();
         assert_eq!(patient.await.unwrap().data.as_deref(), Some("data"));
     }
 
@@ -1214,7 +1213,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn answers_tell_how_long_the_data_has_left() {
         let cache = Arc::new(unlimited());
-        cache.set(NS, "old", "data".into(), secs(60)).unwrap();
+        cache.set(NS, "old", "data", secs(60)).unwrap();
         tokio::time::advance(secs(10)).await;
         let read = cache.get(NS, "old", Duration::ZERO).await;
         assert_eq!(read.remaining_ttl, Some(secs(50)));
@@ -1229,7 +1228,7 @@ mod tests {
             tokio::spawn(async move { cache.get(NS, KEY, secs(30)).await })
         };
         tokio::time::sleep(secs(3)).await;
-        cache.set(NS, KEY, "new".into(), secs(20)).unwrap();
+        cache.set(NS, KEY, "new", secs(20)).unwrap();
         let answer = waiter.await.unwrap();
         assert_eq!(answer.data.as_deref(), Some("new"));
         assert_eq!(answer.remaining_ttl, Some(secs(20)));
@@ -1248,7 +1247,7 @@ mod tests {
         };
         tokio::time::sleep(secs(3600)).await;
         assert!(!waiter.is_finished());
-        cache.set(NS, KEY, "data".into(), Duration::MAX).unwrap();
+        cache.set(NS, KEY, "data", Duration::MAX).unwrap();
         assert_eq!(waiter.await.unwrap().data.as_deref(), Some("data"));
     }
 
@@ -1282,7 +1281,7 @@ mod tests {
                             assert_eq!(data, None);
                             if random(3) > 0 {
                                 let ttl = Duration::from_millis(1 + random(10));
-                                cache.set(NS, key, key.repeat(3), ttl).unwrap();
+                                cache.set(NS, key, &key.repeat(3), ttl).unwrap();
                             }
                         }
                         Ok(GetOutcome {
@@ -1318,7 +1317,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(waiters_of(&cache, NS, KEY), Some(10_000));
-        cache.set(NS, KEY, "data".into(), secs(60)).unwrap();
+        cache.set(NS, KEY, "data", secs(60)).unwrap();
         let started = Instant::now();
         for outcome in waiters.join_all().await {
             assert_eq!(outcome.data.as_deref(), Some("data"));
