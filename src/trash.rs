@@ -2,7 +2,8 @@
 //! `<data_dir>/trash/<epoch seconds>-<sequence>/`, keeping their path relative to the data
 //! directory (or, for stores configured elsewhere, their path below the root), and a periodic
 //! purge removes trash older than `trash_retention`. Moving is a rename, instant and
-//! reversible by hand until the purge.
+//! reversible by hand until the purge; where the deleted path lies on another file system than
+//! the trash (a mount inside the data directory), it is a copy, then the original removed.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,11 +55,41 @@ pub fn move_to_trash(data_dir: &Path, paths: &[PathBuf]) -> anyhow::Result<usize
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::rename(path, &target)
+        move_path(path, &target)
             .with_context(|| format!("moving {} to the trash", path.display()))?;
         moved += 1;
     }
     Ok(moved)
+}
+
+/// Renames `from` to `to`; where they lie on different file systems (a host's directory on a
+/// mount of its own, the trash on the data dir's), copies the tree and removes the original
+/// instead, entry by entry, so that what was copied is removed only once its copy exists.
+fn move_path(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(error) if error.kind() == std::io::ErrorKind::CrossesDevices => {
+            copy_then_remove(from, to)
+        }
+        other => other,
+    }
+}
+
+fn copy_then_remove(from: &Path, to: &Path) -> std::io::Result<()> {
+    let kind = std::fs::symlink_metadata(from)?.file_type();
+    if kind.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_then_remove(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        std::fs::remove_dir(from)
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+        std::fs::remove_file(from)
+    } else {
+        std::fs::copy(from, to)?;
+        std::fs::remove_file(from)
+    }
 }
 
 /// Removes trash folders older than `retention`; returns how many.

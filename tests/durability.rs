@@ -456,6 +456,50 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The Whisper tree on a file system of its own (a mount inside the data dir, as operators put
+/// big trees on disks of their own): deleting a host moves its directory to the trash, which
+/// lies on the data dir's file system, so the move cannot be a rename.
+#[test]
+fn a_host_on_another_file_system_is_deleted_into_the_trash() {
+    let dir = temp_dir("delete-cross-fs");
+    let data = dir.join("data");
+    let _mount = SmallDisk::mount(&data.join("whisper"), "16m");
+    let host_dir = data.join("whisper/web%2D01");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"50ms\"\n",
+            data.display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+    let lines = format!("{t}||web-01||PING||OK||rta=1ms pl=0%\n");
+    assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+    node.wait_written(2);
+    let rta = host_dir.join("PING/rta.wsp");
+    assert!(rta.is_file());
+    let written = std::fs::read(&rta).unwrap();
+
+    let answer = node.request("DELETE", "/api/v1/hosts/web-01", None, b"");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(!rta.exists(), "the host's files left its file system");
+    let trashed: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("trash"))
+        .unwrap()
+        .map(|folder| folder.unwrap().path().join("whisper/web%2D01/PING/rta.wsp"))
+        .filter(|path| path.is_file())
+        .collect();
+    assert_eq!(trashed.len(), 1, "in the trash once");
+    assert_eq!(
+        std::fs::read(&trashed[0]).unwrap(),
+        written,
+        "byte for byte"
+    );
+    drop(node);
+    drop(_mount);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The data dir on a small tmpfs, filled up while a client writes: the node answers 503 (its
 /// log has no room) instead of acknowledging, the Whisper writes pause, and once space is freed
 /// both resume; every acknowledged point ends up in the files.
