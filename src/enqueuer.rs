@@ -120,6 +120,12 @@ pub struct EnqueuerSettings {
 }
 
 /// The rollup rules and the directory of the shards' rollup state files.
+///
+/// Rollup state lives in memory and is saved at each write-ahead log barrier (a checkpoint:
+/// [`Shard::checkpoint_rollups`]) and at a clean stop, with the sequence number of the last
+/// request it holds. Every request gets a number when it is queued, and its log record carries
+/// it; after a crash the state saved last is restored and only the replayed records numbered
+/// above it are aggregated again, so aggregates come out as if the node had never stopped.
 #[derive(Clone)]
 pub struct RollupSettings {
     pub rules: Arc<RollupRules>,
@@ -139,35 +145,62 @@ impl RollupSettings {
         self.state_dir.join(format!("rollups-{shard}.json"))
     }
 
-    /// Shard `shard`'s engine, continuing from its saved state when there is one.
-    fn open(&self, shard: usize) -> anyhow::Result<Rollups> {
+    /// Shard `shard`'s engine, continuing from its saved state when there is one, and the
+    /// sequence number up to which that state holds every point (0 without one).
+    fn open(&self, shard: usize) -> anyhow::Result<(Rollups, u64)> {
         let path = self.state_file(shard);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let snapshot = serde_json::from_slice(&bytes)
+                let saved: SavedRollups = serde_json::from_slice(&bytes)
                     .with_context(|| format!("reading rollup state {}", path.display()))?;
-                Ok(Rollups::restore(self.rules.clone(), snapshot))
+                Ok((
+                    Rollups::restore(self.rules.clone(), saved.state),
+                    saved.covers_sequence,
+                ))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Rollups::new(self.rules.clone()))
+                Ok((Rollups::new(self.rules.clone()), 0))
             }
             Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
         }
     }
 
-    /// Saves a shard's engine (written whole, then renamed over the old state).
-    fn save(&self, shard: usize, rollups: &Rollups) -> anyhow::Result<()> {
+    /// Saves a shard's engine, which holds every point of the requests numbered up to
+    /// `covers_sequence`: written whole, synced, renamed over the old state, and the rename
+    /// synced, since the write-ahead log deletes segments on the strength of it.
+    fn save(&self, shard: usize, rollups: &Rollups, covers_sequence: u64) -> anyhow::Result<()> {
         let path = self.state_file(shard);
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, serde_json::to_vec(&rollups.snapshot())?)
-            .and_then(|()| std::fs::rename(&partial, &path))
-            .with_context(|| format!("saving rollup state {}", path.display()))
+        let saved = SavedRollups {
+            covers_sequence,
+            state: rollups.snapshot(),
+        };
+        let bytes = serde_json::to_vec(&saved)?;
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&partial)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_data()?;
+            std::fs::rename(&partial, &path)?;
+            std::fs::File::open(&self.state_dir)?.sync_all()
+        };
+        write().with_context(|| format!("saving rollup state {}", path.display()))
     }
 }
 
+/// A shard's rollup state file: the engine's snapshot and the sequence number up to which it
+/// holds every point (absent, so 0, in files of earlier versions).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRollups {
+    #[serde(default)]
+    covers_sequence: u64,
+    #[serde(flatten)]
+    state: crate::rollup::RollupSnapshot,
+}
+
 enum Command {
-    /// Points, and whether they come from a peer's hint log.
-    Points(Vec<SeriesPoints>, bool),
+    /// Points, whether they come from a peer's hint log, and their request's sequence number
+    /// (0: none, a record of an earlier version replayed).
+    Points(Vec<SeriesPoints>, bool, u64),
     Flush(Sender<()>),
     /// Answered once every point received before it is written.
     Barrier(Sender<()>),
@@ -253,6 +286,18 @@ pub struct Enqueuer {
     queued: Arc<AtomicUsize>,
     max_queued_points: usize,
     counters: Arc<Counters>,
+    /// The sequence number of the next request taken. Numbers are handed out and the request's
+    /// points sent to the shards under this lock, so every shard receives them in number order
+    /// (which the rollup checkpoints rely on; see [`RollupSettings`]).
+    next_sequence: std::sync::Mutex<u64>,
+}
+
+/// What [`Enqueuer::enqueue_from`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub points: usize,
+    /// The request's sequence number, for its write-ahead log record.
+    pub sequence: u64,
 }
 
 /// Opens one shard's backends and catalogue (called on the shard's own thread's behalf).
@@ -288,8 +333,19 @@ impl Enqueuer {
         let stopping = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
+        // Numbers continue above every number a saved rollup state already holds (and above
+        // the clock in nanoseconds, should a state file be lost); replay raises them further.
+        let mut next_sequence = perfpipe_backend::unix_now().max(0) as u64 * 1_000_000_000;
         for (index, (backends, catalogue)) in opened.into_iter().enumerate() {
             let (sender, receiver) = mpsc::channel();
+            let (rollups, rollups_cover) = match &settings.rollups {
+                Some(rollups) => {
+                    let (engine, cover) = rollups.open(index)?;
+                    (Some(engine), cover)
+                }
+                None => (None, 0),
+            };
+            next_sequence = next_sequence.max(rollups_cover + 1);
             let shard = Shard {
                 backends,
                 catalogue,
@@ -306,11 +362,11 @@ impl Enqueuer {
                 next_flush: 0,
                 started: Instant::now(),
                 rollup_units: HashMap::new(),
-                rollups: settings
-                    .rollups
-                    .as_ref()
-                    .map(|rollups| rollups.open(index))
-                    .transpose()?,
+                rollups,
+                rollups_cover,
+                taken_sequence: 0,
+                checkpoints: Vec::new(),
+                checkpoint_retry_at: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -325,6 +381,7 @@ impl Enqueuer {
             queued,
             max_queued_points: settings.max_queued_points,
             counters,
+            next_sequence: std::sync::Mutex::new(next_sequence),
         })
     }
 
@@ -350,7 +407,20 @@ impl Enqueuer {
 
     /// Takes `series` into the queues, or refuses all of it when it does not fit.
     pub fn enqueue(&self, series: Vec<SeriesPoints>) -> Result<usize, EnqueueError> {
-        self.enqueue_from(series, false)
+        self.take_numbered(series, false, None)
+            .map(|enqueued| enqueued.points)
+    }
+
+    /// [`Enqueuer::enqueue`] of a record replayed from the write-ahead log, with the sequence
+    /// number it was logged with (`None` for records of earlier versions): points that a saved
+    /// rollup state already holds are written but not aggregated again.
+    pub fn enqueue_replayed(
+        &self,
+        series: Vec<SeriesPoints>,
+        sequence: Option<u64>,
+    ) -> Result<usize, EnqueueError> {
+        self.take_numbered(series, false, Some(sequence.unwrap_or(0)))
+            .map(|enqueued| enqueued.points)
     }
 
     /// [`Enqueuer::enqueue`] of points a peer delivered from its hint log (`hinted`), which are
@@ -359,7 +429,18 @@ impl Enqueuer {
         &self,
         series: Vec<SeriesPoints>,
         hinted: bool,
-    ) -> Result<usize, EnqueueError> {
+    ) -> Result<Enqueued, EnqueueError> {
+        self.take_numbered(series, hinted, None)
+    }
+
+    /// Reserves room, numbers the request (a new number, or `replayed`'s: 0 for none) and sends
+    /// its points to their shards.
+    fn take_numbered(
+        &self,
+        series: Vec<SeriesPoints>,
+        hinted: bool,
+        replayed: Option<u64>,
+    ) -> Result<Enqueued, EnqueueError> {
         let wanted: usize = series.iter().map(|s| s.points.len()).sum();
         if wanted > self.max_queued_points {
             return Err(EnqueueError::TooLarge {
@@ -387,17 +468,27 @@ impl Enqueuer {
             per_shard[shard_of(&series.key, self.senders.len())].push(series);
         }
         let mut lost = 0;
+        let mut next_sequence = self
+            .next_sequence
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sequence = match replayed {
+            None => *next_sequence,
+            Some(logged) => logged,
+        };
+        *next_sequence = next_sequence.max(sequence.saturating_add(1));
         for (sender, series) in self.senders.iter().zip(per_shard) {
             if !series.is_empty() {
                 // Fails only when the shard thread is gone (it panicked): give the room back
                 // and say so rather than acknowledge points nobody will write.
-                if let Err(mpsc::SendError(Command::Points(series, _))) =
-                    sender.send(Command::Points(series, hinted))
+                if let Err(mpsc::SendError(Command::Points(series, ..))) =
+                    sender.send(Command::Points(series, hinted, sequence))
                 {
                     lost += series.iter().map(|s| s.points.len()).sum::<usize>();
                 }
             }
         }
+        drop(next_sequence);
         if lost > 0 {
             self.queued.fetch_sub(lost, Ordering::AcqRel);
             return Err(EnqueueError::ShardGone);
@@ -405,7 +496,10 @@ impl Enqueuer {
         self.counters
             .accepted
             .fetch_add(wanted as u64, Ordering::Relaxed);
-        Ok(wanted)
+        Ok(Enqueued {
+            points: wanted,
+            sequence,
+        })
     }
 
     /// Writes every queue now and waits until every shard has done so.
@@ -515,6 +609,8 @@ struct SeriesQueue {
     epoch: u64,
     /// Whether points from a peer's hint log are in it: then it is held for `handoff_hold`.
     hinted: bool,
+    /// Whether its points are replayed ones that the restored rollup state already holds.
+    rolled_up: bool,
 }
 
 impl SeriesQueue {
@@ -559,6 +655,15 @@ struct Shard {
     index: usize,
     /// This shard's aggregates of its own series, when rollups are configured.
     rollups: Option<Rollups>,
+    /// The sequence number up to which the rollup state restored at start holds every point:
+    /// replayed points numbered up to it are written but not aggregated again.
+    rollups_cover: u64,
+    /// The highest sequence number received (requests reach a shard in number order).
+    taken_sequence: u64,
+    /// Barriers waiting for a rollup checkpoint (see [`Shard::checkpoint_rollups`]).
+    checkpoints: Vec<Sender<()>>,
+    /// When a failed or deferred checkpoint is tried again.
+    checkpoint_retry_at: Option<Instant>,
     /// The unit last written for each series that rollups saw, which its aggregates carry.
     rollup_units: HashMap<SeriesKey, String>,
     /// Barriers received so far; queues begun before barrier `n` have an epoch below `n`.
@@ -610,6 +715,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often quiet series' ended periods are closed.
 const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
 
+/// How soon a rollup checkpoint that could not be taken is tried again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+
 /// Aggregate points as batches, one per aggregate series. A period corrected by a late point
 /// is emitted again; the last emission is the right one, so the points are reversed before
 /// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregates carry
@@ -659,8 +767,8 @@ impl Shard {
         let mut last_rollup_close = Instant::now();
         loop {
             match commands.recv_timeout(tick) {
-                Ok(Command::Points(series, hinted)) => {
-                    let due = self.take(series, hinted);
+                Ok(Command::Points(series, hinted, sequence)) => {
+                    let due = self.take(series, hinted, sequence);
                     if !due.is_empty() {
                         self.flush(due, false);
                     }
@@ -671,11 +779,11 @@ impl Shard {
                     let _ = ack.send(());
                 }
                 Ok(Command::Barrier(ack)) => {
-                    if self.queues.is_empty() && self.owed.is_empty() {
-                        let _ = ack.send(());
+                    if self.rollups.is_some() {
+                        self.checkpoints.push(ack);
+                        self.checkpoint_rollups();
                     } else {
-                        self.epoch += 1;
-                        self.barriers.push((self.epoch, ack));
+                        self.add_barrier(ack);
                     }
                 }
                 Ok(Command::Forget { host, series, done }) => {
@@ -704,7 +812,9 @@ impl Shard {
                     self.settle_stalled_at_shutdown();
                     if let (Some(settings), Some(rollups)) = (&self.settings.rollups, &self.rollups)
                     {
-                        if let Err(failure) = settings.save(self.index, rollups) {
+                        if let Err(failure) =
+                            settings.save(self.index, rollups, self.taken_sequence)
+                        {
                             error!(failure = %format!("{failure:#}"), "rollup state not saved");
                         }
                     }
@@ -712,6 +822,12 @@ impl Shard {
                 }
             }
             self.retry_stalled();
+            if self
+                .checkpoint_retry_at
+                .is_some_and(|at| Instant::now() >= at)
+            {
+                self.checkpoint_rollups();
+            }
             if self.rollups.is_some() && last_rollup_close.elapsed() >= ROLLUP_CLOSE_EVERY {
                 last_rollup_close = Instant::now();
                 self.close_rollups();
@@ -734,6 +850,59 @@ impl Shard {
                 }
                 self.pass_barriers();
             }
+        }
+    }
+
+    /// Answers `ack` once every point received so far is written.
+    fn add_barrier(&mut self, ack: Sender<()>) {
+        if self.queues.is_empty() && self.owed.is_empty() {
+            let _ = ack.send(());
+        } else {
+            self.epoch += 1;
+            self.barriers.push((self.epoch, ack));
+        }
+    }
+
+    /// Saves the rollup state for the barriers waiting in `checkpoints`, then lets them go on
+    /// as barriers. A barrier is the write-ahead log's cue to delete segments, and rollup state
+    /// lives only in memory between saves, so a segment may go only once a saved state holds
+    /// its points: the log replays the rest after a crash.
+    ///
+    /// Every queue is written first, so the state holds exactly the points received so far,
+    /// that is every request numbered up to `taken_sequence` that has points in this shard
+    /// (requests reach a shard in number order); the number is saved with it. Replay then
+    /// aggregates only the records numbered above it, and no point is counted twice or lost.
+    /// While queues of delivered hints are held (see the module doc) the checkpoint waits for
+    /// them, since writing them early would undo the hold; a failed save is tried again every
+    /// [`CHECKPOINT_RETRY`], and the segments wait meanwhile.
+    fn checkpoint_rollups(&mut self) {
+        self.checkpoint_retry_at = None;
+        let (Some(settings), Some(_)) = (self.settings.rollups.clone(), &self.rollups) else {
+            for ack in std::mem::take(&mut self.checkpoints) {
+                self.add_barrier(ack);
+            }
+            return;
+        };
+        if self.checkpoints.is_empty() {
+            return;
+        }
+        if self.queues.values().any(|queue| queue.hinted) {
+            self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            return;
+        }
+        let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
+        self.flush(all, false);
+        let rollups = self.rollups.as_ref().expect("checked above");
+        if let Err(failure) = settings.save(self.index, rollups, self.taken_sequence) {
+            error!(
+                failure = %format!("{failure:#}"),
+                "rollup state not saved: the write-ahead log keeps its segments until it is"
+            );
+            self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            return;
+        }
+        for ack in std::mem::take(&mut self.checkpoints) {
+            self.add_barrier(ack);
         }
     }
 
@@ -806,7 +975,10 @@ impl Shard {
     }
 
     /// Queues `series`; returns the series that reached `max_batch_points`.
-    fn take(&mut self, series: Vec<SeriesPoints>, hinted: bool) -> Vec<SeriesKey> {
+    fn take(&mut self, series: Vec<SeriesPoints>, hinted: bool, sequence: u64) -> Vec<SeriesKey> {
+        self.taken_sequence = self.taken_sequence.max(sequence);
+        // Replayed points that the restored rollup state already holds.
+        let rolled_up = sequence != 0 && sequence <= self.rollups_cover;
         // Only backlogs that waited for this node while it was down are worth holding; what
         // a front node keeps sending through its hint log afterwards (under steady load, until
         // a pause empties the log) is written as usual.
@@ -819,6 +991,15 @@ impl Shard {
                 points,
                 levels,
             } = series;
+            // A queue is aggregated whole at its flush: points already aggregated do not join
+            // points still to be (this happens only during replay).
+            if self
+                .queues
+                .get(&key)
+                .is_some_and(|queue| queue.rolled_up != rolled_up)
+            {
+                self.flush(vec![key.clone()], false);
+            }
             // A series already queued is found by reference; a new one moves its key into the
             // map. Either way its key is copied only when the queue is due.
             match self.queues.get_mut(&key) {
@@ -836,6 +1017,7 @@ impl Shard {
                         oldest: Instant::now(),
                         epoch: self.epoch,
                         hinted,
+                        rolled_up,
                     };
                     if queue.add(uom, points, levels, self.settings.max_batch_points) {
                         due.push(key.clone());
@@ -863,10 +1045,12 @@ impl Shard {
         let mut taken = 0usize;
         let mut epoch = u64::MAX;
         let mut batches = Vec::with_capacity(keys.len());
+        let mut rolled_up = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(queue) = self.queues.remove(&key) else {
                 continue;
             };
+            rolled_up.push(queue.rolled_up);
             taken += queue.points.len();
             epoch = epoch.min(queue.epoch);
             let (batch, duplicates) =
@@ -881,7 +1065,7 @@ impl Shard {
         }
         if let Some(rollups) = &mut self.rollups {
             let mut aggregates = Vec::new();
-            for batch in &batches {
+            for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
                 let points: Vec<(i64, f64)> = batch
                     .points
                     .iter()

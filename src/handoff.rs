@@ -90,7 +90,7 @@ impl Handoff {
             let url = cluster.node_url(index).to_owned();
             let dir = hints_dir(config, &url)?;
             let replayed =
-                wal::replay(&dir, |_| {}).with_context(|| format!("reading hints for {url}"))?;
+                wal::replay(&dir, |_, _| {}).with_context(|| format!("reading hints for {url}"))?;
             if replayed.points > 0 {
                 info!(peer = %url, points = replayed.points, "hinted points left to deliver");
             }

@@ -154,9 +154,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn start_wal(config: &Config, enqueuer: &Enqueuer) -> anyhow::Result<crate::wal::Wal> {
     let dir = config.wal_dir();
     let mut failure = None;
-    let replayed = crate::wal::replay(&dir, |series| {
+    let replayed = crate::wal::replay(&dir, |series, sequence| {
         if failure.is_none() {
-            failure = enqueue_patiently(enqueuer, series).err();
+            failure = enqueue_patiently(enqueuer, series, sequence).err();
         }
     })?;
     if let Some(failure) = failure {
@@ -181,9 +181,10 @@ fn start_wal(config: &Config, enqueuer: &Enqueuer) -> anyhow::Result<crate::wal:
 fn enqueue_patiently(
     enqueuer: &Enqueuer,
     series: Vec<crate::enqueuer::SeriesPoints>,
+    sequence: Option<u64>,
 ) -> Result<(), EnqueueError> {
     loop {
-        match enqueuer.enqueue(series.clone()) {
+        match enqueuer.enqueue_replayed(series.clone(), sequence) {
             Ok(_) => return Ok(()),
             Err(EnqueueError::Full { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
@@ -198,7 +199,7 @@ fn enqueue_patiently(
                             points: points.to_vec(),
                             levels: levels.clone(),
                         };
-                        enqueue_patiently(enqueuer, vec![part])?;
+                        enqueue_patiently(enqueuer, vec![part], sequence)?;
                     }
                 }
                 return Ok(());

@@ -467,11 +467,14 @@ pub struct Replayed {
     pub cut_bytes: u64,
 }
 
-/// Reads every segment in `dir`, oldest first, handing each record's points to `take`
-/// (which queues them). Points that a later deletion record forgets are left out (a first
+/// Reads every segment in `dir`, oldest first, handing each record's points and sequence
+/// number (when it has one) to `take` (which queues them). Points that a later deletion record forgets are left out (a first
 /// pass finds the deletions). Torn or corrupt tails are cut, and so is a record that does not
 /// decode; each cut is logged with the segment and the bytes cut.
-pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Replayed, WalError> {
+pub fn replay(
+    dir: &Path,
+    mut take: impl FnMut(Vec<SeriesPoints>, Option<u64>),
+) -> Result<Replayed, WalError> {
     let segments = list_segments(dir)?;
     let read = |path: &Path| -> Result<Vec<u8>, WalError> {
         let mut bytes = Vec::new();
@@ -489,7 +492,7 @@ pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Rep
         for (payload, _) in records_from(&bytes, 0).unwrap_or_default() {
             match decode_record(payload) {
                 Some(Record::Forget { host, series }) => forgets.push((index, host, series)),
-                Some(Record::Points(_)) => {}
+                Some(Record::Points { .. }) => {}
                 None => break,
             }
             index += 1;
@@ -514,7 +517,10 @@ pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Rep
             good = MAGIC.len();
             while let Some((payload, next)) = next_record(&bytes, good) {
                 match decode_record(payload) {
-                    Some(Record::Points(mut series)) => {
+                    Some(Record::Points {
+                        mut series,
+                        sequence,
+                    }) => {
                         if !forgets.is_empty() {
                             series.retain(|one| !forgotten_later(index, &one.key));
                         }
@@ -524,7 +530,7 @@ pub fn replay(dir: &Path, mut take: impl FnMut(Vec<SeriesPoints>)) -> Result<Rep
                             .map(|series| series.points.len() as u64)
                             .sum::<u64>();
                         if !series.is_empty() {
-                            take(series);
+                            take(series, sequence);
                         }
                         good = next;
                     }
@@ -603,6 +609,11 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
 /// Marks a record that is a deletion, not points (no points record has this many series).
 const FORGET_MARKER: usize = u32::MAX as usize;
 
+/// Marks a points record that carries the enqueuer's sequence number of its request (an `u64`
+/// after the marker, then a payload of [`encode`]); records without it (hint logs, segments
+/// of earlier versions) have no number.
+const SEQUENCED_MARKER: usize = u32::MAX as usize - 1;
+
 /// A deletion as a record payload: at replay, the points logged before it of `host` (or of its
 /// one series `(service, metric)`) are not replayed, so a delete survives a crash that comes
 /// before its points' segments are gone.
@@ -627,7 +638,12 @@ pub fn encode_forget(host: &str, series: Option<(&str, &str)>) -> Vec<u8> {
 /// What a record of the log holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Points(Vec<SeriesPoints>),
+    /// One request's points, with its sequence number when the record carries one
+    /// ([`encode_sequenced`]).
+    Points {
+        series: Vec<SeriesPoints>,
+        sequence: Option<u64>,
+    },
     /// A deletion ([`encode_forget`]).
     Forget {
         host: String,
@@ -635,11 +651,25 @@ pub enum Record {
     },
 }
 
-/// Reads a payload of [`encode`] or [`encode_forget`]; `None` when it is neither.
+/// Reads a payload of [`encode`], [`encode_sequenced`] or [`encode_forget`]; `None` when it is
+/// none of them.
 pub fn decode_record(payload: &[u8]) -> Option<Record> {
     let mut reader = Reader(payload);
-    if reader.u32()? != FORGET_MARKER {
-        return decode(payload).map(Record::Points);
+    match reader.u32()? {
+        FORGET_MARKER => {}
+        SEQUENCED_MARKER => {
+            let sequence = u64::from_le_bytes(reader.take()?);
+            return decode(reader.0).map(|series| Record::Points {
+                series,
+                sequence: Some(sequence),
+            });
+        }
+        _ => {
+            return decode(payload).map(|series| Record::Points {
+                series,
+                sequence: None,
+            })
+        }
     }
     let host = reader.text()?;
     let series = match reader.byte()? {
@@ -652,10 +682,32 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
         .then_some(Record::Forget { host, series })
 }
 
+/// [`encode`] behind a sequence number, to be set with [`set_sequence`] once the enqueuer has
+/// numbered the request (replay tells the enqueuer which points its saved rollup state holds).
+pub fn encode_sequenced(series: &[SeriesPoints]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + encoded_size(series));
+    put_u32(&mut out, SEQUENCED_MARKER);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    encode_into(series, &mut out);
+    out
+}
+
+/// Sets the sequence number of a payload of [`encode_sequenced`].
+pub fn set_sequence(payload: &mut [u8], sequence: u64) {
+    debug_assert_eq!(payload[..4], (SEQUENCED_MARKER as u32).to_le_bytes());
+    payload[4..12].copy_from_slice(&sequence.to_le_bytes());
+}
+
 /// One request's points as a record payload: per series its names, unit, points and level
 /// changes, little-endian, lengths as `u32`.
 pub fn encode(series: &[SeriesPoints]) -> Vec<u8> {
-    let size: usize = series
+    let mut out = Vec::with_capacity(encoded_size(series));
+    encode_into(series, &mut out);
+    out
+}
+
+fn encoded_size(series: &[SeriesPoints]) -> usize {
+    4 + series
         .iter()
         .map(|s| {
             32 + s.key.host.len()
@@ -665,9 +717,11 @@ pub fn encode(series: &[SeriesPoints]) -> Vec<u8> {
                 + 16 * s.points.len()
                 + 60 * s.levels.len()
         })
-        .sum();
-    let mut out = Vec::with_capacity(4 + size);
-    put_u32(&mut out, series.len());
+        .sum::<usize>()
+}
+
+fn encode_into(series: &[SeriesPoints], out: &mut Vec<u8>) {
+    put_u32(out, series.len());
     for series in series {
         for text in [
             &series.key.host,
@@ -675,15 +729,15 @@ pub fn encode(series: &[SeriesPoints]) -> Vec<u8> {
             &series.key.metric,
             &series.uom,
         ] {
-            put_u32(&mut out, text.len());
+            put_u32(out, text.len());
             out.extend_from_slice(text.as_bytes());
         }
-        put_u32(&mut out, series.points.len());
+        put_u32(out, series.points.len());
         for point in &series.points {
             out.extend_from_slice(&point.timestamp.to_le_bytes());
             out.extend_from_slice(&point.value.to_le_bytes());
         }
-        put_u32(&mut out, series.levels.len());
+        put_u32(out, series.levels.len());
         for (timestamp, levels) in &series.levels {
             out.extend_from_slice(&timestamp.to_le_bytes());
             let flags = u8::from(levels.warn.is_some())
@@ -701,7 +755,6 @@ pub fn encode(series: &[SeriesPoints]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 fn put_u32(out: &mut Vec<u8>, value: usize) {
@@ -870,9 +923,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sequenced_record_keeps_its_number_and_a_plain_one_has_none() {
+        let series = sample();
+        let mut payload = encode_sequenced(&series);
+        set_sequence(&mut payload, 0x0123_4567_89ab_cdef);
+        let Some(Record::Points {
+            series: decoded,
+            sequence,
+        }) = decode_record(&payload)
+        else {
+            panic!("a sequenced record does not decode");
+        };
+        assert_eq!(sequence, Some(0x0123_4567_89ab_cdef));
+        assert_eq!(decoded[1], series[1]);
+        assert!(decoded[0].points[1].value.is_nan());
+        for len in 0..payload.len() {
+            assert!(decode_record(&payload[..len]).is_none(), "cut at {len}");
+        }
+        assert!(matches!(
+            decode_record(&encode(&series)),
+            Some(Record::Points { sequence: None, .. })
+        ));
+    }
+
     fn start(dir: &Path, segment_size: u64) -> (Wal, Vec<Vec<SeriesPoints>>) {
         let mut taken = Vec::new();
-        let replayed = replay(dir, |series| taken.push(series)).unwrap();
+        let replayed = replay(dir, |series, _| taken.push(series)).unwrap();
         let wal = Wal::start(
             WalSettings {
                 dir: dir.to_path_buf(),

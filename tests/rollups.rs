@@ -119,3 +119,181 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         assert_eq!(metric["ds_type"], "GAUGE", "{metric}");
     }
 }
+
+/// Posts one body to `address`; the answer's status, or `None` when the node is gone.
+fn try_post(address: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `(avg, max, min)` of `values`.
+fn aggregates(values: &[f64]) -> (f64, f64, f64) {
+    (
+        values.iter().sum::<f64>() / values.len() as f64,
+        values.iter().cloned().fold(f64::MIN, f64::max),
+        values.iter().cloned().fold(f64::MAX, f64::min),
+    )
+}
+
+#[test]
+fn aggregates_survive_kill_9_at_any_moment() {
+    // Rollup state lives in memory; it is saved at each write-ahead log checkpoint (here every
+    // 200 ms) with the number of the last request it holds, and the log replays what came
+    // after. A node killed again and again while points of one hour keep arriving must end with
+    // that hour's aggregates equal to those of the points it acknowledged: none lost (state
+    // gone with the process), none counted twice (replayed into a state that had them).
+    let dir = temp_dir("rollups-kill");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n\
+             [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
+             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
+             useweekend = true\ntimezone = \"UTC\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let hour = (now() / 3600 - 3) * 3600;
+    let metrics = ["time", "size", "code"];
+    let value = move |second: i64, metric: usize| {
+        ((second * 7919 + metric as i64 * 104_729) % 1000) as f64 / 8.0
+    };
+    let line = move |second: i64| {
+        let perfdata: Vec<String> = metrics
+            .iter()
+            .enumerate()
+            .map(|(m, name)| format!("{name}={}", value(second, m)))
+            .collect();
+        format!("{}||web||http||OK||{}\n", hour + second, perfdata.join(" "))
+    };
+    let seed = now() as u64;
+    let mut random = seed;
+    let mut next_random = |below: u64| {
+        random = random
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (random >> 33) % below
+    };
+    let mut acknowledged: Vec<i64> = Vec::new();
+    let mut in_doubt: Vec<i64> = Vec::new();
+    let mut second = 0i64;
+    for _round in 0..8 {
+        let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+        let address = node.address.clone();
+        let first = second;
+        let poster = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut second = first;
+            while second < 3000 {
+                match try_post(&address, &line(second)) {
+                    Some(200) => acked.push(second),
+                    Some(status) => panic!("write at second {second} answered {status}"),
+                    None => return (acked, Some(second)),
+                }
+                second += 1;
+            }
+            (acked, None)
+        });
+        std::thread::sleep(Duration::from_millis(300 + next_random(1200)));
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        let (acked, cut) = poster.join().unwrap();
+        second = acked.last().map_or(first, |last| last + 1);
+        acknowledged.extend(acked);
+        if let Some(cut) = cut {
+            in_doubt.push(cut);
+            second = second.max(cut + 1);
+        }
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "only {} writes acknowledged",
+        acknowledged.len()
+    );
+
+    // A point of the next hour closes this one.
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let answer = node.post("/api/v1/write", "text/plain", &line(3600));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let suffix = if weekend(hour) { "/weekend" } else { "" };
+    for (m, metric) in metrics.iter().enumerate() {
+        let found: Vec<f64> = ["avg", "max", "min"]
+            .iter()
+            .map(|method| {
+                let hsm = format!("web::http/H/{method}{suffix}::{metric}");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let answer = node
+                        .get(&format!(
+                            "/api/v1/query?hsm={hsm}&start={}&end={}",
+                            hour - 60,
+                            hour + 60
+                        ))
+                        .json();
+                    let series = &answer["series"][0];
+                    let step = series["step"].as_i64().unwrap_or(60);
+                    let index = (hour - series["start"].as_i64().unwrap_or(hour)) / step;
+                    if let Some(value) = series["values"][index as usize].as_f64() {
+                        break value;
+                    }
+                    assert!(Instant::now() < deadline, "{hsm} not written: {answer}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .collect();
+        // Every acknowledged point is in the raw series...
+        let raw = common::whisper_fetch(
+            &dir.join(format!("data/whisper/web/http/{metric}.wsp")),
+            hour - 1,
+            hour + 3599,
+        );
+        for second in &acknowledged {
+            assert_eq!(
+                raw[*second as usize],
+                (hour + second, Some(value(*second, m))),
+                "{metric}: acknowledged point at second {second} (seed {seed})"
+            );
+        }
+        // ...and the aggregates are those of the acknowledged points and of some of the writes
+        // cut by a kill (each may or may not have been logged).
+        let matches = (0..1u32 << in_doubt.len()).any(|chosen| {
+            let mut values: Vec<f64> = acknowledged.iter().map(|s| value(*s, m)).collect();
+            for (i, second) in in_doubt.iter().enumerate() {
+                if chosen & (1 << i) != 0 {
+                    values.push(value(*second, m));
+                }
+            }
+            let (avg, max, min) = aggregates(&values);
+            (found[0] - avg).abs() < 1e-9 && found[1] == max && found[2] == min
+        });
+        let (avg, max, min) = aggregates(
+            &acknowledged
+                .iter()
+                .map(|s| value(*s, m))
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            matches,
+            "{metric}: aggregates {found:?}, of the {} acknowledged points {:?} \
+             (and {} writes in doubt); seed {seed}",
+            acknowledged.len(),
+            (avg, max, min),
+            in_doubt.len()
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -224,11 +224,14 @@ fn take_and_log(
     series: Vec<SeriesPoints>,
     hinted: bool,
 ) -> Result<impl std::future::Future<Output = Result<(), String>>, EnqueueError> {
-    let record = match &node.wal {
-        Some(_) if !series.is_empty() => Some(crate::wal::encode(&series)),
+    let mut record = match &node.wal {
+        Some(_) if !series.is_empty() => Some(crate::wal::encode_sequenced(&series)),
         _ => None,
     };
-    node.enqueuer.enqueue_from(series, hinted)?;
+    let enqueued = node.enqueuer.enqueue_from(series, hinted)?;
+    if let Some(record) = &mut record {
+        crate::wal::set_sequence(record, enqueued.sequence);
+    }
     let node = node.clone();
     Ok(async move {
         let (Some(wal), Some(record)) = (&node.wal, record) else {
