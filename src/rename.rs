@@ -7,10 +7,10 @@
 //! into a file being moved, and points arriving meanwhile wait in the shards' channels (for the
 //! old name they start the old series afresh afterwards). Whisper files are merged as
 //! graphite's `whisper-merge` does (each archive's points written into the destination, the
-//! source winning where both have a value), the source then goes to the trash. RRD files
-//! cannot take points older than their last update, so a series whose new name already has
-//! an RRD file stays whole under its old name (no file of it moves) and is reported. InfluxDB
-//! keeps points under the tags they were written with.
+//! source winning where both have a value), the source then goes to the trash. RRD files are
+//! merged by librrd's prefill (the destination rewritten from both files, the source again
+//! winning where both have a value; see `perfpipe_rrd::merge_into`). InfluxDB keeps points
+//! under the tags they were written with.
 //!
 //! Before calling this, the API logs the old names in the write-ahead log as deletions are
 //! logged (`crate::api::rename`): their points logged before the rename are in the files it
@@ -75,7 +75,7 @@ pub fn rename_here(
         // catalogue row and last values never disagree about its name.
         let unmergeable: Vec<&str> = places
             .iter()
-            .filter(|(backend, _, target)| target.exists() && *backend != "whisper")
+            .filter(|(backend, _, target)| target.exists() && merger(backend).is_none())
             .map(|(backend, _, _)| *backend)
             .collect();
         if !unmergeable.is_empty() {
@@ -85,9 +85,9 @@ pub fn rename_here(
             ));
             continue;
         }
-        for (_, source, target) in places {
-            if target.exists() {
-                merge_whisper(&source, &target, now)?;
+        for (backend, source, target) in places {
+            if let (true, Some(merge)) = (target.exists(), merger(backend)) {
+                merge(&source, &target, now)?;
                 crate::trash::move_to_trash(&node.config.data_dir, &[source])?;
                 renamed.merged += 1;
                 continue;
@@ -116,6 +116,44 @@ pub fn rename_here(
         renamed.series += 1;
     }
     Ok(renamed)
+}
+
+/// How a backend's file of the old name is merged into an existing file of the new name.
+type Merge = fn(&Path, &Path, i64) -> anyhow::Result<()>;
+
+fn merger(backend: &str) -> Option<Merge> {
+    match backend {
+        "whisper" => Some(merge_whisper),
+        #[cfg(feature = "rrd")]
+        "rrd" => Some(merge_rrd),
+        _ => None,
+    }
+}
+
+/// Merges the RRD series directory `source` (`<host>/<service>/<metric>/`, holding
+/// `value.rrd`) into `target`: each RRD file of it merged into the file of the same name there,
+/// or moved there when there is none.
+#[cfg(feature = "rrd")]
+fn merge_rrd(source: &Path, target: &Path, _now: i64) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(source).with_context(|| format!("reading {}", source.display()))?;
+    for entry in entries {
+        let from = entry
+            .with_context(|| format!("reading {}", source.display()))?
+            .path();
+        if from.extension().is_none_or(|extension| extension != "rrd") {
+            continue;
+        }
+        let into = target.join(from.file_name().expect("a directory entry has a name"));
+        if into.exists() {
+            perfpipe_rrd::merge_into(&from, &into)
+                .with_context(|| format!("merging {} into {}", from.display(), into.display()))?;
+        } else {
+            std::fs::rename(&from, &into)
+                .with_context(|| format!("moving {} to {}", from.display(), into.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes every point of the Whisper file `source` into `target`, archive by archive: each

@@ -98,12 +98,12 @@ fn a_renamed_host_merges_into_the_new_name_under_load() {
     assert_eq!(stored.len() as u64, busy);
 }
 
-/// RRD files cannot take older points: a series whose new name already has one stays whole
-/// under its old name (no file of it moves), and the answer says so. (RRD needs the `rrd`
-/// feature, which the test command turns on.)
+/// A series whose new name already has RRD files is merged by librrd: the new name's file then
+/// holds both hosts' points, read back with `rrdtool fetch`. (RRD needs the `rrd` feature,
+/// which the test command turns on.)
 #[cfg(feature = "rrd")]
 #[test]
-fn a_series_rrd_cannot_merge_stays_whole_under_its_old_name() {
+fn rrd_files_of_both_names_are_merged() {
     let dir = temp_dir("rename-rrd");
     let config = config(
         &dir,
@@ -115,24 +115,78 @@ fn a_series_rrd_cannot_merge_stays_whole_under_its_old_name() {
         "--data-dir",
         dir.join("data").to_str().unwrap(),
     ]);
-    let t = (now() / 300 - 10) * 300;
-    let lines =
-        format!("{t}||a||Disk||OK||used=1\n{t}||b||Disk||OK||used=2\n{t}||a||Load||OK||load1=3\n");
+    // Host a's Disk in the first hour, host b's in the second (RRD steps of 300 s), and a's
+    // Load, which b does not have.
+    let t0 = (now() / 300 - 30) * 300;
+    let mut lines = String::new();
+    for i in 0..=10 {
+        lines.push_str(&format!("{}||a||Disk||OK||used={}\n", t0 + i * 300, 10 + i));
+        lines.push_str(&format!(
+            "{}||b||Disk||OK||used={}\n",
+            t0 + (i + 12) * 300,
+            50 + i
+        ));
+    }
+    lines.push_str(&format!("{t0}||a||Load||OK||load1=3\n"));
     assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
-    node.wait_written(3);
+    node.wait_written(23);
     let answer = node.post("/api/v1/rename?host=a&to_host=b", "text/plain", "");
     assert_eq!(answer.status, 200, "{}", answer.body);
     let renamed = &answer.json()["renamed"];
-    assert_eq!(renamed["series"], 1, "{renamed}");
-    assert_eq!(renamed["moved"], 2, "{renamed}");
-    let kept = renamed["kept"][0].as_str().unwrap();
-    assert!(
-        kept.contains("a::Disk::used stays") && kept.contains("rrd"),
-        "{kept}"
+    assert_eq!(renamed["series"], 2, "{renamed}");
+    assert_eq!(renamed["merged"], 2, "Disk in Whisper and RRD: {renamed}");
+    assert_eq!(renamed["moved"], 2, "Load in Whisper and RRD: {renamed}");
+    assert_eq!(
+        renamed["kept"].as_array().map(Vec::len),
+        Some(0),
+        "{renamed}"
     );
-    let whisper = dir.join("data/whisper");
-    assert!(whisper.join("a/Disk/used.wsp").exists());
-    assert!(whisper.join("b/Load/load1.wsp").exists());
-    assert!(!whisper.join("a/Load/load1.wsp").exists());
-    assert!(dir.join("data/rrd/b/Load/load1").exists());
+    let rrd = dir.join("data/rrd");
+    assert!(!rrd.join("a/Disk/used").exists());
+    assert!(rrd.join("b/Load/load1/value.rrd").exists());
+
+    // Each 300 s step after the first point of each host holds that host's value.
+    let fetched = Command::new("rrdtool")
+        .arg("fetch")
+        .arg(rrd.join("b/Disk/used/value.rrd"))
+        .args(["AVERAGE", "-r", "300", "-s"])
+        .arg((t0 - 300).to_string())
+        .arg("-e")
+        .arg((t0 + 24 * 300).to_string())
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{fetched:?}");
+    let values: std::collections::HashMap<i64, f64> = String::from_utf8(fetched.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let (time, value) = line.split_once(':')?;
+            let value: f64 = value.trim().parse().ok()?;
+            Some((time.trim().parse().ok()?, value))
+        })
+        .filter(|(_, value): &(i64, f64)| !value.is_nan())
+        .collect();
+    for i in 1..=10 {
+        assert_eq!(
+            values.get(&(t0 + i * 300)),
+            Some(&((10 + i) as f64)),
+            "a's step {i}: {values:?}"
+        );
+        assert_eq!(
+            values.get(&(t0 + (i + 12) * 300)),
+            Some(&((50 + i) as f64)),
+            "b's step {i}: {values:?}"
+        );
+    }
+    // The merged file goes on taking new points.
+    let later = format!("{}||b||Disk||OK||used=99\n", t0 + 23 * 300);
+    assert_eq!(node.post("/api/v1/write", "text/plain", &later).status, 200);
+    node.wait_written(24);
+    let last = Command::new("rrdtool")
+        .arg("lastupdate")
+        .arg(rrd.join("b/Disk/used/value.rrd"))
+        .output()
+        .unwrap();
+    let last = String::from_utf8(last.stdout).unwrap();
+    assert!(last.contains(&format!("{}: 99", t0 + 23 * 300)), "{last}");
 }

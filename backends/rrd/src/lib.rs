@@ -56,6 +56,15 @@ pub fn describe(file: &std::path::Path) -> Result<FileSummary, RrdError> {
         last_update: librrd::last_update(file)?,
     })
 }
+/// Merges the RRD file `source` into `target` (both of this backend's layout or at least with
+/// the same data source names): `target` then holds both files' data, `source`'s where both
+/// have a value for the same time, and its last update is the later of the two; `source` is
+/// left as it was. The unfinished step of each file is lost. See the `librrd` module.
+#[cfg(feature = "rrd")]
+pub fn merge_into(source: &std::path::Path, target: &std::path::Path) -> Result<(), RrdError> {
+    librrd::merge(source, target)
+}
+
 pub use config::{ArchiveSpec, ConfigError, ConsolidationFunction, RrdConfig};
 pub use layout::ValueError;
 
@@ -66,7 +75,7 @@ pub enum RrdError {
     /// librrd refused or failed an operation on a file.
     #[error("librrd {operation} of {}: {message}", file.display())]
     Librrd {
-        /// The librrd call (`create`, `update`, `last`, `fetch`).
+        /// The librrd call (`create`, `update`, `last`, `fetch`, `merge`).
         operation: &'static str,
         /// The RRD file.
         file: PathBuf,

@@ -141,6 +141,43 @@ pub(crate) fn create(
     }
 }
 
+/// Rewrites `target` with the data of `source` and `target` together: `rrd_create_r2` with
+/// `target` as template (its data sources, archives and step) and both files as sources, in
+/// that order, so where both hold a value for the same time `source`'s is kept, as graphite's
+/// `whisper-merge` keeps the source's (librrd's prefill takes each time from the first source
+/// that knows it). The last update becomes the later of the two. librrd writes the result to a
+/// temporary file and renames it over `target`, so a failure leaves `target` as it was. The
+/// unfinished step of both files is not carried over (prefill copies whole rows only).
+pub(crate) fn merge(source: &Path, target: &Path) -> Result<(), RrdError> {
+    let source_path = c_path(source)?;
+    let target_path = c_path(target)?;
+    let mut sources: [*const rrd_char; 3] =
+        [source_path.as_ptr(), target_path.as_ptr(), ptr::null()];
+    let mut no_arguments: [*const rrd_char; 1] = [ptr::null()];
+    // SAFETY: every pointer is to a NUL-terminated string owned by `source_path` or
+    // `target_path`, alive for the call; `sources` is NULL-terminated as rrd_create_r2 reads it;
+    // with a template and no arguments (`argc` 0) it reads no argument. Step 0 takes the
+    // template's step and last update -1 the latest of the sources' (rrd_create.c, 1.7.2).
+    let status = unsafe {
+        rrd_sys::rrd_clear_error();
+        rrd_sys::rrd_create_r2(
+            target_path.as_ptr(),
+            0,
+            -1,
+            0, // overwrite: the result replaces `target`
+            sources.as_mut_ptr(),
+            target_path.as_ptr(),
+            0,
+            no_arguments.as_mut_ptr(),
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(take_error("merge", source))
+    }
+}
+
 /// Updates `file` with `T:V` arguments, all in one call.
 pub(crate) fn update(file: &Path, arguments: &[String]) -> Result<(), RrdError> {
     let path = c_path(file)?;
