@@ -15,6 +15,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use perfpipe::{ingest, parse, server};
 
+/// mimalloc instead of glibc's malloc: on the write path points are allocated on the HTTP
+/// workers and freed on the shard threads, which glibc's arenas handle poorly (malloc and free
+/// were a third of the node's CPU). Measured side by side (docs/performance.md): 39% less node
+/// CPU per point written, 18% more plugin-cache gets per second. Cached plugin items keep
+/// glibc's tighter size classes through `ItemData` (see `cachemanager::item_data`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "perfpipe",

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cachemanager::cache::ItemData;
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::State;
@@ -292,7 +293,7 @@ pub async fn get_data(
                 cache.keep_copy(
                     &namespace,
                     &request.key,
-                    Arc::from(data),
+                    ItemData::new(data),
                     Duration::from_secs_f64(ttl.max(0.0)),
                 );
             }
@@ -343,7 +344,7 @@ pub async fn set_data(
         .await
         {
             if status == 200 {
-                cache.keep_copy(&namespace, &request.key, Arc::from(&*request.data), ttl);
+                cache.keep_copy(&namespace, &request.key, ItemData::new(&request.data), ttl);
             }
             return Ok(relayed(status, answer));
         }

@@ -25,6 +25,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 use tokio::time::Instant;
 
+pub use super::item_data::ItemData;
+
 /// Enough shards that two cores (and a few more) rarely meet on one mutex, few enough that an
 /// eviction, which looks at the head of every shard's expiry order, stays cheap.
 const SHARD_COUNT: usize = 64;
@@ -66,7 +68,7 @@ pub enum CacheError {
 /// caller now holds the item's lock and is expected to compute the data and set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetOutcome {
-    pub data: Option<Arc<str>>,
+    pub data: Option<ItemData>,
     pub lock: bool,
     /// How long the data has left before it expires (`Some` exactly when `data` is): what an
     /// owner tells a peer that forwarded the get, so that the peer's kept copy ends with it.
@@ -85,7 +87,7 @@ impl GetOutcome {
         remaining_ttl: None,
     };
 
-    fn found(data: Arc<str>, expires_at: Tick, now: Tick) -> GetOutcome {
+    fn found(data: ItemData, expires_at: Tick, now: Tick) -> GetOutcome {
         GetOutcome {
             data: Some(data),
             lock: false,
@@ -225,7 +227,7 @@ impl Cache {
             return Err(CacheError::ItemTooLarge { size, limit });
         }
         // One allocation, sized to the data: the item's only copy.
-        self.store(namespace, key, Arc::from(data), ttl);
+        self.store(namespace, key, ItemData::new(data), ttl);
         Ok(())
     }
 
@@ -234,7 +236,7 @@ impl Cache {
     /// item (there are normally none, the lock living on the owner) gets the data, which is the
     /// item's genuine value. A copy that could not be stored (too large, already expired) is
     /// simply not kept: the caller already has the data to answer with.
-    pub fn keep_copy(&self, namespace: &str, key: &str, data: Arc<str>, remaining: Duration) {
+    pub fn keep_copy(&self, namespace: &str, key: &str, data: ItemData, remaining: Duration) {
         let size = data.len() as u64;
         if remaining.is_zero() {
             return;
@@ -291,7 +293,7 @@ impl Cache {
         self.stored_bytes.load(Ordering::Relaxed)
     }
 
-    fn store(&self, namespace: &str, key: &str, data: Arc<str>, lifetime: Duration) {
+    fn store(&self, namespace: &str, key: &str, data: ItemData, lifetime: Duration) {
         let (hash, shard) = self.locate(namespace, key);
         let expires_at = self.now().after(lifetime);
         let size = data.len() as u64;
@@ -422,14 +424,14 @@ impl ItemKey {
 
 struct StoredItem {
     key: ItemKey,
-    data: Arc<str>,
+    data: ItemData,
     expires_at: Tick,
 }
 
 /// What a waiting asker is told, once.
 enum Wake {
     /// The item was set: answer with its data, which expires at the given moment.
-    Data(Arc<str>, Tick),
+    Data(ItemData, Tick),
     /// The lock passed to this asker: answer `{None, lock: true}`.
     Lock,
 }
@@ -531,11 +533,11 @@ impl Shard {
         namespace: &str,
         key: &str,
         now: Tick,
-    ) -> Option<(Arc<str>, Tick)> {
+    ) -> Option<(ItemData, Tick)> {
         self.items
             .find(hash, |item| item.key.is(namespace, key))
             .filter(|item| item.expires_at > now)
-            .map(|item| (Arc::clone(&item.data), item.expires_at))
+            .map(|item| (item.data.clone(), item.expires_at))
     }
 
     fn live_items(&self, now: Tick) -> usize {
@@ -554,7 +556,7 @@ impl Shard {
         hash: u64,
         namespace: &str,
         key: &str,
-        data: Arc<str>,
+        data: ItemData,
         expires_at: Tick,
     ) -> u64 {
         let hasher = &self.hasher;
@@ -569,7 +571,7 @@ impl Shard {
                 self.by_expiry.remove(&(item.expires_at, item.key.clone()));
                 self.by_expiry.insert((expires_at, item.key.clone()));
                 item.expires_at = expires_at;
-                let replaced = std::mem::replace(&mut item.data, Arc::clone(&data));
+                let replaced = std::mem::replace(&mut item.data, data.clone());
                 replaced.len() as u64
             }
             Entry::Vacant(vacant) => {
@@ -577,7 +579,7 @@ impl Shard {
                 self.by_expiry.insert((expires_at, item_key.clone()));
                 vacant.insert(StoredItem {
                     key: item_key,
-                    data: Arc::clone(&data),
+                    data: data.clone(),
                     expires_at,
                 });
                 0
@@ -591,7 +593,7 @@ impl Shard {
             for waiter in lock.waiters.into_values() {
                 // Sent under the mutex so that a waiter re-checking the queue either is still
                 // in it or finds its answer; a failed send has nobody left to tell.
-                let _ = waiter.wake.send(Wake::Data(Arc::clone(&data), expires_at));
+                let _ = waiter.wake.send(Wake::Data(data.clone(), expires_at));
             }
         }
         replaced_size
@@ -1182,9 +1184,9 @@ mod tests {
             max_item_size: 8,
             max_cache_size: 0,
         });
-        cache.keep_copy(NS, KEY, Arc::from("remote"), secs(3));
-        cache.keep_copy(NS, "too large", Arc::from("123456789"), secs(3));
-        cache.keep_copy(NS, "expired", Arc::from("old"), Duration::ZERO);
+        cache.keep_copy(NS, KEY, ItemData::from("remote"), secs(3));
+        cache.keep_copy(NS, "too large", ItemData::from("123456789"), secs(3));
+        cache.keep_copy(NS, "expired", ItemData::from("old"), Duration::ZERO);
         assert_eq!(
             cache.get(NS, KEY, secs(1)).await.data.as_deref(),
             Some("remote")
@@ -1206,7 +1208,7 @@ mod tests {
             tokio::spawn(async move { cache.get(NS, KEY, secs(30)).await })
         };
         tokio::time::sleep(Duration::from_millis(1)).await;
-        cache.keep_copy(NS, KEY, Arc::from("remote"), secs(10));
+        cache.keep_copy(NS, KEY, ItemData::from("remote"), secs(10));
         assert_eq!(waiter.await.unwrap().data.as_deref(), Some("remote"));
     }
 

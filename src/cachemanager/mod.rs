@@ -9,6 +9,7 @@
 //! answered 200 is on disk.
 
 pub mod cache;
+mod item_data;
 pub mod peers;
 pub mod state;
 pub mod token;
