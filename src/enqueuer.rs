@@ -202,6 +202,12 @@ enum Command {
     /// (0: none, a record of an earlier version replayed).
     Points(Vec<SeriesPoints>, bool, u64),
     Flush(Sender<()>),
+    /// Asks for the queued points of some series (see [`Enqueuer::queued_points`]): their
+    /// positions in the question and keys, answered with the positions and points.
+    Peek {
+        keys: Vec<(usize, SeriesKey)>,
+        reply: Sender<Vec<(usize, Vec<Point>)>>,
+    },
     /// Answered once every point received before it is written.
     Barrier(Sender<()>),
     Forget {
@@ -502,6 +508,46 @@ impl Enqueuer {
         })
     }
 
+    /// The points of `keys` that are queued and not yet in the first backend (the one queries
+    /// read), per key in the order of `keys`, in arrival order: what a query adds to what the
+    /// store answers, so that a graph shows points within `max_batch_age` of their arrival.
+    /// A shard busy writing answers after its current flush; shards that have not answered
+    /// within `within` are left out (their points show once written).
+    pub fn queued_points(&self, keys: &[SeriesKey], within: Duration) -> Vec<Vec<Point>> {
+        let mut found = vec![Vec::new(); keys.len()];
+        let shards = self.senders.len();
+        let mut asked: Vec<Vec<(usize, SeriesKey)>> = vec![Vec::new(); shards];
+        for (position, key) in keys.iter().enumerate() {
+            asked[shard_of(key, shards)].push((position, key.clone()));
+        }
+        let (reply, replies) = mpsc::channel();
+        let mut waiting = 0;
+        for (sender, keys) in self.senders.iter().zip(asked) {
+            if !keys.is_empty()
+                && sender
+                    .send(Command::Peek {
+                        keys,
+                        reply: reply.clone(),
+                    })
+                    .is_ok()
+            {
+                waiting += 1;
+            }
+        }
+        let deadline = Instant::now() + within;
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(answers) = replies.recv_timeout(left) else {
+                break;
+            };
+            waiting -= 1;
+            for (position, points) in answers {
+                found[position] = points;
+            }
+        }
+        found
+    }
+
     /// Writes every queue now and waits until every shard has done so.
     pub fn flush(&self) {
         let acks: Vec<Receiver<()>> = self
@@ -773,6 +819,9 @@ impl Shard {
                         self.flush(due, false);
                     }
                 }
+                Ok(Command::Peek { keys, reply }) => {
+                    let _ = reply.send(self.peek(keys));
+                }
                 Ok(Command::Flush(ack)) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
                     self.flush(all, false);
@@ -851,6 +900,26 @@ impl Shard {
                 self.pass_barriers();
             }
         }
+    }
+
+    /// The points of `keys` not yet in the first backend: queued, or in flushes it still owes.
+    fn peek(&self, keys: Vec<(usize, SeriesKey)>) -> Vec<(usize, Vec<Point>)> {
+        keys.into_iter()
+            .filter_map(|(position, key)| {
+                let mut points: Vec<Point> = Vec::new();
+                if let Some(stalled) = self.stalled.first() {
+                    for (_, batches) in &stalled.flushes {
+                        for batch in batches.iter().filter(|batch| batch.key == key) {
+                            points.extend_from_slice(&batch.points);
+                        }
+                    }
+                }
+                if let Some(queue) = self.queues.get(&key) {
+                    points.extend_from_slice(&queue.points);
+                }
+                (!points.is_empty()).then_some((position, points))
+            })
+            .collect()
     }
 
     /// Answers `ack` once every point received so far is written.

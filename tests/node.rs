@@ -207,6 +207,58 @@ fn sigterm_flushes_every_acknowledged_point() {
 }
 
 #[test]
+fn queries_see_points_still_queued() {
+    let dir = temp_dir("node-queued");
+    // A queue is written at its 4th point, or after an hour.
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"1h\"\nmax_batch_points = 4\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let t = (now() - 3600) / 60 * 60;
+    let post = |lines: &str| {
+        let answer = node.post("/api/v1/write", "text/plain", lines);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+    post(
+        &(0..4)
+            .map(|i| format!("{}||web||http||OK||time={i}\n", t + i * 60))
+            .collect::<String>(),
+    );
+    node.wait_written(4);
+    // Two more (slots 4 and 5), and a duplicate of slot 5 that the flush will drop: queued.
+    post(&format!(
+        "{}||web||http||OK||time=40\n{}||web||http||OK||time=50\n{}||web||http||OK||time=99\n",
+        t + 240,
+        t + 300,
+        t + 300
+    ));
+    assert_eq!(node.get("/status").json()["queued_points"], 3);
+    let answer = node
+        .get(&format!(
+            "/api/v1/query?hsm=web::http::time&start={}&end={}",
+            t - 60,
+            t + 420
+        ))
+        .json();
+    let series = &answer["series"][0];
+    assert_eq!(series["start"], t, "{answer}");
+    let values = series["values"].as_array().unwrap();
+    assert_eq!(
+        values[..6],
+        serde_json::json!([0.0, 1.0, 2.0, 3.0, 40.0, 50.0])
+            .as_array()
+            .unwrap()[..],
+        "the stored points, then the queued ones (the first of two at one time): {answer}"
+    );
+    assert!(values[6..].iter().all(|value| value.is_null()), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn deletes_move_files_to_the_trash_and_the_purge_empties_it() {
     let dir = temp_dir("node-delete");
     let data = dir.join("data");

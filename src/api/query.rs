@@ -227,6 +227,7 @@ pub(super) async fn read_series(
         .map(|(position, (key, _))| (position, key.clone()))
         .collect();
     let config = node.config.clone();
+    let queues = node.clone();
     let local = blocking(move || {
         if local_keys.is_empty() {
             return Ok(Vec::new());
@@ -236,8 +237,9 @@ pub(super) async fn read_series(
         let backend = backends
             .first_mut()
             .ok_or_else(|| anyhow::anyhow!("no backend configured"))?;
+        let queued = queued_points(&queues, backend.name(), &local_keys);
         let mut answers = Vec::with_capacity(local_keys.len());
-        for (position, key) in local_keys {
+        for ((position, key), queued) in local_keys.into_iter().zip(queued) {
             let uom = catalogue
                 .series(&key)
                 .map_err(anyhow::Error::from)?
@@ -248,7 +250,8 @@ pub(super) async fn read_series(
                 None => backend.read(&key, &range),
             };
             match read {
-                Ok(read) => {
+                Ok(mut read) => {
+                    add_queued(&mut read, &queued, range.consolidation);
                     answer["start"] = json!(read.start);
                     answer["step"] = json!(read.step);
                     answer["values"] = json!(read.values);
@@ -320,6 +323,69 @@ pub(super) async fn read_series(
         }
     }
     Ok((series, partial))
+}
+
+/// How long a query waits for the shards to say what they hold queued.
+const QUEUED_POINTS_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The points of `keys` queued on this node and not yet in `backend` (the first backend, which
+/// queries read), per key. None for RRD, whose rows are the ends of intervals between
+/// updates: a queued point cannot be placed in them without the update before it.
+pub(super) fn queued_points(
+    node: &Node,
+    backend: &str,
+    keys: &[(usize, SeriesKey)],
+) -> Vec<Vec<perfpipe_backend::Point>> {
+    if backend == "rrd" {
+        return vec![Vec::new(); keys.len()];
+    }
+    let keys: Vec<SeriesKey> = keys.iter().map(|(_, key)| key.clone()).collect();
+    node.enqueuer.queued_points(&keys, QUEUED_POINTS_WAIT)
+}
+
+/// Fills the gaps of `read` with the queued points that fall in them, consolidated per slot
+/// with `consolidation` (a slot `[start + i * step, start + (i + 1) * step)`, as Whisper and
+/// InfluxDB keep them). Slots the store already has a value for keep it: a queued point for
+/// such a slot is the store's value until the flush that brings the newer one. Of points with
+/// the same timestamp the first counts, as the flush keeps it. The value is what the store
+/// will answer once the points are written when each slot gets at most one point (check
+/// results against the store's finest step, the usual case); with several, Whisper keeps the
+/// last of them per finest slot where this takes their mean.
+pub(super) fn add_queued(
+    read: &mut perfpipe_backend::SeriesRange,
+    queued: &[perfpipe_backend::Point],
+    consolidation: Consolidation,
+) {
+    if queued.is_empty() || read.step == 0 {
+        return;
+    }
+    let step = i64::from(read.step);
+    // Per gap: (sum, count, min, max) of the points falling in it.
+    let mut gaps: HashMap<usize, (f64, u32, f64, f64)> = HashMap::new();
+    let mut seen = std::collections::HashSet::with_capacity(queued.len());
+    for point in queued {
+        if !seen.insert(point.timestamp) || point.timestamp < read.start || point.value.is_nan() {
+            continue;
+        }
+        let slot = ((point.timestamp - read.start) / step) as usize;
+        if read.values.get(slot) != Some(&None) {
+            continue;
+        }
+        let entry = gaps
+            .entry(slot)
+            .or_insert((0.0, 0, f64::INFINITY, f64::NEG_INFINITY));
+        entry.0 += point.value;
+        entry.1 += 1;
+        entry.2 = entry.2.min(point.value);
+        entry.3 = entry.3.max(point.value);
+    }
+    for (slot, (sum, count, min, max)) in gaps {
+        read.values[slot] = Some(match consolidation {
+            Consolidation::Average => sum / f64::from(count),
+            Consolidation::Min => min,
+            Consolidation::Max => max,
+        });
+    }
 }
 
 /// A `GET` of `path` sent to every peer at once, answered later by [`gather_from_peers`].
