@@ -255,6 +255,26 @@ fn queries_see_points_still_queued() {
         "the stored points, then the queued ones (the first of two at one time): {answer}"
     );
     assert!(values[6..].iter().all(|value| value.is_null()), "{answer}");
+    // The Graphite API too.
+    let render = node
+        .get(&format!(
+            "/render?target=web.http.time&from={}&until={}&format=json",
+            t - 60,
+            t + 360
+        ))
+        .json();
+    let datapoints: Vec<(Option<f64>, i64)> = render[0]["datapoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{render}"))
+        .iter()
+        .map(|point| (point[0].as_f64(), point[1].as_i64().unwrap()))
+        .collect();
+    let expected: Vec<(Option<f64>, i64)> = [0.0, 1.0, 2.0, 3.0, 40.0, 50.0]
+        .iter()
+        .enumerate()
+        .map(|(i, value)| (Some(*value), t + 60 * i as i64))
+        .collect();
+    assert_eq!(datapoints[..6], expected[..], "{render}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

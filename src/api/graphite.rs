@@ -185,12 +185,8 @@ impl ClusterStore {
         Ok(found.into_iter().collect())
     }
 
-    fn read_local(
-        &mut self,
-        key: &SeriesKey,
-        range: &RangeQuery,
-        now: i64,
-    ) -> Result<Option<StoredRange>, String> {
+    /// The first backend, opened at the first read.
+    fn backend(&mut self) -> Result<&mut Box<dyn perfpipe_backend::Backend>, String> {
         if self.backend.is_none() {
             let backend = crate::storage::open_backends(&self.node.config)
                 .map_err(|error| format!("{error:#}"))?
@@ -199,9 +195,23 @@ impl ClusterStore {
                 .ok_or("no backend configured")?;
             self.backend = Some(backend);
         }
-        let backend = self.backend.as_mut().expect("just opened");
+        Ok(self.backend.as_mut().expect("just opened"))
+    }
+
+    /// Reads a series of this node, its gaps filled with its `queued` points.
+    fn read_local(
+        &mut self,
+        key: &SeriesKey,
+        range: &RangeQuery,
+        now: i64,
+        queued: &[perfpipe_backend::Point],
+    ) -> Result<Option<StoredRange>, String> {
+        let backend = self.backend()?;
         match backend.read_as_of(key, range, now) {
-            Ok(read) => Ok(Some((read.start, i64::from(read.step), read.values))),
+            Ok(mut read) => {
+                super::query::add_queued(&mut read, queued, range.consolidation);
+                Ok(Some((read.start, i64::from(read.step), read.values)))
+            }
             Err(
                 BackendError::NotFound(_)
                 | BackendError::EmptyName
@@ -237,17 +247,28 @@ impl graphite::Store for ClusterStore {
         };
         let mut series = Vec::with_capacity(leaves.len());
         let mut remote: Vec<(usize, Vec<(String, SeriesKey)>)> = Vec::new();
+        let mut local: Vec<(String, SeriesKey)> = Vec::new();
         for (path, key) in leaves {
             match self.node.cluster.owner(&key.host) {
-                None => {
-                    if let Some((first, step, values)) = self.read_local(&key, &range, now)? {
-                        push_read(&mut series, path, first, step, values);
-                    }
-                }
+                None => local.push((path, key)),
                 Some(owner) => match remote.iter_mut().find(|(o, _)| *o == owner) {
                     Some((_, keys)) => keys.push((path, key)),
                     None => remote.push((owner, vec![(path, key)])),
                 },
+            }
+        }
+        if !local.is_empty() {
+            let keys: Vec<(usize, SeriesKey)> = local
+                .iter()
+                .enumerate()
+                .map(|(position, (_, key))| (position, key.clone()))
+                .collect();
+            let backend = self.backend()?.name();
+            let queued = super::query::queued_points(&self.node, backend, &keys);
+            for ((path, key), queued) in local.into_iter().zip(queued) {
+                if let Some((first, step, values)) = self.read_local(&key, &range, now, &queued)? {
+                    push_read(&mut series, path, first, step, values);
+                }
             }
         }
         for (owner, keys) in remote {
