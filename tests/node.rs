@@ -105,14 +105,7 @@ fn writes_in_three_formats_read_back_everywhere() {
     assert!(whisper_fetch(&host_check, t - 60, t).contains(&(t, Some(1.5))));
 
     // The catalogue.
-    let hosts = node.get("/api/v1/hosts").json();
-    let names: Vec<&str> = hosts["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["host"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["db-02", "web-01"]);
+    assert_eq!(node.host_names(), ["db-02", "web-01"]);
     let metrics = node.get("/api/v1/hosts/web-01/metrics").json();
     let hsms: Vec<&str> = metrics["metrics"]
         .as_array()

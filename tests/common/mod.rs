@@ -129,6 +129,17 @@ impl Node {
         self.request("POST", path, Some(content_type), body.as_bytes())
     }
 
+    /// The host names `/api/v1/hosts` lists, in its order.
+    pub fn host_names(&self) -> Vec<String> {
+        let hosts = self.get("/api/v1/hosts").json();
+        hosts["hosts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no host list: {hosts}"))
+            .iter()
+            .map(|host| host["host"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Waits until `/status` reports at least `points` written by every backend.
     pub fn wait_written(&self, points: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
