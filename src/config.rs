@@ -173,6 +173,9 @@ pub struct EnqueuerConfig {
     /// How long points a peer delivers from its hint log are held before being written.
     #[serde(with = "humantime_serde")]
     pub handoff_hold: Duration,
+    /// The shortest time between two saves of a shard's rollup state (its checkpoints).
+    #[serde(with = "humantime_serde")]
+    pub rollup_checkpoint: Duration,
 }
 
 impl Default for EnqueuerConfig {
@@ -183,6 +186,7 @@ impl Default for EnqueuerConfig {
             max_batch_age: Duration::from_secs(5),
             max_queued_points: 10_000_000,
             handoff_hold: Duration::from_secs(30),
+            rollup_checkpoint: Duration::from_secs(10),
         }
     }
 }

@@ -130,6 +130,8 @@ pub struct EnqueuerSettings {
 pub struct RollupSettings {
     pub rules: Arc<RollupRules>,
     pub state_dir: std::path::PathBuf,
+    /// The shortest time between two checkpoints of a shard (`enqueuer.rollup_checkpoint`).
+    pub checkpoint_every: Duration,
 }
 
 impl std::fmt::Debug for RollupSettings {
@@ -373,6 +375,7 @@ impl Enqueuer {
                 taken_sequence: 0,
                 checkpoints: Vec::new(),
                 checkpoint_retry_at: None,
+                last_checkpoint: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -710,6 +713,8 @@ struct Shard {
     checkpoints: Vec<Sender<()>>,
     /// When a failed or deferred checkpoint is tried again.
     checkpoint_retry_at: Option<Instant>,
+    /// When the rollup state was last saved, and `taken_sequence` then.
+    last_checkpoint: Option<(Instant, u64)>,
     /// The unit last written for each series that rollups saw, which its aggregates carry.
     rollup_units: HashMap<SeriesKey, String>,
     /// Barriers received so far; queues begun before barrier `n` have an epoch below `n`.
@@ -943,7 +948,10 @@ impl Shard {
     /// aggregates only the records numbered above it, and no point is counted twice or lost.
     /// While queues of delivered hints are held (see the module doc) the checkpoint waits for
     /// them, since writing them early would undo the hold; a failed save is tried again every
-    /// [`CHECKPOINT_RETRY`], and the segments wait meanwhile.
+    /// [`CHECKPOINT_RETRY`], and the segments wait meanwhile. Saving costs time in proportion
+    /// to the series (the whole state is written), so a checkpoint is taken at most every
+    /// `checkpoint_every` (a barrier in between waits, and so do its segments), and not at
+    /// all when no point arrived since the last one (the state saved then holds them all).
     fn checkpoint_rollups(&mut self) {
         self.checkpoint_retry_at = None;
         let (Some(settings), Some(_)) = (self.settings.rollups.clone(), &self.rollups) else {
@@ -954,6 +962,18 @@ impl Shard {
         };
         if self.checkpoints.is_empty() {
             return;
+        }
+        if let Some((at, sequence)) = self.last_checkpoint {
+            if sequence == self.taken_sequence && self.queues.is_empty() {
+                for ack in std::mem::take(&mut self.checkpoints) {
+                    self.add_barrier(ack);
+                }
+                return;
+            }
+            if at.elapsed() < settings.checkpoint_every {
+                self.checkpoint_retry_at = Some(at + settings.checkpoint_every);
+                return;
+            }
         }
         if self.queues.values().any(|queue| queue.hinted) {
             self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
@@ -970,6 +990,7 @@ impl Shard {
             self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
             return;
         }
+        self.last_checkpoint = Some((Instant::now(), self.taken_sequence));
         for ack in std::mem::take(&mut self.checkpoints) {
             self.add_barrier(ack);
         }

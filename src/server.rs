@@ -71,6 +71,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rollups: (!rollup_rules.rules().is_empty()).then(|| crate::enqueuer::RollupSettings {
             rules: Arc::new(rollup_rules),
             state_dir: config.data_dir.clone(),
+            checkpoint_every: config.enqueuer.rollup_checkpoint,
         }),
         shards: config.enqueuer.shards,
         max_batch_points: config.enqueuer.max_batch_points,

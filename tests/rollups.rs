@@ -159,7 +159,7 @@ fn aggregates_survive_kill_9_at_any_moment() {
     let config = config(
         &dir,
         &format!(
-            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n\
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\nrollup_checkpoint = \"100ms\"\n\
              [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
              [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
              useweekend = true\ntimezone = \"UTC\"\n",
@@ -295,5 +295,89 @@ fn aggregates_survive_kill_9_at_any_moment() {
         );
     }
     drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn replayed_points_a_saved_rollup_state_holds_are_not_counted_twice() {
+    // A crash between saving the rollup state and deleting the log segments it covers leaves
+    // segments whose points the state already holds. Made deterministic here: the log of a
+    // killed node is copied aside, a second run replays it (aggregating it), takes more points
+    // and stops cleanly (state saved, log deleted); then the copy is put back, as if the
+    // deletion had never happened. The third run must write those points but not aggregate
+    // them again.
+    let dir = temp_dir("rollups-replay");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\n\
+             [wal]\nsegment_age = \"1h\"\n[whisper]\nretentions = \"1s:6h\"\n\
+             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\"]\nuseweekend = true\ntimezone = \"UTC\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let hour = (now() / 3600 - 3) * 3600;
+    let value = |second: i64| (second * second % 97) as f64;
+    let post = |node: &Node, seconds: std::ops::Range<i64>| {
+        for second in seconds {
+            let line = format!("{}||web||http||OK||time={}\n", hour + second, value(second));
+            let answer = node.post("/api/v1/write", "text/plain", &line);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    };
+    let wal = dir.join("data/wal");
+    let aside = dir.join("wal-aside");
+
+    let mut first = Node::start(&["--config", config.to_str().unwrap()]);
+    post(&first, 0..20);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    std::fs::create_dir_all(&aside).unwrap();
+    let mut kept = Vec::new();
+    for entry in std::fs::read_dir(&wal).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, aside.join(path.file_name().unwrap())).unwrap();
+        kept.push(path.file_name().unwrap().to_owned());
+    }
+    assert!(!kept.is_empty(), "the killed node left its log");
+
+    let mut second = Node::start(&["--config", config.to_str().unwrap()]);
+    post(&second, 20..40);
+    assert_eq!(second.terminate(), Some(0));
+    for name in &kept {
+        assert!(!wal.join(name).exists(), "a clean stop deletes the log");
+        std::fs::copy(aside.join(name), wal.join(name)).unwrap();
+    }
+
+    let third = Node::start(&["--config", config.to_str().unwrap()]);
+    post(&third, 3600..3601);
+    let suffix = if weekend(hour) { "/weekend" } else { "" };
+    let hsm = format!("web::http/H/avg{suffix}::time");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let answer = third
+            .get(&format!(
+                "/api/v1/query?hsm={hsm}&start={}&end={}",
+                hour - 60,
+                hour + 60
+            ))
+            .json();
+        let series = &answer["series"][0];
+        let step = series["step"].as_i64().unwrap_or(60);
+        let index = (hour - series["start"].as_i64().unwrap_or(hour)) / step;
+        if let Some(value) = series["values"][index as usize].as_f64() {
+            break value;
+        }
+        assert!(Instant::now() < deadline, "{hsm} not written: {answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (expected, _, _) = aggregates(&(0..40).map(value).collect::<Vec<_>>());
+    let (counted_twice, _, _) = aggregates(&(0..20).chain(0..40).map(value).collect::<Vec<_>>());
+    assert!(
+        (found - expected).abs() < 1e-9,
+        "hour average {found}, of the 40 points {expected} (with the first 20 twice: \
+         {counted_twice})"
+    );
+    drop(third);
     let _ = std::fs::remove_dir_all(&dir);
 }
