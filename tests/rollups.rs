@@ -16,6 +16,32 @@ fn weekend(t: i64) -> bool {
     matches!((t.div_euclid(86_400) + 4) % 7, 0 | 6)
 }
 
+/// The value of aggregate series `hsm` stamped `period`, read through `/api/v1/query` once it
+/// is written (within 20 s).
+fn aggregate_at(node: &Node, hsm: &str, period: i64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = node
+            .get(&format!(
+                "/api/v1/query?hsm={hsm}&start={}&end={}",
+                period - 60,
+                period + 60
+            ))
+            .json();
+        let series = &answer["series"][0];
+        let step = series["step"].as_i64().unwrap_or(60);
+        let index = (period - series["start"].as_i64().unwrap_or(period)) / step;
+        if let Some(value) = series["values"][index as usize].as_f64() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{hsm} at {period} not written: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn closed_hours_are_aggregated_into_their_own_series() {
     let dir = temp_dir("rollups");
@@ -51,27 +77,7 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         let suffix = if weekend(hour) { "/weekend" } else { "" };
         for (method, expected) in expected {
             let hsm = format!("web::http/H/{method}{suffix}::time");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let found = loop {
-                let answer = node
-                    .get(&format!(
-                        "/api/v1/query?hsm={hsm}&start={}&end={}",
-                        hour - 60,
-                        hour + 60
-                    ))
-                    .json();
-                let series = &answer["series"][0];
-                let step = series["step"].as_i64().unwrap_or(60);
-                let index = (hour - series["start"].as_i64().unwrap_or(hour)) / step;
-                if let Some(value) = series["values"][index as usize].as_f64() {
-                    break value;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{hsm} at {hour} not written: {answer}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            };
+            let found = aggregate_at(&node, &hsm, hour);
             assert!(
                 (found - expected).abs() < 1e-9,
                 "{hsm} at {hour}: {found} != {expected}"
@@ -233,25 +239,11 @@ fn aggregates_survive_kill_9_at_any_moment() {
         let found: Vec<f64> = ["avg", "max", "min"]
             .iter()
             .map(|method| {
-                let hsm = format!("web::http/H/{method}{suffix}::{metric}");
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    let answer = node
-                        .get(&format!(
-                            "/api/v1/query?hsm={hsm}&start={}&end={}",
-                            hour - 60,
-                            hour + 60
-                        ))
-                        .json();
-                    let series = &answer["series"][0];
-                    let step = series["step"].as_i64().unwrap_or(60);
-                    let index = (hour - series["start"].as_i64().unwrap_or(hour)) / step;
-                    if let Some(value) = series["values"][index as usize].as_f64() {
-                        break value;
-                    }
-                    assert!(Instant::now() < deadline, "{hsm} not written: {answer}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                aggregate_at(
+                    &node,
+                    &format!("web::http/H/{method}{suffix}::{metric}"),
+                    hour,
+                )
             })
             .collect();
         // Every acknowledged point is in the raw series...
@@ -352,25 +344,7 @@ fn replayed_points_a_saved_rollup_state_holds_are_not_counted_twice() {
     let third = Node::start(&["--config", config.to_str().unwrap()]);
     post(&third, 3600..3601);
     let suffix = if weekend(hour) { "/weekend" } else { "" };
-    let hsm = format!("web::http/H/avg{suffix}::time");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let found = loop {
-        let answer = third
-            .get(&format!(
-                "/api/v1/query?hsm={hsm}&start={}&end={}",
-                hour - 60,
-                hour + 60
-            ))
-            .json();
-        let series = &answer["series"][0];
-        let step = series["step"].as_i64().unwrap_or(60);
-        let index = (hour - series["start"].as_i64().unwrap_or(hour)) / step;
-        if let Some(value) = series["values"][index as usize].as_f64() {
-            break value;
-        }
-        assert!(Instant::now() < deadline, "{hsm} not written: {answer}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let found = aggregate_at(&third, &format!("web::http/H/avg{suffix}::time"), hour);
     let (expected, _, _) = aggregates(&(0..40).map(value).collect::<Vec<_>>());
     let (counted_twice, _, _) = aggregates(&(0..20).chain(0..40).map(value).collect::<Vec<_>>());
     assert!(
