@@ -10,8 +10,9 @@
 //! prints the minute's points written, 503 answers, query latency median and the RSS; at the
 //! end the RSS figures and the verdict, then SIGTERM (exit 0 expected).
 //!
-//! Run: `cargo bench --bench soak -- --minutes 60 --rate 14000` (the rate: half the measured
-//! update-phase maximum of `load_driver` on this machine, docs/performance.md).
+//! Run: `cargo bench --bench soak -- --minutes 60 --rate 120000` (the rate: half of the
+//! ~240,000 points/s this driver sustained against the node on this machine with
+//! `--minutes 6 --rate 400000`, no 503 and a flat queue; docs/performance.md).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     minutes: u64,
     /// Points per second written.
-    #[arg(long, default_value_t = 14_000)]
+    #[arg(long, default_value_t = 120_000)]
     rate: u64,
     /// Hosts in the workload.
     #[arg(long, default_value_t = 1_000)]
