@@ -226,18 +226,17 @@ pub(super) async fn read_series(
         .filter(|(_, (_, owner))| owner.is_none())
         .map(|(position, (key, _))| (position, key.clone()))
         .collect();
-    let config = node.config.clone();
-    let queues = node.clone();
+    let here = node.clone();
     let local = blocking(move || {
         if local_keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut backends = crate::storage::open_backends(&config)?;
-        let catalogue = crate::storage::open_catalogue(&config)?;
+        let mut backends = crate::storage::open_backends(&here.config)?;
+        let catalogue = crate::storage::open_catalogue(&here.config)?;
         let backend = backends
             .first_mut()
             .ok_or_else(|| anyhow::anyhow!("no backend configured"))?;
-        let queued = queued_points(&queues, backend.name(), &local_keys);
+        let queued = queued_points(&here, backend.name(), &local_keys);
         let mut answers = Vec::with_capacity(local_keys.len());
         for ((position, key), queued) in local_keys.into_iter().zip(queued) {
             let uom = catalogue
