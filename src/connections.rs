@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Permits for open connections, one per connection.
@@ -128,41 +128,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
 pub fn no_delay(stream: &TcpStream) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "setting TCP_NODELAY failed");
-    }
-}
-
-/// The plain HTTP listener under the cap, for `axum::serve`.
-pub struct LimitedListener {
-    inner: TcpListener,
-    limit: ConnectionLimit,
-}
-
-impl LimitedListener {
-    pub fn new(inner: TcpListener, limit: ConnectionLimit) -> LimitedListener {
-        LimitedListener { inner, limit }
-    }
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = Limited<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, address) = axum::serve::Listener::accept(&mut self.inner).await;
-            no_delay(&stream);
-            match self.limit.try_take() {
-                Some(permit) => return (Limited::new(stream, permit), address),
-                None => {
-                    tracing::debug!(%address, "connection over limits.max_connections refused");
-                    let limit = self.limit.clone();
-                    tokio::spawn(async move { limit.refuse(stream).await });
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }

@@ -250,12 +250,17 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     crate::carbon::start(node.clone(), stopping.clone()).await?;
     let connections = crate::connections::ConnectionLimit::new(node.config.limits.max_connections);
     info!(%address, "listening");
+    let context = |endpoint| crate::fastpath::ConnectionContext {
+        router: crate::api::router(node.clone(), endpoint),
+        node: node.clone(),
+        endpoint,
+        stopping: stopping.clone(),
+    };
     if let Some((listener, acceptor, endpoint)) = https {
-        let router = crate::api::router(node.clone(), endpoint);
-        tokio::spawn(crate::https::serve(
+        tokio::spawn(crate::listener::serve(
             listener,
-            acceptor,
-            router,
+            Some(acceptor),
+            context(endpoint),
             stopped(stopping.clone()),
             connections.clone(),
         ));
@@ -270,19 +275,9 @@ async fn run(listen: SocketAddr, node: Arc<Node>) -> anyhow::Result<()> {
     let endpoint = Endpoint {
         encrypted_namespaces: node.config.cache.http_server.encrypted_namespaces,
     };
-    let router = crate::api::router(node, endpoint);
-    match main_tls {
-        Some(acceptor) => {
-            crate::https::serve(listener, acceptor, router, stopped(stopping), connections).await
-        }
-        None => axum::serve(
-            crate::connections::LimitedListener::new(listener, connections),
-            router,
-        )
-        .with_graceful_shutdown(stopped(stopping))
-        .await
-        .context("serving HTTP")?,
-    }
+    let context = context(endpoint);
+    drop(node);
+    crate::listener::serve(listener, main_tls, context, stopped(stopping), connections).await;
     Ok(())
 }
 

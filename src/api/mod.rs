@@ -11,7 +11,7 @@ mod graphite;
 mod influx;
 mod opsview;
 mod page;
-mod plugins;
+pub mod plugins;
 mod query;
 mod rename;
 mod status;
@@ -127,17 +127,62 @@ pub struct ApiError(pub StatusCode, pub String);
 impl IntoResponse for ApiError {
     /// 429 and 503 say when to come back (`Retry-After: 1`).
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after();
         let mut answer = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
-        if matches!(
-            self.0,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        if retry_after {
             answer.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
             );
         }
         answer
+    }
+}
+
+/// A request in progress, counted against `limits.max_requests_in_flight` until dropped.
+pub struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Node {
+    /// Counts one more request in progress, or refuses it with 429 once
+    /// `limits.max_requests_in_flight` are.
+    pub fn enter_request(&self) -> Result<InFlight<'_>, ApiError> {
+        let limit = self.config.limits.max_requests_in_flight;
+        let before = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let entered = InFlight(&self.in_flight);
+        if before >= limit {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{limit} requests already in progress (limits.max_requests_in_flight); \
+                     retry later"
+                ),
+            ));
+        }
+        Ok(entered)
+    }
+}
+
+impl ApiError {
+    /// The answer's JSON body, `{"error": "..."}`.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "error": self.1 }))
+            .expect("a JSON object of one string serializes")
+    }
+
+    /// Whether the answer says when to come back (`Retry-After: 1`).
+    pub fn retry_after(&self) -> bool {
+        matches!(
+            self.0,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
     }
 }
 
@@ -148,29 +193,13 @@ async fn limit_in_flight(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    use std::sync::atomic::Ordering;
-    struct Leaving<'a>(&'a std::sync::atomic::AtomicUsize);
-    impl Drop for Leaving<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
     if request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let limit = node.config.limits.max_requests_in_flight;
-    let before = node.in_flight.fetch_add(1, Ordering::AcqRel);
-    let _leaving = Leaving(&node.in_flight);
-    if before >= limit {
-        return ApiError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "{limit} requests already in progress (limits.max_requests_in_flight); retry later"
-            ),
-        )
-        .into_response();
+    match node.enter_request() {
+        Ok(_in_flight) => next.run(request).await,
+        Err(refused) => refused.into_response(),
     }
-    next.run(request).await
 }
 
 /// Takes one of the node's query slots for as long as the permit lives, or answers 429.

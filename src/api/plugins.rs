@@ -132,17 +132,32 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerHeaders {
     }
 }
 
-fn caller(node: &Node, headers: &PeerHeaders, endpoint: Endpoint) -> Result<Caller, ApiError> {
-    match node
-        .plugins
-        .peers
-        .authenticates(headers.secret.as_ref().map(|value| value.as_bytes()))
-    {
+impl PeerHeaders {
+    fn as_call(&self) -> PeerCall<'_> {
+        PeerCall {
+            secret: self.secret.as_ref().map(HeaderValue::as_bytes),
+            replica: self.replica,
+        }
+    }
+}
+
+/// The peer headers of a request as the plugins' calls read them, whichever HTTP path the
+/// request came by (axum's, or the direct one of `fastpath`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerCall<'a> {
+    /// `X-Perfpipe-Peer`'s value.
+    pub secret: Option<&'a [u8]>,
+    /// `X-Perfpipe-Replica` was sent.
+    pub replica: bool,
+}
+
+fn caller(node: &Node, peer: PeerCall<'_>, endpoint: Endpoint) -> Result<Caller, ApiError> {
+    match node.plugins.peers.authenticates(peer.secret) {
         None => Ok(Caller::Client {
             encrypted: endpoint.encrypted_namespaces,
         }),
         Some(true) => Ok(Caller::Peer {
-            replica: headers.replica,
+            replica: peer.replica,
         }),
         Some(false) => Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -172,38 +187,56 @@ fn item_names<'a>(
     }
 }
 
+/// The answer of `get_data` or `set_data`: a status and a JSON body, which either HTTP path
+/// writes out as it is.
+pub struct PluginAnswer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl IntoResponse for PluginAnswer {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
 /// `{"success": true}`, as `set_data` answers it.
-fn success() -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        Bytes::from_static(br#"{"success":true}"#),
-    )
-        .into_response()
+fn success() -> PluginAnswer {
+    PluginAnswer {
+        status: StatusCode::OK,
+        body: Bytes::from_static(br#"{"success":true}"#),
+    }
 }
 
 /// A 200 with `answer` as its JSON body, serialized once into a buffer of `capacity` bytes
 /// (axum's `Json` starts at 128 bytes and grows, copying, for a 1 KB item).
-fn json_answer(answer: &impl Serialize, capacity: usize) -> Result<Response, ApiError> {
+fn json_answer(answer: &impl Serialize, capacity: usize) -> Result<PluginAnswer, ApiError> {
     let mut body = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut body, answer)
         .map_err(|error| anyhow::Error::new(error).context("serializing an answer"))?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(PluginAnswer {
+        status: StatusCode::OK,
+        body: body.into(),
+    })
 }
 
 /// An answer passed on from a peer as it came.
-fn relayed(status: u16, answer: Value) -> Response {
+fn relayed(status: u16, answer: Value) -> Result<PluginAnswer, ApiError> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    (status, Json(answer)).into_response()
+    let body = serde_json::to_vec(&answer)
+        .map_err(|error| anyhow::Error::new(error).context("serializing an answer"))?;
+    Ok(PluginAnswer {
+        status,
+        body: body.into(),
+    })
 }
 
 /// Sends a plugin's request to the node that answers for its item, when that is not this
@@ -247,10 +280,20 @@ pub async fn get_data(
     Extension(endpoint): Extension<Endpoint>,
     headers: PeerHeaders,
     bytes: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers, endpoint)?;
-    let request: GetData = body(&bytes)?;
-    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
+) -> Result<PluginAnswer, ApiError> {
+    answer_get_data(&node, endpoint, headers.as_call(), &bytes).await
+}
+
+/// `get_data` of the JSON body `bytes`, for either HTTP path.
+pub async fn answer_get_data(
+    node: &Node,
+    endpoint: Endpoint,
+    peer: PeerCall<'_>,
+    bytes: &[u8],
+) -> Result<PluginAnswer, ApiError> {
+    let caller = caller(node, peer, endpoint)?;
+    let request: GetData = body(bytes)?;
+    let namespace = item_names(node, caller, &request.namespace, &request.key)?;
     if request.max_wait_time < 0.0 || !request.max_wait_time.is_finite() {
         return Err(bad_request(format!(
             "max_wait_time must be 0 or a positive number of seconds, not {}",
@@ -266,8 +309,13 @@ pub async fn get_data(
         // A copy kept from an earlier read answers without a hop (and still does when the
         // owner is gone: the product's documented behaviour).
         let kept = cache.get(&namespace, &request.key, Duration::ZERO).await;
-        if kept.data.is_some() {
-            return Ok(Json(json!({ "data": kept.data.as_deref(), "lock": false })).into_response());
+        if let Some(data) = kept.data.as_deref() {
+            let answer = GetAnswer {
+                data: Some(data),
+                lock: false,
+                ttl: None,
+            };
+            return json_answer(&answer, data.len() + 32);
         }
         let forwarded = json!({
             "namespace": namespace,
@@ -275,7 +323,7 @@ pub async fn get_data(
             "max_wait_time": max_wait.as_secs_f64(),
         });
         if let Some((status, mut answer)) = forward(
-            &node,
+            node,
             &namespace,
             &request.key,
             "get_data",
@@ -297,7 +345,7 @@ pub async fn get_data(
                     Duration::from_secs_f64(ttl.max(0.0)),
                 );
             }
-            return Ok(relayed(status, answer));
+            return relayed(status, answer);
         }
     }
     let outcome = cache.get(&namespace, &request.key, max_wait).await;
@@ -320,10 +368,20 @@ pub async fn set_data(
     Extension(endpoint): Extension<Endpoint>,
     headers: PeerHeaders,
     bytes: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers, endpoint)?;
-    let request: SetData = body(&bytes)?;
-    let namespace = item_names(&node, caller, &request.namespace, &request.key)?;
+) -> Result<PluginAnswer, ApiError> {
+    answer_set_data(&node, endpoint, headers.as_call(), &bytes).await
+}
+
+/// `set_data` of the JSON body `bytes`, for either HTTP path.
+pub async fn answer_set_data(
+    node: &Node,
+    endpoint: Endpoint,
+    peer: PeerCall<'_>,
+    bytes: &[u8],
+) -> Result<PluginAnswer, ApiError> {
+    let caller = caller(node, peer, endpoint)?;
+    let request: SetData = body(bytes)?;
+    let namespace = item_names(node, caller, &request.namespace, &request.key)?;
     let ttl = positive_seconds("ttl", request.ttl)?;
     let cache = &node.plugins.cache;
     if matches!(caller, Caller::Client { .. }) && node.plugins.peers.count() > 1 {
@@ -334,7 +392,7 @@ pub async fn set_data(
             "ttl": request.ttl,
         });
         if let Some((status, answer)) = forward(
-            &node,
+            node,
             &namespace,
             &request.key,
             "set_data",
@@ -346,7 +404,7 @@ pub async fn set_data(
             if status == 200 {
                 cache.keep_copy(&namespace, &request.key, ItemData::new(&request.data), ttl);
             }
-            return Ok(relayed(status, answer));
+            return relayed(status, answer);
         }
     }
     cache
@@ -361,7 +419,7 @@ pub async fn store_data(
     headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers, endpoint)?;
+    let caller = caller(&node, headers.as_call(), endpoint)?;
     let request: StoreData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?.into_owned();
     if !request.timestamp.is_finite() || request.timestamp < 0.0 {
@@ -394,7 +452,7 @@ pub async fn store_data(
         )
         .await
         {
-            return Ok(relayed(status, answer));
+            return Ok(relayed(status, answer)?.into_response());
         }
     }
     let state = node.plugins.state.clone();
@@ -448,7 +506,7 @@ pub async fn fetch_data(
     headers: PeerHeaders,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&node, &headers, endpoint)?;
+    let caller = caller(&node, headers.as_call(), endpoint)?;
     let request: FetchData = body(&bytes)?;
     let namespace = item_names(&node, caller, &request.namespace, &request.key)?.into_owned();
     let forwarded = json!({ "namespace": namespace, "key": request.key });
@@ -463,7 +521,7 @@ pub async fn fetch_data(
         )
         .await
         {
-            return Ok(relayed(status, answer));
+            return Ok(relayed(status, answer)?.into_response());
         }
     }
     let state = node.plugins.state.clone();
