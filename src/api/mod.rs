@@ -122,6 +122,7 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
 }
 
 /// An error answer: `{"error": "..."}` with its status.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {

@@ -309,13 +309,8 @@ pub async fn answer_get_data(
         // A copy kept from an earlier read answers without a hop (and still does when the
         // owner is gone: the product's documented behaviour).
         let kept = cache.get(&namespace, &request.key, Duration::ZERO).await;
-        if let Some(data) = kept.data.as_deref() {
-            let answer = GetAnswer {
-                data: Some(data),
-                lock: false,
-                ttl: None,
-            };
-            return json_answer(&answer, data.len() + 32);
+        if let Some(data) = &kept.data {
+            return get_answer(Some(data), false, None);
         }
         let forwarded = json!({
             "namespace": namespace,
@@ -350,17 +345,47 @@ pub async fn answer_get_data(
     }
     let outcome = cache.get(&namespace, &request.key, max_wait).await;
     // Serialized straight from the cached data (a `json!` value would copy it first).
-    let capacity = outcome.data.as_deref().map_or(0, str::len) + 48;
-    let answer = GetAnswer {
-        data: outcome.data.as_deref(),
-        lock: outcome.lock,
-        // What an asking peer keeps its copy for.
-        ttl: match caller {
-            Caller::Peer { .. } => outcome.remaining_ttl.map(|ttl| ttl.as_secs_f64()),
-            Caller::Client { .. } => None,
-        },
+    // What an asking peer keeps its copy for.
+    let ttl = match caller {
+        Caller::Peer { .. } => outcome.remaining_ttl.map(|ttl| ttl.as_secs_f64()),
+        Caller::Client { .. } => None,
     };
-    json_answer(&answer, capacity)
+    get_answer(outcome.data.as_ref(), outcome.lock, ttl)
+}
+
+/// `get_data`'s answer, serialized straight from the cached data (a `json!` value would copy
+/// it first); data that needs no JSON escape is copied in whole, as serde_json would write it.
+fn get_answer(
+    data: Option<&ItemData>,
+    lock: bool,
+    ttl: Option<f64>,
+) -> Result<PluginAnswer, ApiError> {
+    match data {
+        Some(data) if data.is_json_plain() && ttl.is_none() => {
+            let tail: &[u8] = if lock {
+                br#"","lock":true}"#
+            } else {
+                br#"","lock":false}"#
+            };
+            let mut body = Vec::with_capacity(data.len() + 32);
+            body.extend_from_slice(br#"{"data":""#);
+            body.extend_from_slice(data.as_bytes());
+            body.extend_from_slice(tail);
+            Ok(PluginAnswer {
+                status: StatusCode::OK,
+                body: body.into(),
+            })
+        }
+        _ => {
+            let capacity = data.map_or(0, |data| data.len()) + 48;
+            let answer = GetAnswer {
+                data: data.map(|data| &**data),
+                lock,
+                ttl,
+            };
+            json_answer(&answer, capacity)
+        }
+    }
 }
 
 pub async fn set_data(
@@ -586,4 +611,35 @@ fn state_error(error: StateError) -> ApiError {
         }
     };
     ApiError(status, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_written_get_answers_equal_what_serde_json_writes() {
+        for text in ["", "plain 1 KB é ☃ {'a': 1}", "needs \"escape\"\n", "\u{1}"] {
+            let data = ItemData::new(text);
+            for lock in [false, true] {
+                for ttl in [None, Some(12.5)] {
+                    let written = get_answer(Some(&data), lock, ttl).unwrap();
+                    let expected = serde_json::to_vec(&GetAnswer {
+                        data: Some(text),
+                        lock,
+                        ttl,
+                    })
+                    .unwrap();
+                    assert_eq!(written.status, StatusCode::OK);
+                    assert_eq!(
+                        &written.body[..],
+                        &expected[..],
+                        "{text:?} lock {lock} ttl {ttl:?}"
+                    );
+                }
+            }
+        }
+        let missing = get_answer(None, true, None).unwrap();
+        assert_eq!(&missing.body[..], br#"{"data":null,"lock":true}"#);
+    }
 }
