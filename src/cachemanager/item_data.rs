@@ -38,8 +38,13 @@ const JSON_PLAIN: usize = 1 << (usize::BITS - 1);
 /// Whether `text` stands in a JSON string as it is: what serde_json (and RFC 8259) escapes is
 /// `"`, `\` and the control characters below U+0020, nothing else.
 fn json_plain(text: &str) -> bool {
-    text.bytes()
-        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    // Chunks tested whole, without a branch per byte, so that the compiler vectorises the test
+    // (a byte-at-a-time `all` took as long as copying the item).
+    text.as_bytes().chunks(64).all(|chunk| {
+        chunk.iter().fold(true, |plain, &byte| {
+            plain & (byte >= 0x20) & (byte != b'"') & (byte != b'\\')
+        })
+    })
 }
 
 /// Shared, immutable item text in one system-allocated block.
