@@ -7,7 +7,8 @@
 //! [`IntakeError`] naming the record (index in the body, or line) and, for perfdata, the byte
 //! offset of the metric; the good results around it are kept.
 
-use std::collections::HashMap;
+// hashbrown (foldhash, seeded at random): the hot path's hasher, as in `enqueuer`.
+use hashbrown::HashMap;
 use std::fmt;
 
 use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};

@@ -11,7 +11,10 @@
 //! [`LastValues::save`] / [`LastValues::load`] (written whole to a temporary file, synced, then
 //! renamed, so a crash leaves the previous file).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// hashbrown (foldhash, seeded at random): the hot path's hasher, as in `enqueuer`.
+use hashbrown::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;

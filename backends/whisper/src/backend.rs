@@ -18,7 +18,9 @@
 //! retention reads as no values. The query's consolidation is not applied: whisper consolidated
 //! with its own aggregation method when it wrote the coarser archives.
 
-use std::collections::HashMap;
+// hashbrown (foldhash, seeded at random per process) rather than std's SipHash: this map is
+// looked up once per series written.
+use hashbrown::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
