@@ -268,6 +268,36 @@ fn queries_see_points_still_queued() {
         .map(|(i, value)| (Some(*value), t + 60 * i as i64))
         .collect();
     assert_eq!(datapoints[..6], expected[..], "{render}");
+
+    // A series never written yet (its only points queued) is answered with them, in the
+    // layout its file will have (60 s slots), not as "no such series".
+    post(&format!(
+        "{}||web||new||OK||fresh=7\n{}||web||new||OK||fresh=8\n",
+        t + 60,
+        t + 180
+    ));
+    let answer = node
+        .get(&format!(
+            "/api/v1/query?hsm=web::new::fresh&hsm=web::none::such&start={}&end={}",
+            t - 60,
+            t + 420
+        ))
+        .json();
+    let fresh = &answer["series"][0];
+    assert!(fresh["error"].is_null(), "{answer}");
+    assert_eq!(
+        (fresh["start"].as_i64(), fresh["step"].as_i64()),
+        (Some(t), Some(60)),
+        "{answer}"
+    );
+    assert_eq!(
+        fresh["values"].as_array().unwrap()[..4],
+        serde_json::json!([null, 7.0, null, 8.0])
+            .as_array()
+            .unwrap()[..],
+        "{answer}"
+    );
+    assert_eq!(answer["series"][1]["error"], "no such series", "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

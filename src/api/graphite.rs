@@ -207,7 +207,14 @@ impl ClusterStore {
         queued: &[perfpipe_backend::Point],
     ) -> Result<Option<StoredRange>, String> {
         let backend = self.backend()?;
-        match backend.read_as_of(key, range, now) {
+        let read = match backend.read_as_of(key, range, now) {
+            // A series whose first points are still queued is answered with them.
+            Err(BackendError::NotFound(missing)) if !queued.is_empty() => backend
+                .read_unwritten(key, range, now)
+                .ok_or(BackendError::NotFound(missing)),
+            read => read,
+        };
+        match read {
             Ok(mut read) => {
                 super::query::add_queued(&mut read, queued, range.consolidation);
                 Ok(Some((read.start, i64::from(read.step), read.values)))

@@ -248,6 +248,16 @@ pub(super) async fn read_series(
                 Some(as_of) => backend.read_as_of(&key, &range, as_of),
                 None => backend.read(&key, &range),
             };
+            // A series whose first points are still queued is answered with them.
+            let read = match read {
+                Err(BackendError::NotFound(missing)) if !queued.is_empty() => {
+                    let now = as_of.unwrap_or_else(perfpipe_backend::unix_now);
+                    backend
+                        .read_unwritten(&key, &range, now)
+                        .ok_or(BackendError::NotFound(missing))
+                }
+                read => read,
+            };
             match read {
                 Ok(mut read) => {
                     add_queued(&mut read, &queued, range.consolidation);

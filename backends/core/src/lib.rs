@@ -316,6 +316,15 @@ pub trait Backend: Send {
         self.read(key, range)
     }
 
+    /// What [`Backend::read_as_of`] would answer for `key`, which this store does not have yet
+    /// (its first points are still queued), were it created at `now` with no point: the range's
+    /// slots in the layout a new series gets, all empty, for the caller to fill with the queued
+    /// points. `None` when the store cannot say (the default).
+    fn read_unwritten(&self, key: &SeriesKey, range: &RangeQuery, now: i64) -> Option<SeriesRange> {
+        let _ = (key, range, now);
+        None
+    }
+
     /// Forgets what this backend keeps in memory about `host`'s series (all of them, or the
     /// one `(service, metric)`): open files, cached last-update times. Called before their
     /// files are moved away, so no later write goes to a moved file. Default: nothing kept.

@@ -484,4 +484,46 @@ impl Backend for WhisperBackend {
             }),
         }
     }
+
+    fn read_unwritten(&self, key: &SeriesKey, range: &RangeQuery, now: i64) -> Option<SeriesRange> {
+        let config = &self.config;
+        let chosen = config
+            .archives_by_series
+            .as_ref()
+            .and_then(|choose| (choose.0)(key));
+        let archives = chosen.as_deref().unwrap_or(&config.archives);
+        // As `WhisperFile::fetch_archive` reads a file whose archives were never written.
+        let max_retention = archives.iter().map(ArchiveSpec::retention).max()? as i64;
+        let wanted = range.step.and_then(|step| {
+            archives
+                .iter()
+                .find(|archive| archive.seconds_per_point == step)
+        });
+        if range.start > range.end || range.start > now || range.end < now - max_retention {
+            return Some(SeriesRange {
+                start: range.start,
+                step: wanted.unwrap_or(archives.first()?).seconds_per_point,
+                values: Vec::new(),
+            });
+        }
+        let (from, until) = (range.start.max(now - max_retention), range.end.min(now));
+        let archive = match wanted {
+            Some(archive) => archive,
+            None => archives
+                .iter()
+                .find(|archive| archive.retention() as i64 >= now - from)
+                .or(archives.last())?,
+        };
+        let step = i64::from(archive.seconds_per_point);
+        let from_interval = from - from.rem_euclid(step) + step;
+        let mut until_interval = until - until.rem_euclid(step) + step;
+        if from_interval == until_interval {
+            until_interval += step;
+        }
+        Some(SeriesRange {
+            start: from_interval,
+            step: archive.seconds_per_point,
+            values: vec![None; ((until_interval - from_interval) / step).max(0) as usize],
+        })
+    }
 }

@@ -476,3 +476,59 @@ fn changes_to_a_mapped_file_by_other_programs_are_noticed() {
     assert_eq!(std::fs::metadata(&aside).unwrap().len(), 40, "set aside");
     assert_eq!(stored_values(dir.path(), &series, now), [2.0]);
 }
+
+/// `read_unwritten` answers what a read of the series' file answers once the file exists with
+/// no point in it yet: for every range shape (archive picked by age, an asked step, a range
+/// cut by now or by the retention, one outside both).
+#[test]
+fn an_unwritten_series_reads_as_its_empty_file_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_800_000_030;
+    let mut config = WhisperConfig::new(dir.path());
+    config.archives = parse_retentions("60s:1d,1h:7d").unwrap();
+    let mut backend = WhisperBackend::new(config).unwrap().with_clock(move || now);
+    let series = key("h", "s", "m");
+    let ranges = [
+        (now - 3600, now, None),
+        (now - 3 * 86_400, now - 86_400, None),
+        (now - 600, now + 600, None),
+        (now - 7200, now, Some(3600)),
+        (now - 7200, now, Some(60)),
+        (now - 7200, now - 7200, None),
+        (now - 30 * 86_400, now - 20 * 86_400, None),
+        (now + 60, now + 120, None),
+    ];
+    let predicted: Vec<_> = ranges
+        .iter()
+        .map(|&(start, end, step)| {
+            let range = RangeQuery {
+                start,
+                end,
+                step,
+                consolidation: Consolidation::Average,
+            };
+            assert!(matches!(
+                backend.read(&series, &range),
+                Err(BackendError::NotFound(_))
+            ));
+            backend
+                .read_unwritten(&series, &range, now)
+                .expect("whisper can say")
+        })
+        .collect();
+    // The file, created by a write of a point older than the longest retention (dropped).
+    backend
+        .write(&[batch(&series, &[(now - 30 * 86_400, 1.0)])])
+        .unwrap();
+    for ((start, end, step), predicted) in ranges.into_iter().zip(predicted) {
+        let range = RangeQuery {
+            start,
+            end,
+            step,
+            consolidation: Consolidation::Average,
+        };
+        let read = backend.read(&series, &range).unwrap();
+        assert!(read.values.iter().all(Option::is_none), "{read:?}");
+        assert_eq!(predicted, read, "{start} {end} {step:?}");
+    }
+}
