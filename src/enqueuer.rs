@@ -213,6 +213,8 @@ enum Command {
         keys: Vec<(usize, SeriesKey)>,
         reply: Sender<Vec<(usize, Vec<Point>)>>,
     },
+    /// Asks for the keys of the series with points queued (see [`Enqueuer::queued_keys`]).
+    ListQueued(Sender<Vec<SeriesKey>>),
     /// Answered once every point received before it is written.
     Barrier(Sender<()>),
     Forget {
@@ -554,6 +556,28 @@ impl Enqueuer {
         found
     }
 
+    /// The series with points queued (or owed by a stalled first backend), from the shards
+    /// that answer `within`: for listings, so that a series shows before its first write.
+    pub fn queued_keys(&self, within: Duration) -> Vec<SeriesKey> {
+        let (reply, replies) = mpsc::channel();
+        let mut waiting = self
+            .senders
+            .iter()
+            .filter(|sender| sender.send(Command::ListQueued(reply.clone())).is_ok())
+            .count();
+        let deadline = Instant::now() + within;
+        let mut keys = Vec::new();
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(answer) = replies.recv_timeout(left) else {
+                break;
+            };
+            waiting -= 1;
+            keys.extend(answer);
+        }
+        keys
+    }
+
     /// Writes every queue now and waits until every shard has done so.
     pub fn flush(&self) {
         let acks: Vec<Receiver<()>> = self
@@ -829,6 +853,15 @@ impl Shard {
                 }
                 Ok(Command::Peek { keys, reply }) => {
                     let _ = reply.send(self.peek(keys));
+                }
+                Ok(Command::ListQueued(reply)) => {
+                    let mut keys: Vec<SeriesKey> = self.queues.keys().cloned().collect();
+                    if let Some(stalled) = self.stalled.first() {
+                        for (_, batches) in &stalled.flushes {
+                            keys.extend(batches.iter().map(|batch| batch.key.clone()));
+                        }
+                    }
+                    let _ = reply.send(keys);
                 }
                 Ok(Command::Flush(ack)) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();

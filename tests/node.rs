@@ -298,6 +298,29 @@ fn queries_see_points_still_queued() {
         "{answer}"
     );
     assert_eq!(answer["series"][1]["error"], "no such series", "{answer}");
+    // Graphite lists it and renders it too.
+    let found = node
+        .get("/metrics/find?query=web.*.*&format=completer")
+        .json();
+    let mut paths: Vec<&str> = found["metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{found}"))
+        .iter()
+        .map(|metric| metric["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["web.http.time", "web.new.fresh"], "{found}");
+    let render = node
+        .get(&format!(
+            "/render?target=web.new.*&from={}&until={}&format=json",
+            t - 60,
+            t + 360
+        ))
+        .json();
+    assert_eq!(render[0]["target"], "web.new.fresh", "{render}");
+    let points = render[0]["datapoints"].as_array().unwrap();
+    assert_eq!(points[1], serde_json::json!([7.0, t + 60]), "{render}");
+    assert_eq!(points[3], serde_json::json!([8.0, t + 180]), "{render}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -10,7 +10,7 @@
 //! A target that does not parse, an unknown function or bad arguments answer 400 naming the
 //! target and the reason; a peer that cannot be asked answers 502 naming it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -97,15 +97,23 @@ impl ClusterStore {
         if !(1..=3).contains(&depth) {
             return Ok(Vec::new());
         }
+        // Series whose first points are still queued are listed too (their reads are answered
+        // from the queue until the first write).
+        let mut queued: BTreeMap<String, Vec<SeriesKey>> = BTreeMap::new();
+        for key in self.node.enqueuer.queued_keys(QUEUED_KEYS_WAIT) {
+            queued.entry(key.host.clone()).or_default().push(key);
+        }
         let catalogue = self.catalogue()?;
         let text = |e: perfpipe_sqlite::CatalogueError| e.to_string();
-        let hosts: Vec<String> = match pattern.literal(0).and_then(graphite::decode_component) {
-            Some(host) => vec![host],
+        let hosts: BTreeSet<String> = match pattern.literal(0).and_then(graphite::decode_component)
+        {
+            Some(host) => BTreeSet::from([host.to_string()]),
             None => catalogue
                 .hosts("")
                 .map_err(text)?
                 .into_iter()
                 .map(|summary| summary.host)
+                .chain(queued.keys().cloned())
                 .collect(),
         };
         let mut found = BTreeSet::new();
@@ -114,34 +122,27 @@ impl ClusterStore {
             if !pattern.node_matches(0, &host_part) {
                 continue;
             }
-            if depth == 1 {
-                if !catalogue.metrics(&host).map_err(text)?.is_empty() {
-                    found.insert(TreeNode {
-                        path: host_part,
-                        leaf: false,
-                    });
-                }
-                continue;
-            }
-            for info in catalogue.metrics(&host).map_err(text)? {
-                let service_part = graphite::encode_component(&info.key.service);
-                if !pattern.node_matches(1, &service_part) {
-                    continue;
-                }
-                if depth == 2 {
-                    found.insert(TreeNode {
-                        path: format!("{host_part}.{service_part}"),
-                        leaf: false,
-                    });
-                    continue;
-                }
-                let metric_part = graphite::encode_component(&info.key.metric);
-                if pattern.node_matches(2, &metric_part) {
-                    found.insert(TreeNode {
-                        path: graphite_path(&info.key),
-                        leaf: true,
-                    });
-                }
+            let series = catalogue
+                .metrics(&host)
+                .map_err(text)?
+                .into_iter()
+                .map(|info| info.key)
+                .chain(queued.remove(&host).unwrap_or_default());
+            for key in series {
+                let service_part = graphite::encode_component(&key.service);
+                let (path, leaf) = match depth {
+                    1 => (host_part.clone(), false),
+                    2 if pattern.node_matches(1, &service_part) => {
+                        (format!("{host_part}.{service_part}"), false)
+                    }
+                    3 if pattern.node_matches(1, &service_part)
+                        && pattern.node_matches(2, &graphite::encode_component(&key.metric)) =>
+                    {
+                        (graphite_path(&key), true)
+                    }
+                    _ => continue,
+                };
+                found.insert(TreeNode { path, leaf });
             }
         }
         Ok(found.into_iter().collect())
@@ -231,6 +232,9 @@ impl ClusterStore {
         }
     }
 }
+
+/// How long a listing waits for the shards to say which series they have queued.
+const QUEUED_KEYS_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl graphite::Store for ClusterStore {
     fn fetch(
