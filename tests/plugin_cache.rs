@@ -35,7 +35,7 @@ fn scenario(name: &str, nodes: &[&str], args: &[&str]) -> String {
     printed
 }
 
-fn node(name: &str, extra_config: &str) -> (Node, std::path::PathBuf) {
+fn node(name: &str, extra_config: &str) -> (Node, common::TempDir) {
     let dir = temp_dir(name);
     let config = config(
         &dir,
