@@ -515,11 +515,7 @@ impl Backend for WhisperBackend {
                 .or(archives.last())?,
         };
         let step = i64::from(archive.seconds_per_point);
-        let from_interval = from - from.rem_euclid(step) + step;
-        let mut until_interval = until - until.rem_euclid(step) + step;
-        if from_interval == until_interval {
-            until_interval += step;
-        }
+        let (from_interval, until_interval) = crate::format::fetch_interval(from, until, step);
         Some(SeriesRange {
             start: from_interval,
             step: archive.seconds_per_point,

@@ -791,12 +791,7 @@ impl WhisperFile {
         until: i64,
     ) -> Result<FetchedSeries, WhisperError> {
         let step = archive.step();
-        let from_interval = from - from.rem_euclid(step) + step;
-        let mut until_interval = until - until.rem_euclid(step) + step;
-        if from_interval == until_interval {
-            // Zero-length range: whisper always includes the next point.
-            until_interval += step;
-        }
+        let (from_interval, until_interval) = fetch_interval(from, until, step);
         let mut read =
             |buffer: &mut [u8], offset| read_exact_at(&self.file, &self.path, buffer, offset);
         let base = i64::from(read_base(&mut read, archive)?);
@@ -822,6 +817,18 @@ impl WhisperFile {
             values,
         })
     }
+}
+
+/// The slots whisper's fetch answers for `from..until` in an archive of `step` seconds: the
+/// first slot after `from` up to the first after `until`, and one slot for a zero-length range
+/// (whisper always includes the next point).
+pub(crate) fn fetch_interval(from: i64, until: i64, step: i64) -> (i64, i64) {
+    let from_interval = from - from.rem_euclid(step) + step;
+    let mut until_interval = until - until.rem_euclid(step) + step;
+    if from_interval == until_interval {
+        until_interval += step;
+    }
+    (from_interval, until_interval)
 }
 
 /// The update proper, on a file whose header is `header` and whose content `content` gives
