@@ -31,17 +31,19 @@ fn range(start: f64, end: f64, inside: bool) -> ThresholdRange {
     ThresholdRange { start, end, inside }
 }
 
-fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("perfpipe-catalogue-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("catalogue.sqlite")
+/// A catalogue path in a temporary directory, removed when the returned guard is dropped.
+fn temp_db(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("perfpipe-catalogue-{name}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("catalogue.sqlite");
+    (dir, path)
 }
 
 #[test]
 fn upserts_move_first_back_and_last_forward() {
-    let path = temp_db("upsert");
+    let (_dir, path) = temp_db("upsert");
     let mut catalogue = Catalogue::open(&path).unwrap();
     assert_eq!(catalogue.journal_mode().unwrap(), "wal");
     let rta = key("web-01", "PING", "rta");
@@ -72,7 +74,8 @@ fn upserts_move_first_back_and_last_forward() {
 
 #[test]
 fn listing_search_and_delete() {
-    let mut catalogue = Catalogue::open(&temp_db("listing")).unwrap();
+    let (_dir, path) = temp_db("listing");
+    let mut catalogue = Catalogue::open(&path).unwrap();
     catalogue
         .record(&[
             update(key("web-01", "PING", "rta"), 1, 10, 1.0),
@@ -164,7 +167,7 @@ fn listing_search_and_delete() {
 
 #[test]
 fn a_newer_schema_is_refused() {
-    let path = temp_db("newer");
+    let (_dir, path) = temp_db("newer");
     drop(Catalogue::open(&path).unwrap());
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.pragma_update(None, "user_version", 99).unwrap();
@@ -179,7 +182,7 @@ fn a_newer_schema_is_refused() {
 
 #[test]
 fn thresholds_are_those_of_the_newest_point() {
-    let path = temp_db("thresholds");
+    let (_dir, path) = temp_db("thresholds");
     let mut catalogue = Catalogue::open(&path).unwrap();
     let series = key("web", "PING", "rta");
     let mut newer = update(series.clone(), 100, 200, 1.0);
@@ -222,7 +225,7 @@ fn thresholds_round_trip_as_nagios_text() {
 
 #[test]
 fn a_version_1_database_gains_the_thresholds() {
-    let path = temp_db("migrate");
+    let (_dir, path) = temp_db("migrate");
     {
         let raw = rusqlite::Connection::open(&path).unwrap();
         raw.execute_batch(
