@@ -186,7 +186,7 @@ impl Default for EnqueuerConfig {
             max_batch_age: Duration::from_secs(5),
             max_queued_points: 10_000_000,
             handoff_hold: Duration::from_secs(30),
-            rollup_checkpoint: Duration::from_secs(10),
+            rollup_checkpoint: Duration::from_secs(60),
         }
     }
 }
