@@ -542,16 +542,11 @@ impl Enqueuer {
                 waiting += 1;
             }
         }
-        let deadline = Instant::now() + within;
-        while waiting > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(answers) = replies.recv_timeout(left) else {
-                break;
-            };
-            waiting -= 1;
-            for (position, points) in answers {
-                found[position] = points;
-            }
+        for (position, points) in answers_within(&replies, waiting, within)
+            .into_iter()
+            .flatten()
+        {
+            found[position] = points;
         }
         found
     }
@@ -560,22 +555,15 @@ impl Enqueuer {
     /// that answer `within`: for listings, so that a series shows before its first write.
     pub fn queued_keys(&self, within: Duration) -> Vec<SeriesKey> {
         let (reply, replies) = mpsc::channel();
-        let mut waiting = self
+        let waiting = self
             .senders
             .iter()
             .filter(|sender| sender.send(Command::ListQueued(reply.clone())).is_ok())
             .count();
-        let deadline = Instant::now() + within;
-        let mut keys = Vec::new();
-        while waiting > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(answer) = replies.recv_timeout(left) else {
-                break;
-            };
-            waiting -= 1;
-            keys.extend(answer);
-        }
-        keys
+        answers_within(&replies, waiting, within)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Writes every queue now and waits until every shard has done so.
@@ -662,6 +650,21 @@ impl Enqueuer {
         }
         joined && self.counters.abandoned.load(Ordering::Acquire) == 0
     }
+}
+
+/// The answers of the `waiting` shards asked, as many as arrive `within` (a shard busy writing
+/// answers after its current flush; one that has not answered by then is left out).
+fn answers_within<T>(replies: &Receiver<T>, waiting: usize, within: Duration) -> Vec<T> {
+    let deadline = Instant::now() + within;
+    let mut answers = Vec::with_capacity(waiting);
+    while answers.len() < waiting {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match replies.recv_timeout(left) {
+            Ok(answer) => answers.push(answer),
+            Err(_) => break,
+        }
+    }
+    answers
 }
 
 /// The shard of a series.

@@ -208,18 +208,8 @@ impl ClusterStore {
         queued: &[perfpipe_backend::Point],
     ) -> Result<Option<StoredRange>, String> {
         let backend = self.backend()?;
-        let read = match backend.read_as_of(key, range, now) {
-            // A series whose first points are still queued is answered with them.
-            Err(BackendError::NotFound(missing)) if !queued.is_empty() => backend
-                .read_unwritten(key, range, now)
-                .ok_or(BackendError::NotFound(missing)),
-            read => read,
-        };
-        match read {
-            Ok(mut read) => {
-                super::query::add_queued(&mut read, queued, range.consolidation);
-                Ok(Some((read.start, i64::from(read.step), read.values)))
-            }
+        match super::query::read_with_queued(backend.as_mut(), key, range, Some(now), queued) {
+            Ok(read) => Ok(Some((read.start, i64::from(read.step), read.values))),
             Err(
                 BackendError::NotFound(_)
                 | BackendError::EmptyName

@@ -244,23 +244,8 @@ pub(super) async fn read_series(
                 .map_err(anyhow::Error::from)?
                 .map(|info| info.uom);
             let mut answer = json!({ "hsm": key.to_string(), "uom": uom });
-            let read = match as_of {
-                Some(as_of) => backend.read_as_of(&key, &range, as_of),
-                None => backend.read(&key, &range),
-            };
-            // A series whose first points are still queued is answered with them.
-            let read = match read {
-                Err(BackendError::NotFound(missing)) if !queued.is_empty() => {
-                    let now = as_of.unwrap_or_else(perfpipe_backend::unix_now);
-                    backend
-                        .read_unwritten(&key, &range, now)
-                        .ok_or(BackendError::NotFound(missing))
-                }
-                read => read,
-            };
-            match read {
-                Ok(mut read) => {
-                    add_queued(&mut read, &queued, range.consolidation);
+            match read_with_queued(backend.as_mut(), &key, &range, as_of, &queued) {
+                Ok(read) => {
                     answer["start"] = json!(read.start);
                     answer["step"] = json!(read.step);
                     answer["values"] = json!(read.values);
@@ -350,6 +335,33 @@ pub(super) fn queued_points(
     }
     let keys: Vec<SeriesKey> = keys.iter().map(|(_, key)| key.clone()).collect();
     node.enqueuer.queued_points(&keys, QUEUED_POINTS_WAIT)
+}
+
+/// Reads a series from `backend` (as of `as_of`, or now) with its `queued` points filling the
+/// gaps; a series the store does not have yet but whose first points are queued is answered
+/// with them, in the layout the store will give it (`Backend::read_unwritten`).
+pub(super) fn read_with_queued(
+    backend: &mut dyn perfpipe_backend::Backend,
+    key: &SeriesKey,
+    range: &RangeQuery,
+    as_of: Option<i64>,
+    queued: &[perfpipe_backend::Point],
+) -> Result<perfpipe_backend::SeriesRange, BackendError> {
+    let read = match as_of {
+        Some(as_of) => backend.read_as_of(key, range, as_of),
+        None => backend.read(key, range),
+    };
+    let mut read = match read {
+        Err(BackendError::NotFound(missing)) if !queued.is_empty() => {
+            let now = as_of.unwrap_or_else(perfpipe_backend::unix_now);
+            backend
+                .read_unwritten(key, range, now)
+                .ok_or(BackendError::NotFound(missing))?
+        }
+        read => read?,
+    };
+    add_queued(&mut read, queued, range.consolidation);
+    Ok(read)
 }
 
 /// Fills the gaps of `read` with the queued points that fall in them, consolidated per slot
