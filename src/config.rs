@@ -327,6 +327,10 @@ pub struct LimitsConfig {
     pub max_requests_in_flight: usize,
     /// Client connections open at once, over all the node's listeners (429 beyond).
     pub max_connections: usize,
+    /// How long a request (head and body) may take to arrive once its first byte has; beyond,
+    /// 408 and the connection is closed, so a client that trickles cannot hold it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -341,6 +345,7 @@ impl Default for LimitsConfig {
             max_concurrent_queries: 64,
             max_requests_in_flight: 4_096,
             max_connections: 2_048,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -522,6 +527,10 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "limits.{name} must be positive");
         }
+        anyhow::ensure!(
+            !limits.request_timeout.is_zero(),
+            "limits.request_timeout must be positive"
+        );
         if !self.cache.namespace_key.is_empty() {
             crate::cachemanager::token::NamespaceKey::from_hex(&self.cache.namespace_key)
                 .context("cache.namespace_key")?;

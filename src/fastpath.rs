@@ -16,8 +16,10 @@
 //! `docs/performance.md`), more than the cache itself and the JSON together.
 //!
 //! Guarantees: a request is answered only once whole; pipelined requests are answered in
-//! order; a request head must arrive within [`HEAD_TIMEOUT`] once begun; at shutdown an idle
-//! connection is closed at once and a request in progress is answered first.
+//! order; a request's head must arrive within `limits.request_timeout` of its first byte and
+//! its body within as long again of its head, else 408 and the connection closes (hyper,
+//! given the connection, keeps the same bounds); at shutdown an idle connection is closed at
+//! once and a request in progress is answered first.
 
 use std::io;
 use std::pin::Pin;
@@ -25,9 +27,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::http::StatusCode;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
@@ -43,8 +47,6 @@ use crate::cachemanager::peers::{PEER_HEADER, REPLICA_HEADER};
 const MAX_HEAD: usize = 16 * 1024;
 /// The most headers the direct path reads; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
-/// How long a begun request head may take to arrive.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a connection's listener gives each of its connections.
 #[derive(Clone)]
@@ -95,30 +97,36 @@ where
         mut stopping,
     } = context;
     let body_limit = usize::try_from(node.config.max_body_size.as_u64()).unwrap_or(usize::MAX);
+    let request_timeout = node.config.limits.request_timeout;
     let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut output: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        // From the request's first byte (now, when pipelined bytes wait already).
+        let mut head_deadline = (!input.is_empty()).then(|| Instant::now() + request_timeout);
         let request = loop {
             match read_head(&input, body_limit) {
                 Head::Direct(request) => break request,
-                Head::Other => return hand_to_hyper(io, input, router, watcher).await,
+                Head::Other => {
+                    return hand_to_hyper(io, input, router, watcher, request_timeout).await
+                }
                 Head::Partial if input.len() > MAX_HEAD => {
-                    return hand_to_hyper(io, input, router, watcher).await
+                    return hand_to_hyper(io, input, router, watcher, request_timeout).await
                 }
                 Head::Partial => {}
             }
-            let read = if input.is_empty() {
+            let read = match head_deadline {
                 // Idle between requests: the only moment a stopping node closes it.
-                tokio::select! {
-                    read = io.read_buf(&mut input) => read,
+                None => tokio::select! {
+                    read = io.read_buf(&mut input) => {
+                        head_deadline = Some(Instant::now() + request_timeout);
+                        read
+                    }
                     _ = stopping.wait_for(|stop| *stop) => return,
-                }
-            } else {
-                match tokio::time::timeout(HEAD_TIMEOUT, io.read_buf(&mut input)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        debug!("request head not complete after 30 s: connection closed");
-                        return;
+                },
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, io.read_buf(&mut input)).await {
+                        Ok(read) => read,
+                        Err(_) => return time_out(io, output, request_timeout).await,
                     }
                 }
             };
@@ -130,10 +138,12 @@ where
         let end = request.head_len + request.body_len;
         if input.len() < end {
             input.reserve(end - input.len());
+            let body_deadline = Instant::now() + request_timeout;
             while input.len() < end {
-                match io.read_buf(&mut input).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                match tokio::time::timeout_at(body_deadline, io.read_buf(&mut input)).await {
+                    Ok(Ok(0) | Err(_)) => return,
+                    Ok(Ok(_)) => {}
+                    Err(_) => return time_out(io, output, request_timeout).await,
                 }
             }
         }
@@ -168,6 +178,23 @@ where
             // A large body's buffer is not kept for the connection's life.
             input.shrink_to(4096);
         }
+    }
+}
+
+/// Answers 408 to a request that did not arrive whole in time, and closes the connection.
+async fn time_out<S>(mut io: S, mut output: Vec<u8>, request_timeout: Duration)
+where
+    S: AsyncWrite + Unpin,
+{
+    debug!("request not whole within limits.request_timeout: 408, connection closed");
+    output.clear();
+    write_answer(
+        &mut output,
+        Err(crate::api::deadline::request_timed_out(request_timeout)),
+        true,
+    );
+    if io.write_all(&output).await.is_ok() {
+        let _ = io.shutdown().await;
     }
 }
 
@@ -272,9 +299,16 @@ fn write_head(
     output.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Serves the rest of a connection with hyper and the router, `read` first.
-async fn hand_to_hyper<S>(io: S, read: Vec<u8>, router: Router, watcher: Watcher)
-where
+/// Serves the rest of a connection with hyper and the router, `read` first. hyper bounds the
+/// wait for each request head by `request_timeout` (it counts from the end of the answer
+/// before, so an idle keep-alive connection closes after as long), the router each body.
+async fn hand_to_hyper<S>(
+    io: S,
+    read: Vec<u8>,
+    router: Router,
+    watcher: Watcher,
+    request_timeout: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = Replayed {
@@ -283,7 +317,11 @@ where
         io,
     };
     let service = TowerToHyperService::new(router);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(connection.into_owned()).await {
         debug!(%error, "connection ended with an error");

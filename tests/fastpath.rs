@@ -264,3 +264,96 @@ fn a_stopping_node_answers_the_call_in_progress_and_closes_idle_connections() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `limits.request_timeout` (1 s here): a request that trickles, a byte every 300 ms, so that
+/// no single read waits a second but the whole takes longer, is answered 408 naming the limit
+/// and its connection closed, on the direct path (head, then body) and on hyper's (head, then
+/// body); a request whole within the limit is served; an idle keep-alive connection of the
+/// direct path is not closed by it.
+#[test]
+fn requests_that_trickle_past_the_request_timeout_get_408_and_are_closed() {
+    let dir = temp_dir("fastpath-request-timeout");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[limits]\nrequest_timeout = \"1s\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+
+    /// Writes `whole` at once, then `trickled` a byte every 300 ms until the node closes or
+    /// answers; answers what the node sent and how long after the start.
+    fn trickle(node: &Node, whole: &str, trickled: &str) -> (String, Duration) {
+        let mut stream = connect(node);
+        let started = Instant::now();
+        stream.write_all(whole.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut bytes = trickled.bytes();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => answer.extend_from_slice(&chunk[..read]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    assert!(started.elapsed() < Duration::from_secs(10), "never closed");
+                    if let Some(byte) = bytes.next() {
+                        // The node may have closed already: a failed write ends it too.
+                        if stream.write_all(&[byte]).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    }
+    let body = serde_json::json!({"namespace": "ns", "key": "k"}).to_string();
+    let get = call("/get_data", &body, "");
+    let head_end = get.find("\r\n\r\n").unwrap() + 4;
+    let write = "POST /api/v1/write HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+                 Content-Length: 64\r\n\r\n";
+    let long_text = "x".repeat(64);
+    for (what, whole, trickled) in [
+        ("direct path, head", "", get.as_str()),
+        ("direct path, body", &get[..head_end], &get[head_end..]),
+        ("hyper, head", "", write),
+        ("hyper, body", write, &long_text[..]),
+    ] {
+        let (answer, took) = trickle(&node, whole, trickled);
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{what}: {answer:?} after {took:?}"
+        );
+        assert!(
+            answer.contains("limits.request_timeout (1s)"),
+            "{what}: {answer}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{what}: closed after {took:?}"
+        );
+    }
+
+    // Whole in time: served; idle for longer than the limit between two calls: still served.
+    let mut stream = connect(&node);
+    let mut pending = Vec::new();
+    stream.write_all(get.as_bytes()).unwrap();
+    let (status, _, _) = read_answer(&mut stream, &mut pending);
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    stream.write_all(get.as_bytes()).unwrap();
+    let (status, _, _) = read_answer(&mut stream, &mut pending);
+    assert_eq!(status, 200);
+}

@@ -5,6 +5,7 @@
 //! tokio's blocking pool, never on the async workers.
 
 mod auth;
+pub(crate) mod deadline;
 pub(crate) mod delete;
 mod eval;
 mod graphite;
@@ -116,6 +117,10 @@ pub fn router(node: Arc<Node>, endpoint: Endpoint) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             limit_in_flight,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            deadline::request_body_deadline,
         ))
         .layer(axum::Extension(endpoint))
         .with_state(node)
