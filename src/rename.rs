@@ -9,8 +9,11 @@
 //! graphite's `whisper-merge` does (each archive's points written into the destination, the
 //! source winning where both have a value), the source then goes to the trash. RRD files are
 //! merged by librrd's prefill (the destination rewritten from both files, the source again
-//! winning where both have a value; see `perfpipe_rrd::merge_into`). InfluxDB keeps points
-//! under the tags they were written with.
+//! winning where both have a value; see `perfpipe_rrd::merge_into`). InfluxDB over the v1 API
+//! rewrites the points under the new tags and drops the old series
+//! (`perfpipe_influxdb::InfluxBackend`'s `rename_series`), before any file moves, so a failure
+//! there leaves the series whole under its old name; over v2 there is no read to copy with, and
+//! the points stay under the old tags (said in the answer's `kept`).
 //!
 //! Before calling this, the API logs the old names in the write-ahead log as deletions are
 //! logged (`crate::api::rename`): their points logged before the rename are in the files it
@@ -20,7 +23,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use perfpipe_backend::SeriesKey;
+use perfpipe_backend::{SeriesKey, SeriesRename};
 use perfpipe_whisper::WhisperFile;
 use serde::Serialize;
 
@@ -35,6 +38,8 @@ pub struct Renamed {
     pub moved: u64,
     /// Files merged into the new name's file.
     pub merged: u64,
+    /// Points rewritten under the new name by stores without files (InfluxDB).
+    pub points_rewritten: u64,
     /// Series left whole under the old name (and why).
     pub kept: Vec<String>,
 }
@@ -55,7 +60,7 @@ pub fn rename_here(
         .filter(|key| from.1.is_none_or(|service| key.service == service))
         .collect();
     // Fresh backend values, for where each keeps a series (the shards' own are paused).
-    let backends = crate::storage::open_backends(&node.config)?;
+    let mut backends = crate::storage::open_backends(&node.config)?;
     let now = perfpipe_backend::unix_now();
     let mut renamed = Renamed::default();
     for old in &series {
@@ -83,6 +88,30 @@ pub fn rename_here(
                 "{old} stays: {new} already has {} files it cannot be merged into",
                 unmergeable.join(", ")
             ));
+            continue;
+        }
+        // Stores without files first: a failure there leaves the series whole.
+        let mut failed = None;
+        for backend in &mut backends {
+            match backend.rename_series(old, &new) {
+                Ok(SeriesRename::NothingHeld) => {}
+                Ok(SeriesRename::Moved { points }) => renamed.points_rewritten += points,
+                Ok(SeriesRename::Unsupported(why)) => renamed.kept.push(format!(
+                    "{old}: its points in {} stay under the old name ({why})",
+                    backend.name()
+                )),
+                Err(error) => {
+                    failed = Some(format!(
+                        "{old} stays: {} could not rename it: {error}",
+                        backend.name()
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(failed) = failed {
+            tracing::warn!("{failed}");
+            renamed.kept.push(failed);
             continue;
         }
         for (backend, source, target) in places {

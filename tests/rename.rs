@@ -1,7 +1,10 @@
 //! `perfpipe rename` on a node under write load: the old host's points join the new host's
-//! (merged into its existing Whisper file), nothing acknowledged meanwhile is lost.
+//! (merged into its existing Whisper file), nothing acknowledged meanwhile is lost; RRD files
+//! merged by librrd; InfluxDB's points rewritten under the new name.
 
 mod common;
+#[path = "../backends/influxdb/tests/common/mod.rs"]
+mod influx_servers;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -183,4 +186,69 @@ fn rrd_files_of_both_names_are_merged() {
         .unwrap();
     let last = String::from_utf8(last.stdout).unwrap();
     assert!(last.contains(&format!("{}: 99", t0 + 23 * 300)), "{last}");
+}
+
+/// With InfluxDB (v1, a real `influxd`) beside Whisper, a rename rewrites the old host's
+/// InfluxDB points under the new host, which already had some, and drops the old series; the
+/// answer counts them.
+#[test]
+fn a_rename_moves_the_points_in_influxdb_too() {
+    let influx = influx_servers::Influxd::start();
+    influx.create_db("perfpipe");
+    let dir = temp_dir("rename-influx");
+    let config = config(
+        &dir,
+        &format!(
+            "backends = [\"whisper\", \"influxdb\"]\n[influxdb]\nurl = {:?}\ndb = \"perfpipe\"\n\
+             [enqueuer]\nmax_batch_age = \"100ms\"\n",
+            influx.url
+        ),
+    );
+    let node = Node::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+    ]);
+    let t0 = (now() / 60 - 60) * 60;
+    let lines: String = (0..20)
+        .map(|i| format!("{}||old-db||disk||OK||used={i}%;80;90\n", t0 + 60 * i))
+        .chain((20..25).map(|i| format!("{}||new-db||disk||OK||used={i}%\n", t0 + 60 * i)))
+        .collect();
+    assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+    node.wait_written(25);
+
+    let renamed = Command::new(env!("CARGO_BIN_EXE_perfpipe"))
+        .args(["rename", "--host", "old-db", "new-db", "--url"])
+        .arg(format!("http://{}", node.address))
+        .output()
+        .unwrap();
+    assert!(renamed.status.success(), "{renamed:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&renamed.stdout).unwrap();
+    assert_eq!(printed["renamed"]["points_rewritten"], 20, "{printed}");
+    assert_eq!(printed["renamed"]["merged"], 1, "{printed}");
+    assert_eq!(
+        printed["renamed"]["kept"],
+        serde_json::json!([]),
+        "{printed}"
+    );
+
+    let count = |host: &str| {
+        influx.query(
+            "perfpipe",
+            &format!(
+                "SELECT count(\"value\"), sum(\"value\"), count(\"warn\") FROM \"metrics\" \
+                 WHERE \"host\" = '{host}' GROUP BY \"unit\""
+            ),
+        )
+    };
+    let new = count("new-db");
+    assert_eq!(new["results"][0]["series"][0]["tags"]["unit"], "%", "{new}");
+    assert_eq!(
+        new["results"][0]["series"][0]["values"][0],
+        serde_json::json!([0, 25, (0..25).sum::<i64>(), 20]),
+        "{new}"
+    );
+    let old = count("old-db");
+    assert!(old["results"][0]["series"].is_null(), "{old}");
 }

@@ -332,6 +332,19 @@ pub trait Backend: Send {
         let _ = (host, series);
     }
 
+    /// Renames the series `from` to `to` inside a store whose data is not in files the caller
+    /// moves (see [`Backend::stored_at`]): `from`'s points end under `to`, merged with what `to`
+    /// holds (`from`'s value winning at equal times), and `from` is gone. Default: nothing of
+    /// the backend's own to rename.
+    fn rename_series(
+        &mut self,
+        from: &SeriesKey,
+        to: &SeriesKey,
+    ) -> Result<SeriesRename, BackendError> {
+        let _ = (from, to);
+        Ok(SeriesRename::NothingHeld)
+    }
+
     /// Where the data of `host` (or of its one series `(service, metric)`) lies on disk: the
     /// file or directory to move when it is deleted. `None` for backends without local files.
     fn stored_at(
@@ -353,6 +366,21 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// What [`Backend::rename_series`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeriesRename {
+    /// The backend keeps nothing of its own under the name (its files, if any, are moved by
+    /// the caller).
+    NothingHeld,
+    /// This many points were rewritten under the new name and the old series removed.
+    Moved {
+        /// Points rewritten.
+        points: u64,
+    },
+    /// The store cannot do it (why); its points stay under the old name.
+    Unsupported(String),
 }
 
 /// Moves a corrupt store file out of the way: renamed to the first free name of

@@ -16,23 +16,31 @@
 //!   every retry, or refuses the request itself (401, 403, 404: credentials, database, bucket).
 //! * Reads (v1 only) return the values at `start + i * step` with `None` where nothing is
 //!   stored, `step`-aligned buckets as InfluxQL's `GROUP BY time(step)` makes them.
+//! * A rename (v1 only) rewrites every point of the old series, all fields and the unit, under
+//!   the new tags, and drops the old series only once all are written.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use perfpipe_backend::{
     Backend, BackendError, Consolidation, RangeQuery, SeriesBatch, SeriesKey, SeriesRange,
-    WriteReport,
+    SeriesRename, WriteReport,
 };
 
 use crate::client::{Client, QueryAnswer};
-use crate::config::{ConfigError, InfluxConfig};
+use crate::config::{Api, ConfigError, InfluxConfig};
 use crate::error::InfluxError;
-use crate::line::{encode_series, map_tag_value, TagEscaping, MEASUREMENT, VALUE_FIELD};
+use crate::line::{
+    encode_series, escape_measurement, escape_tag, map_tag_value, push_float, TagEscaping,
+    MEASUREMENT, VALUE_FIELD,
+};
 
 /// The step used when a read asks for none and the range holds fewer than two points.
 pub const DEFAULT_READ_STEP: u32 = 60;
 /// The most values one read returns.
 pub const MAX_READ_VALUES: i64 = 10_000_000;
+/// Rows a rename reads per query (for each InfluxDB series of the name: one per unit).
+const RENAME_PAGE: usize = 10_000;
 
 /// The InfluxDB (or VictoriaMetrics) backend.
 #[derive(Debug)]
@@ -200,6 +208,70 @@ impl InfluxBackend {
         to_range(range, step, &rows).map(Some)
     }
 
+    /// Rewrites every point of `from` (every field, its `unit` tag as stored) under `to`'s
+    /// tags, a page at a time in time order, then drops `from`'s series; answers the points
+    /// rewritten. Points of `to` at the same times are replaced: InfluxDB keeps one value per
+    /// series, time and field. A failure part way leaves `from` whole (it is dropped last);
+    /// what was rewritten by then stays under `to`, and doing it again rewrites the same.
+    fn rename_points(&self, from: &SeriesKey, to: &SeriesKey) -> Result<u64, InfluxError> {
+        let escaping = self.escaping();
+        let filter = self.series_filter(from);
+        let limit = self.client.config().batch_bytes;
+        let mut rewritten = 0u64;
+        let mut body = String::new();
+        let mut offset = 0;
+        loop {
+            let answer = self.client.query(&format!(
+                "SELECT * FROM \"{MEASUREMENT}\" WHERE {filter} GROUP BY * ORDER BY time \
+                 LIMIT {RENAME_PAGE} OFFSET {offset}"
+            ))?;
+            let mut full_page = false;
+            for series in answer.results.iter().flat_map(|result| &result.series) {
+                full_page |= series.values.len() >= RENAME_PAGE;
+                let prefix = renamed_prefix(&series.tags, to, escaping);
+                for row in &series.values {
+                    let Some(time) = row.first().and_then(|time| time.as_i64()) else {
+                        continue;
+                    };
+                    let start = body.len();
+                    body.push_str(&prefix);
+                    let mut separator = ' ';
+                    for (field, value) in series.columns.iter().zip(row).skip(1) {
+                        if let Some(value) = value.as_f64().filter(|value| value.is_finite()) {
+                            body.push(separator);
+                            escape_tag(&mut body, field, escaping);
+                            body.push('=');
+                            push_float(&mut body, value);
+                            separator = ',';
+                        }
+                    }
+                    if separator == ' ' {
+                        // No field: nothing to write.
+                        body.truncate(start);
+                        continue;
+                    }
+                    let _ = writeln!(body, " {time}");
+                    rewritten += 1;
+                    if body.len() >= limit {
+                        self.client.write(&body)?;
+                        body.clear();
+                    }
+                }
+            }
+            if !full_page {
+                break;
+            }
+            offset += RENAME_PAGE;
+        }
+        if !body.is_empty() {
+            self.client.write(&body)?;
+        }
+        self.client.query(&format!(
+            "DROP SERIES FROM \"{MEASUREMENT}\" WHERE {filter}"
+        ))?;
+        Ok(rewritten)
+    }
+
     fn series_exists(&self, filter: &str) -> Result<bool, InfluxError> {
         let answer = self.client.query(&format!(
             "SHOW SERIES FROM \"{MEASUREMENT}\" WHERE {filter}"
@@ -225,6 +297,34 @@ impl InfluxBackend {
             condition("performanceLabel", &key.metric)
         )
     }
+}
+
+/// The measurement and tags of a line of `to`: the stored `tags` of a series of the old name,
+/// with host, service and performance label replaced (mapped and escaped as written), the rest
+/// (the unit) as stored, escaped again.
+fn renamed_prefix(
+    tags: &BTreeMap<String, String>,
+    to: &SeriesKey,
+    escaping: TagEscaping,
+) -> String {
+    let mut prefix = String::with_capacity(64);
+    escape_measurement(&mut prefix, MEASUREMENT);
+    for (tag, stored) in tags {
+        let value = match tag.as_str() {
+            "host" => map_tag_value(&to.host, escaping),
+            "service" => map_tag_value(&to.service, escaping),
+            "performanceLabel" => map_tag_value(&to.metric, escaping),
+            _ => stored.as_str().into(),
+        };
+        if value.is_empty() {
+            continue;
+        }
+        prefix.push(',');
+        escape_tag(&mut prefix, tag, escaping);
+        prefix.push('=');
+        escape_tag(&mut prefix, &value, escaping);
+    }
+    prefix
 }
 
 /// Whether `error` refuses lines of the body (so another body might be accepted) rather than
@@ -328,5 +428,22 @@ impl Backend for InfluxBackend {
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
         self.read_range(key, range)?
             .ok_or_else(|| BackendError::NotFound(key.clone()))
+    }
+
+    /// Over the v1 API: the points rewritten under the new tags, the old series dropped. Over
+    /// v2 (and so VictoriaMetrics' v2 endpoint) there is no read to copy with: unsupported.
+    fn rename_series(
+        &mut self,
+        from: &SeriesKey,
+        to: &SeriesKey,
+    ) -> Result<SeriesRename, BackendError> {
+        if self.client.config().api != Api::V1 {
+            return Ok(SeriesRename::Unsupported(
+                InfluxError::ReadNotSupported.to_string(),
+            ));
+        }
+        Ok(SeriesRename::Moved {
+            points: self.rename_points(from, to)?,
+        })
     }
 }

@@ -7,6 +7,7 @@
 //! returned at once with the server's message; credentials go only into the request (query
 //! `u`/`p` for v1, `Authorization: Token` for v2), never into an error or a log line.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::thread;
 
@@ -56,6 +57,9 @@ pub struct StatementResult {
 /// One series of an InfluxQL answer.
 #[derive(Debug, Deserialize)]
 pub struct ResultSeries {
+    /// Its tags, with `GROUP BY` tags (as stored: escaping marks included).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Column names, `time` first.
     #[serde(default)]
     pub columns: Vec<String>,

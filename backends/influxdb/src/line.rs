@@ -160,7 +160,7 @@ pub fn escape_measurement(out: &mut String, name: &str) {
 
 /// Appends a finite float so that every server types it float: Rust's shortest round-trip
 /// form, always with a `.` or an exponent (`1.0`, `0.25`, `1e300`, `5e-324`), never `i`.
-fn push_float(out: &mut String, value: f64) {
+pub(crate) fn push_float(out: &mut String, value: f64) {
     // `{:?}` of an f64 is the shortest string that reads back to the same bits, with `.0`
     // on integral values and an exponent for very large or small magnitudes.
     let _ = write!(out, "{value:?}");

@@ -383,3 +383,90 @@ fn influxd_refuses_every_spelling_of_a_trailing_backslash() {
         }
     }
 }
+
+/// A rename rewrites every point of the old series under the new tags, every field and the
+/// unit with it, in pages (25,000 points: three pages of reads), replaces the new series'
+/// values at the same times and keeps its others, then drops the old series.
+#[test]
+fn a_rename_moves_every_point_and_field_and_drops_the_old_series() {
+    use perfpipe_backend::{Levels, SeriesRename, ThresholdRange};
+    let server = Influxd::start();
+    let mut backend = backend(&server, "rename");
+    let plain = |end| {
+        Some(ThresholdRange {
+            start: 0.0,
+            end,
+            inside: false,
+        })
+    };
+    let old_points: Vec<(i64, f64)> = (0..25_000).map(|i| (T0 + 10 * i, i as f64 + 0.5)).collect();
+    let mut old = series("old 1,a=b", "Disk C:\\", "used", "%", &old_points);
+    old.levels = vec![(
+        T0,
+        Levels {
+            warn: plain(80.0),
+            crit: plain(90.0),
+            min: Some(0.0),
+            max: Some(100.0),
+        },
+    )];
+    // The new name already has 10 points at times of the old one and 10 after its last.
+    let mut new_points: Vec<(i64, f64)> = (0..10).map(|i| (T0 + 10 * i, -1.0)).collect();
+    new_points.extend((0..10).map(|i| (T0 + 10 * (25_000 + i), 7.0)));
+    let new = series("new\\", "Disk C:\\", "used", "%", &new_points);
+    let (from, to) = (old.key.clone(), new.key.clone());
+    let report = backend.write(&[old, new]).expect("write");
+    assert_eq!(report.written, 25_020, "{:?}", report.failed);
+
+    let renamed = backend.rename_series(&from, &to).expect("rename");
+    assert_eq!(renamed, SeriesRename::Moved { points: 25_000 });
+
+    // Counted and summed by InfluxDB under the new name's stored tag ("new\" is kept as "new\~").
+    let stored_new = map_tag_value("new\\", TagEscaping::InfluxDb).into_owned();
+    let answer = server.query(
+        "rename",
+        &format!(
+            "SELECT count(\"value\"), sum(\"value\"), count(\"warn\"), sum(\"crit\"), \
+             count(\"max\") FROM \"metrics\" WHERE \"host\" = '{}' GROUP BY \"unit\"",
+            stored_new.replace('\\', "\\\\")
+        ),
+    );
+    let series = &answer["results"][0]["series"];
+    assert_eq!(series.as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(series[0]["tags"]["unit"], "%", "{answer}");
+    let row: Vec<f64> = series[0]["values"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let old_sum: f64 = old_points.iter().map(|&(_, v)| v).sum();
+    assert_eq!(
+        row,
+        vec![
+            25_010.0,
+            old_sum + 70.0,
+            25_000.0,
+            25_000.0 * 90.0,
+            25_000.0
+        ],
+        "{answer}"
+    );
+    // Read back through the backend: the old name's values won at the shared times.
+    let range = backend.read(&to, &exact(T0, T0 + 30, 10)).expect("read");
+    assert_eq!(range.values, vec![Some(0.5), Some(1.5), Some(2.5)]);
+    let end = T0 + 10 * 25_000;
+    let range = backend
+        .read(&to, &exact(end - 10, end + 20, 10))
+        .expect("read");
+    assert_eq!(range.values, vec![Some(24_999.5), Some(7.0), Some(7.0)]);
+    // The old series is gone.
+    assert!(matches!(
+        backend.read(&from, &exact(T0, T0 + 60, 10)),
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(!server
+        .tag_values("rename", "host")
+        .contains(&"old 1,a=b".to_owned()));
+}
