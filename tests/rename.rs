@@ -12,6 +12,21 @@ use std::sync::Arc;
 
 use common::{config, now, temp_dir, Node, Poster};
 
+/// A node with its data under `dir/data`, batches flushed within 100 ms, and `backends` (TOML
+/// before any section) plus `sections` in its config.
+fn start_node(dir: &std::path::Path, backends: &str, sections: &str) -> Node {
+    let config = config(
+        dir,
+        &format!("{backends}{sections}[enqueuer]\nmax_batch_age = \"100ms\"\n"),
+    );
+    Node::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+    ])
+}
+
 fn values(node: &Node, hsm: &str, start: i64, end: i64) -> Vec<f64> {
     let answer = node
         .get(&format!("/api/v1/query?hsm={hsm}&start={start}&end={end}"))
@@ -27,13 +42,7 @@ fn values(node: &Node, hsm: &str, start: i64, end: i64) -> Vec<f64> {
 #[test]
 fn a_renamed_host_merges_into_the_new_name_under_load() {
     let dir = temp_dir("rename");
-    let config = config(&dir, "[enqueuer]\nmax_batch_age = \"100ms\"\n");
-    let node = Node::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-    ]);
+    let node = start_node(&dir, "", "");
     let t0 = (now() / 60 - 60) * 60;
     let old: String = (0..20)
         .map(|i| format!("{}||old-web||http||OK||time={i}\n", t0 + 60 * i))
@@ -102,16 +111,7 @@ fn a_renamed_host_merges_into_the_new_name_under_load() {
 #[test]
 fn rrd_files_of_both_names_are_merged() {
     let dir = temp_dir("rename-rrd");
-    let config = config(
-        &dir,
-        "backends = [\"whisper\", \"rrd\"]\n[enqueuer]\nmax_batch_age = \"100ms\"\n",
-    );
-    let node = Node::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-    ]);
+    let node = start_node(&dir, "backends = [\"whisper\", \"rrd\"]\n", "");
     // Host a's Disk in the first hour, host b's in the second (RRD steps of 300 s), and a's
     // Load, which b does not have.
     let t0 = (now() / 300 - 30) * 300;
@@ -196,20 +196,11 @@ fn a_rename_moves_the_points_in_influxdb_too() {
     let influx = influx_servers::Influxd::start();
     influx.create_db("perfpipe");
     let dir = temp_dir("rename-influx");
-    let config = config(
+    let node = start_node(
         &dir,
-        &format!(
-            "backends = [\"whisper\", \"influxdb\"]\n[influxdb]\nurl = {:?}\ndb = \"perfpipe\"\n\
-             [enqueuer]\nmax_batch_age = \"100ms\"\n",
-            influx.url
-        ),
+        "backends = [\"whisper\", \"influxdb\"]\n",
+        &format!("[influxdb]\nurl = {:?}\ndb = \"perfpipe\"\n", influx.url),
     );
-    let node = Node::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-    ]);
     let t0 = (now() / 60 - 60) * 60;
     let lines: String = (0..20)
         .map(|i| format!("{}||old-db||disk||OK||used={i}%;80;90\n", t0 + 60 * i))

@@ -4,12 +4,23 @@
 mod common;
 
 use common::{awkward_batches, series, Influxd, AWKWARD_LABELS, T0};
-use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery, SeriesKey};
+use perfpipe_backend::{
+    Backend, BackendError, Consolidation, RangeQuery, SeriesKey, ThresholdRange,
+};
 use perfpipe_influxdb::{map_tag_value, InfluxBackend, InfluxConfig, TagEscaping};
 
 fn backend(server: &Influxd, db: &str) -> InfluxBackend {
     server.create_db(db);
     InfluxBackend::new(InfluxConfig::v1(&server.url, db)).expect("valid config")
+}
+
+/// A threshold `0:end` (alert outside), as `80` reads.
+fn plain(end: f64) -> Option<ThresholdRange> {
+    Some(ThresholdRange {
+        start: 0.0,
+        end,
+        inside: false,
+    })
 }
 
 fn exact(start: i64, end: i64, step: u32) -> RangeQuery {
@@ -277,16 +288,9 @@ fn many_series_go_in_bounded_bodies_with_and_without_gzip() {
 /// `-min`/`-max`, bounds as `min`/`max`, each point with the levels in force at its time.
 #[test]
 fn thresholds_and_bounds_are_stored_beside_each_value() {
-    use perfpipe_backend::{Levels, ThresholdRange};
+    use perfpipe_backend::Levels;
     let server = Influxd::start();
     let mut backend = backend(&server, "levels");
-    let plain = |end| {
-        Some(ThresholdRange {
-            start: 0.0,
-            end,
-            inside: false,
-        })
-    };
     let mut batch = series("db1", "Disk", "C:\\", "%", &[(T0, 10.0), (T0 + 60, 20.0)]);
     batch.levels = vec![
         (
@@ -389,16 +393,9 @@ fn influxd_refuses_every_spelling_of_a_trailing_backslash() {
 /// values at the same times and keeps its others, then drops the old series.
 #[test]
 fn a_rename_moves_every_point_and_field_and_drops_the_old_series() {
-    use perfpipe_backend::{Levels, SeriesRename, ThresholdRange};
+    use perfpipe_backend::{Levels, SeriesRename};
     let server = Influxd::start();
     let mut backend = backend(&server, "rename");
-    let plain = |end| {
-        Some(ThresholdRange {
-            start: 0.0,
-            end,
-            inside: false,
-        })
-    };
     let old_points: Vec<(i64, f64)> = (0..25_000).map(|i| (T0 + 10 * i, i as f64 + 0.5)).collect();
     let mut old = series("old 1,a=b", "Disk C:\\", "used", "%", &old_points);
     old.levels = vec![(
