@@ -83,6 +83,9 @@ struct Args {
     /// 436 KB a file).
     #[arg(long, default_value = "60s:1d,1h:7d")]
     retentions: String,
+    /// whisper.max_open_files of the node (per shard, within its open-file limit).
+    #[arg(long, default_value_t = 65_536)]
+    max_open_files: usize,
     /// Roll up every series: appends `[[rollups]] match = "*"`, methods avg, max and min,
     /// timezone UTC, to the node's config.
     #[arg(long)]
@@ -91,6 +94,12 @@ struct Args {
     /// second UTC hour (see the module), not round 0 alone.
     #[arg(long)]
     create_through_first_hour: bool,
+    /// Post a round, wait until it is written, then the next: each round is its own flush, as
+    /// in real time (one point per series per check interval), rather than every round of a
+    /// phase queued at once and a series' points written together. Pair with a short
+    /// `--max-batch-age` (each round waits that long); compare node CPU, not points/s.
+    #[arg(long)]
+    round_by_round: bool,
     /// wal.sync_interval of the node (a duration with unit), or `off` for `wal.enabled =
     /// false`: the write-ahead log's cost is this run against one with `off`.
     #[arg(long, default_value = "10ms")]
@@ -214,6 +223,7 @@ fn main() -> anyhow::Result<()> {
          max_body_size = \"64MB\"\n\
          [whisper]\n\
          retentions = {retentions:?}\n\
+         max_open_files = {open_files}\n\
          [enqueuer]\n\
          shards = {shards}\n\
          max_batch_points = {mbp}\n\
@@ -221,6 +231,7 @@ fn main() -> anyhow::Result<()> {
          max_queued_points = {mqp}\n",
         data = dir.join("data").display().to_string(),
         retentions = args.retentions,
+        open_files = args.max_open_files,
         shards = args.shards,
         mbp = args.max_batch_points,
         age = args.max_batch_age,
@@ -279,7 +290,14 @@ fn main() -> anyhow::Result<()> {
         if bodies.is_empty() {
             continue;
         }
-        let bodies: Vec<&[u8]> = bodies.iter().flatten().map(Vec::as_slice).collect();
+        let batches: Vec<Vec<&[u8]>> = if args.round_by_round {
+            bodies
+                .iter()
+                .map(|round| round.iter().map(Vec::as_slice).collect())
+                .collect()
+        } else {
+            vec![bodies.iter().flatten().map(Vec::as_slice).collect()]
+        };
         let record = args
             .perf
             .as_ref()
@@ -294,12 +312,22 @@ fn main() -> anyhow::Result<()> {
         let retries_before = retries.load(Ordering::Relaxed);
         let start = Instant::now();
         first_post.get_or_insert(start);
-        let posted = post_all(&args, &agent, &base, &bodies, &retries, deadline)?;
-        let accepted_at = start.elapsed();
-        let target = written_before + posted.points;
-        wait_written(&agent, &base, target, deadline)?;
+        let mut posted = Posted {
+            results: 0,
+            points: 0,
+            errors: 0,
+        };
+        let mut accepted_at = Duration::ZERO;
+        for bodies in &batches {
+            let round = post_all(&args, &agent, &base, bodies, &retries, deadline)?;
+            accepted_at = start.elapsed();
+            posted.results += round.results;
+            posted.points += round.points;
+            posted.errors += round.errors;
+            wait_written(&agent, &base, written_before + posted.points, deadline)?;
+        }
         let written_at = start.elapsed();
-        written_before = target;
+        written_before += posted.points;
         if args.perf_phase != "all" {
             stop_perf(&mut guard)?;
         }

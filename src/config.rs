@@ -107,6 +107,9 @@ pub struct WhisperConfig {
     pub xff: f64,
     /// Create files sparse (no zeros written; same bytes when read) instead of zero-filled.
     pub sparse: bool,
+    /// Files each shard keeps open between writes (within the open-file limit): a write to
+    /// an open file is a memory copy, to a closed one an open, a header read and a close.
+    pub max_open_files: usize,
 }
 
 impl Default for WhisperConfig {
@@ -117,6 +120,7 @@ impl Default for WhisperConfig {
             aggregation: "average".into(),
             xff: 0.5,
             sparse: false,
+            max_open_files: perfpipe_whisper::MAX_OPEN_FILES,
         }
     }
 }

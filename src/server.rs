@@ -80,8 +80,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         handoff_hold: config.enqueuer.handoff_hold,
     };
     let stores_config = config.clone();
-    let open_files = crate::storage::open_files_per_shard(settings.shards);
-    tracing::debug!(open_files, "Whisper files kept open per shard");
+    let open_files =
+        crate::storage::open_files_per_shard(settings.shards, config.whisper.max_open_files);
+    if open_files < config.whisper.max_open_files {
+        tracing::info!(
+            open_files,
+            wanted = config.whisper.max_open_files,
+            "Whisper files kept open per shard: fewer than whisper.max_open_files, for the \
+             process's open-file limit (raise it, e.g. LimitNOFILE, to keep more)"
+        );
+    } else {
+        tracing::debug!(open_files, "Whisper files kept open per shard");
+    }
     let enqueuer = Enqueuer::start(
         settings,
         Arc::new(move || {

@@ -101,13 +101,13 @@ fn open_rrd(_config: &Config) -> anyhow::Result<Box<dyn Backend>> {
 
 /// Raises this process's open-file limit to its hard limit and returns how many Whisper files
 /// each of `shards` shards may keep open: what the limit leaves after 512 descriptors for
-/// sockets, SQLite and RRD, shared out, at most [`perfpipe_whisper::MAX_OPEN_FILES`].
-pub fn open_files_per_shard(shards: usize) -> usize {
+/// sockets, SQLite and RRD, shared out, at most `wanted` (`whisper.max_open_files`).
+pub fn open_files_per_shard(shards: usize, wanted: usize) -> usize {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let spare = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(512);
-    (spare / shards.max(1)).min(perfpipe_whisper::MAX_OPEN_FILES)
+    (spare / shards.max(1)).min(wanted)
 }
 
 /// The series catalogue under `data_dir`.

@@ -274,3 +274,39 @@ fn connections_past_the_limit_get_429_until_one_closes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `whisper.max_open_files`: a shard keeps at most that many Whisper files open between
+/// writes (counted in the node's `/proc/PID/fd`), and with room for every series keeps them
+/// all open.
+#[test]
+fn whisper_keeps_at_most_max_open_files_open_per_shard() {
+    let open_wsp = |node: &Node| {
+        std::fs::read_dir(format!("/proc/{}/fd", node.child.id()))
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.extension().is_some_and(|e| e == "wsp"))
+            .count()
+    };
+    let lines: String = (0..60)
+        .map(|i| format!("{}||host{i}||svc||OK||m=1\n", common::now() - 60))
+        .collect();
+    for (max_open_files, most, least) in [(5, 10, 1), (100, 60, 60)] {
+        let dir = temp_dir("limits-open-files");
+        let config = config(
+            &dir,
+            &format!(
+                "data_dir = {:?}\n[whisper]\nmax_open_files = {max_open_files}\n\
+                 [enqueuer]\nshards = 2\nmax_batch_age = \"100ms\"\n",
+                dir.join("data").display().to_string()
+            ),
+        );
+        let node = Node::start(&["--config", config.to_str().unwrap()]);
+        assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+        node.wait_written(60);
+        let open = open_wsp(&node);
+        assert!(
+            (least..=most).contains(&open),
+            "max_open_files {max_open_files}: {open} .wsp files open"
+        );
+    }
+}

@@ -102,7 +102,7 @@ pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
 /// Files kept open between calls, at most, unless [`WhisperConfig::max_open_files`] says
 /// otherwise (the node sizes it from its descriptor limit and shard count).
-pub const MAX_OPEN_FILES: usize = 4096;
+pub const MAX_OPEN_FILES: usize = 65_536;
 
 /// perfpipe's Whisper storage backend.
 ///
