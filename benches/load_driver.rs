@@ -24,9 +24,17 @@
 //! measures the steady state, where closing an hour writes to files that exist (the same
 //! split with or without `--rollups`, so the two compare).
 //!
+//! By default a phase's rounds are posted at once, so each series' points are queued together
+//! and written in one file update (a backfill's cost per point). `--round-by-round` posts a
+//! round and waits until it is written before the next, so each round is its own flush, as
+//! checks arriving in real time are (pair it with a short `--max-batch-age`; compare node CPU
+//! per point, since the waits are in the wall time). `--max-open-files` sets
+//! `whisper.max_open_files`.
+//!
 //! Run: `cargo bench --bench load_driver -- [--hosts 10000 --services 10 --metrics 3
 //! --rounds 4 --round-step 60 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000
-//! --max-batch-age 5s --retentions 60s:1d,1h:7d --wal 10ms|off --rollups --perf FILE]`; `--perf FILE` records
+//! --max-batch-age 5s --retentions 60s:1d,1h:7d --wal 10ms|off --rollups --round-by-round
+//! --max-open-files 65536 --perf FILE]`; `--perf FILE` records
 //! the node with `perf record -e cpu-clock -g` (one recording, from the first post of the
 //! phases `--perf-phase` names until their points are written). Files take disk space: the
 //! default workload (300,000 series) writes about 6 GB under the temp dir.

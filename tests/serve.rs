@@ -41,7 +41,10 @@ fn a_closed_log_pipe_does_not_stop_the_node() {
     let mut line = String::new();
     let address = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address logged");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address logged"
+        );
         if let Some(address) = line.split("address=").nth(1) {
             break address.trim().to_string();
         }
