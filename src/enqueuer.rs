@@ -796,6 +796,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often quiet series' ended periods are closed.
 const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a series must have had no point before the clock closes its ended periods (see
+/// [`Rollups::close_quiet`]): longer than the usual check interval, so a series fed in real
+/// time is closed by its next point, and a catch-up's series, fed flush after flush, are
+/// emitted once per period.
+const ROLLUP_QUIET: i64 = 600;
+
 /// How soon a rollup checkpoint that could not be taken is tried again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
@@ -1164,7 +1170,8 @@ impl Shard {
             return;
         };
         let now = perfpipe_backend::unix_now();
-        let batches = aggregate_batches(rollups.close_due(now), &self.rollup_units);
+        let closed = rollups.close_quiet(now, now - ROLLUP_QUIET);
+        let batches = aggregate_batches(closed, &self.rollup_units);
         // Aggregates are not in the write-ahead log: they hold no barrier.
         self.write(batches, 0, u64::MAX, false);
     }
@@ -1193,6 +1200,7 @@ impl Shard {
             return;
         }
         if let Some(rollups) = &mut self.rollups {
+            rollups.set_feed_time(perfpipe_backend::unix_now());
             let mut aggregates = Vec::new();
             for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
                 let points: Vec<(i64, f64)> = batch

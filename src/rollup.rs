@@ -47,6 +47,10 @@
 //!   and counted in [`RollupStats::too_late`] (per level: a point two hours late is too late
 //!   for the hour level but still counts for its day). A point added to the open period after
 //!   [`Rollups::close_due`] already emitted it also re-emits it.
+//! - **Closing by the clock** is for series that went quiet: the node closes the ended periods
+//!   of series with no point for 10 minutes ([`Rollups::close_quiet`]); a series still being
+//!   fed closes its periods with its next point. Else a catch-up of past points (a replayed
+//!   backlog, a hand-off, a backfill) would emit a period again at every flush that lands in it.
 //! - **Rejected points.** A non-finite value (NaN, ±inf) or a timestamp outside the years
 //!   0001-9999 is not aggregated, does not move time on, and is counted in
 //!   [`RollupStats::rejected`].
@@ -865,6 +869,9 @@ const PREV: usize = 1;
 struct SeriesState {
     /// Index of the rule in [`RollupRules`].
     rule: u32,
+    /// The feed time ([`Rollups::set_feed_time`]) of the last points fed; 0 when none since
+    /// start. [`Rollups::close_quiet`] leaves alone the periods of series fed since its cutoff.
+    fed_at: i64,
     clocks: [LevelClock; 4],
     /// Open then previous period, per variant (weekday, then weekend if used), per level; see
     /// [`accumulator_index`].
@@ -897,6 +904,7 @@ impl SeriesState {
     fn new(rule: u32, variants: usize) -> SeriesState {
         SeriesState {
             rule,
+            fed_at: 0,
             clocks: [LevelClock::default(); 4],
             accumulators: vec![Accumulator::default(); 8 * variants].into_boxed_slice(),
         }
@@ -1250,6 +1258,8 @@ pub struct Rollups {
     /// Reused for building lookup keys without allocating.
     key_buffer: Vec<u8>,
     counters: Counters,
+    /// What the series fed next are stamped with (see [`Rollups::set_feed_time`]).
+    feed_time: i64,
 }
 
 impl Rollups {
@@ -1260,7 +1270,14 @@ impl Rollups {
             rolled_up: 0,
             key_buffer: Vec::new(),
             counters: Counters::default(),
+            feed_time: 0,
         }
+    }
+
+    /// The time (the caller's clock, e.g. the wall clock in seconds) that the series fed from
+    /// now on record as their last feed, for [`Rollups::close_quiet`].
+    pub fn set_feed_time(&mut self, now: i64) {
+        self.feed_time = now;
     }
 
     pub fn rules(&self) -> &Arc<RollupRules> {
@@ -1298,6 +1315,7 @@ impl Rollups {
         let rules: &RollupRules = &self.rules;
         if let Some(entry) = self.series.get_mut(self.key_buffer.as_slice()) {
             if let Some(state) = entry {
+                state.fed_at = self.feed_time;
                 feed_series(
                     rules,
                     state,
@@ -1314,6 +1332,7 @@ impl Rollups {
         let mut entry = new_series_state(rules, host, service, metric);
         if let Some(state) = entry.as_mut() {
             self.rolled_up += 1;
+            state.fed_at = self.feed_time;
             feed_series(
                 rules,
                 state,
@@ -1332,10 +1351,21 @@ impl Rollups {
     /// Closes (emits) every open period that ended at or before `now`, so that series that went
     /// quiet still get their aggregates. Points that later arrive for such a period re-emit it.
     pub fn close_due(&mut self, now: i64) -> Vec<AggregatePoint> {
+        self.close_quiet(now, i64::MAX)
+    }
+
+    /// [`Rollups::close_due`] for the series last fed at or before `fed_by` only. A series
+    /// still being fed closes its periods with its own next point; closing them by the clock
+    /// meanwhile would emit a period again for every later feed that lands in it, which is
+    /// what a catch-up of past points (a replayed backlog, a hand-off, a backfill) does.
+    pub fn close_quiet(&mut self, now: i64, fed_by: i64) -> Vec<AggregatePoint> {
         let mut out = Vec::new();
         let rules: &RollupRules = &self.rules;
         for (key, entry) in &mut self.series {
             let Some(state) = entry else { continue };
+            if state.fed_at > fed_by {
+                continue;
+            }
             let (Some((host, service, metric)), Some(rule)) =
                 (decode_key(key), rules.rules.get(state.rule as usize))
             else {
@@ -2280,6 +2310,51 @@ mod tests {
         let day = rollups.close_due(ts("2024-06-05T00:00:00-04:00"));
         assert!(day.iter().all(|p| p.service.starts_with("s/D/")) && day.len() == 3);
         assert_eq!(day[0].timestamp, ts("2024-06-04T00:00:00-04:00"));
+    }
+
+    /// A catch-up: points of a past hour arrive flush after flush while the clock says the
+    /// hour has ended. Closing by the clock only series that went quiet emits the hour once,
+    /// when the next hour's point comes; closing every series would emit it at each flush.
+    #[test]
+    fn series_still_fed_are_closed_by_their_points_not_by_the_clock() {
+        let rules = Arc::new(RollupRules::new(vec![rule("*", "UTC", false)]).unwrap());
+        let ten = ts("2024-06-03T10:00:00Z");
+        let now = ten + 5 * 3600;
+        let catch_up = |close: &dyn Fn(&mut Rollups, i64) -> Vec<AggregatePoint>| {
+            let mut rollups = Rollups::new(rules.clone());
+            let mut emitted = Vec::new();
+            for (flush, minute) in (0..60).step_by(5).enumerate() {
+                let fed = now + 60 * flush as i64;
+                rollups.set_feed_time(fed);
+                emitted.extend(rollups.add("h", "s", "m", &[(ten + 60 * minute, minute as f64)]));
+                emitted.extend(close(&mut rollups, fed + 30));
+            }
+            rollups.set_feed_time(now + 3600);
+            emitted.extend(rollups.add("h", "s", "m", &[(ten + 3600, 0.0)]));
+            let hour: Vec<f64> = emitted
+                .iter()
+                .filter(|p| p.service == "s/H/avg" && p.timestamp == ten)
+                .map(|p| p.value)
+                .collect();
+            (hour.len(), hour.last().copied())
+        };
+        // Every series closed by the clock: the hour again at each of the 12 flushes.
+        let (emissions, last) = catch_up(&|rollups, now| rollups.close_due(now));
+        assert_eq!(emissions, 12);
+        assert_eq!(last, Some(27.5));
+        // Only quiet ones (no feed in the last 10 minutes): once, with the same value.
+        let (emissions, last) = catch_up(&|rollups, now| rollups.close_quiet(now, now - 600));
+        assert_eq!(emissions, 1);
+        assert_eq!(last, Some(27.5));
+        // A series that went quiet is closed by the clock once the quiet time has passed.
+        let mut rollups = Rollups::new(rules.clone());
+        rollups.set_feed_time(now);
+        rollups.add("h", "s", "m", &[(ten, 1.0)]);
+        assert!(rollups.close_quiet(now + 300, now + 300 - 600).is_empty());
+        let hour = rollups.close_quiet(now + 700, now + 700 - 600);
+        assert!(hour
+            .iter()
+            .any(|p| p.service == "s/H/avg" && p.value == 1.0));
     }
 
     #[test]
