@@ -23,7 +23,8 @@
 //!
 //! With `--rate R` the connections do not run back to back: each sends on a fixed schedule
 //! (R / connections per second, staggered), and each latency is measured from the time the
-//! request was due (no coordinated omission); how late the driver sent is printed beside it.
+//! request was due (no coordinated omission); how late the driver sent, and the latency from
+//! the moment each request really left, are printed beside it.
 //!
 //! Every latency (send, or time due, to last byte of the answer) goes into an HDR histogram; it prints
 //! requests/s, p50, p99, p99.9 per run and the median over the runs, and the ratio perfpipe /
@@ -380,6 +381,14 @@ async fn measured(
             ms(0.99)
         ));
     }
+    if let Some(from_send) = &result.from_send {
+        let ms = |q: f64| from_send.value_at_quantile(q) as f64 / 1e6;
+        note.push_str(&format!(
+            "; from the send p50 {:.3} ms, p99 {:.3} ms",
+            ms(0.5),
+            ms(0.99)
+        ));
+    }
     Ok(Figures::from_histogram(
         result.requests_per_second(),
         &result.histogram,
@@ -532,6 +541,8 @@ struct Outcome {
     histogram: Histogram<u64>,
     /// With a rate: how late each measured request was sent after its scheduled time.
     send_lag: Option<Histogram<u64>>,
+    /// With a rate: each measured request's latency from the moment it was really sent.
+    from_send: Option<Histogram<u64>>,
     /// The measured window.
     elapsed: Duration,
     /// Warm-up and measured window.
@@ -597,6 +608,7 @@ async fn drive(
     }
     let mut histogram = new_histogram();
     let mut send_lag = new_histogram();
+    let mut from_send = new_histogram();
     let mut requests = 0;
     let mut first_failure = None;
     let mut last_done = started;
@@ -604,6 +616,7 @@ async fn drive(
         let done = task.await.context("connection task")??;
         histogram.add(&done.histogram)?;
         send_lag.add(&done.send_lag)?;
+        from_send.add(&done.from_send)?;
         requests += done.requests;
         last_done = last_done.max(done.finished);
         if first_failure.is_none() {
@@ -623,6 +636,7 @@ async fn drive(
         first_failure,
         histogram,
         send_lag: rate.map(|_| send_lag),
+        from_send: rate.map(|_| from_send),
         elapsed,
         wall: last_done.saturating_duration_since(started),
     })
@@ -632,6 +646,7 @@ struct ConnectionDone {
     requests: u64,
     histogram: Histogram<u64>,
     send_lag: Histogram<u64>,
+    from_send: Histogram<u64>,
     first_failure: Option<String>,
     finished: Instant,
 }
@@ -648,6 +663,7 @@ async fn connection_loop(
     let mut rng = Rng::new(seed);
     let mut histogram = new_histogram();
     let mut send_lag = new_histogram();
+    let mut from_send = new_histogram();
     let mut requests = 0;
     let mut first_failure = None;
     loop {
@@ -674,6 +690,7 @@ async fn connection_loop(
         let Some(body) = (source.next)(&mut rng) else {
             break;
         };
+        let sent = Instant::now();
         let (status, answer) = client.exchange(body).await?;
         let after = Instant::now();
         let good = status == StatusCode::OK
@@ -696,6 +713,11 @@ async fn connection_loop(
         if before >= measure_from {
             let nanos = u64::try_from(after.duration_since(before).as_nanos()).unwrap_or(u64::MAX);
             histogram.saturating_record(nanos.max(1));
+            if schedule.is_some() {
+                let nanos =
+                    u64::try_from(after.duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
+                from_send.saturating_record(nanos.max(1));
+            }
             requests += 1;
         }
     }
@@ -703,6 +725,7 @@ async fn connection_loop(
         requests,
         histogram,
         send_lag,
+        from_send,
         first_failure,
         finished: Instant::now(),
     })
