@@ -1,11 +1,13 @@
 //! Criterion bench of a rollup checkpoint's CPU: what a shard does at each save of its rollup
-//! state, less the file write and fsync: `Rollups::snapshot` of every series, `serde_json` of
-//! the snapshot, and dropping it. The state: 150,000 series (one shard's half of the issue-3
-//! load of 300,000 on 2 shards), each rolled up with avg, max and min in UTC and fed two
-//! points. Reports the time per save and the bytes a save writes.
+//! state, less the file write and fsync. `binary_150k_series`: `Rollups::write_state` into
+//! memory, what shards save since the binary state file; `snapshot_json_drop_150k_series`:
+//! what they did before it, `Rollups::snapshot` of every series, `serde_json` of the snapshot,
+//! and dropping it. The state: 150,000 series (one shard's half of the issue-3 load of 300,000
+//! on 2 shards), each rolled up with avg, max and min in UTC and fed two points. Reports the
+//! time per save and the bytes a save writes, in each form.
 //!
 //! Run: `cargo bench --bench rollup_checkpoint` (figures in docs/performance.md, "Rollups in
-//! the steady state"). About a minute: each save takes about a second.
+//! the steady state"). About a minute: each JSON save takes about a second.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -40,16 +42,25 @@ fn state() -> Rollups {
 
 fn checkpoint(c: &mut Criterion) {
     let rollups = state();
-    let bytes = serde_json::to_vec(&rollups.snapshot())
+    let json = serde_json::to_vec(&rollups.snapshot())
         .expect("serializes")
         .len();
-    println!(
-        "{SERIES} series: {:.1} MB a save ({:.0} bytes a series)",
-        bytes as f64 / 1e6,
-        bytes as f64 / SERIES as f64
-    );
+    let binary = rollups.write_state(0, Vec::new()).expect("writes").len();
+    for (form, bytes) in [("JSON", json), ("binary", binary)] {
+        println!(
+            "{SERIES} series, {form}: {:.1} MB a save ({:.0} bytes a series)",
+            bytes as f64 / 1e6,
+            bytes as f64 / SERIES as f64
+        );
+    }
     let mut group = c.benchmark_group("rollup_checkpoint");
     group.sample_size(10);
+    group.bench_function("binary_150k_series", |b| {
+        b.iter(|| {
+            let bytes = rollups.write_state(0, Vec::new()).expect("writes");
+            black_box(bytes.len())
+        })
+    });
     group.bench_function("snapshot_json_drop_150k_series", |b| {
         b.iter(|| {
             let snapshot = rollups.snapshot();

@@ -146,18 +146,36 @@ impl std::fmt::Debug for RollupSettings {
 }
 
 impl RollupSettings {
+    /// Shard `shard`'s state file, in the binary form of [`Rollups::write_state`].
     fn state_file(&self, shard: usize) -> std::path::PathBuf {
+        self.state_dir.join(format!("rollups-{shard}.state"))
+    }
+
+    /// Where versions before the binary form kept a shard's state, as JSON.
+    fn json_state_file(&self, shard: usize) -> std::path::PathBuf {
         self.state_dir.join(format!("rollups-{shard}.json"))
     }
 
-    /// Shard `shard`'s engine, continuing from its saved state when there is one, and the
-    /// sequence number up to which that state holds every point (0 without one).
+    /// Shard `shard`'s engine, continuing from its saved state when there is one (a JSON state
+    /// of an earlier version is read when no binary one exists), and the sequence number up to
+    /// which that state holds every point (0 without one).
     fn open(&self, shard: usize) -> anyhow::Result<(Rollups, u64)> {
         let path = self.state_file(shard);
         match std::fs::read(&path) {
             Ok(bytes) => {
+                return Rollups::read_state(self.rules.clone(), &bytes)
+                    .with_context(|| format!("reading rollup state {}", path.display()));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {}", path.display()));
+            }
+        }
+        let json = self.json_state_file(shard);
+        match std::fs::read(&json) {
+            Ok(bytes) => {
                 let saved: SavedRollups = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("reading rollup state {}", path.display()))?;
+                    .with_context(|| format!("reading rollup state {}", json.display()))?;
                 Ok((
                     Rollups::restore(self.rules.clone(), saved.state),
                     saved.covers_sequence,
@@ -166,35 +184,40 @@ impl RollupSettings {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Ok((Rollups::new(self.rules.clone()), 0))
             }
-            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+            Err(error) => Err(error).with_context(|| format!("reading {}", json.display())),
         }
     }
 
     /// Saves a shard's engine, which holds every point of the requests numbered up to
     /// `covers_sequence`: written whole, synced, renamed over the old state, and the rename
-    /// synced, since the write-ahead log deletes segments on the strength of it.
+    /// synced, since the write-ahead log deletes segments on the strength of it. A JSON state of
+    /// an earlier version is removed once the new one is safe.
     fn save(&self, shard: usize, rollups: &Rollups, covers_sequence: u64) -> anyhow::Result<()> {
         let path = self.state_file(shard);
         let partial = path.with_extension("partial");
-        let saved = SavedRollups {
-            covers_sequence,
-            state: rollups.snapshot(),
-        };
-        let bytes = serde_json::to_vec(&saved)?;
         let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&partial)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
+            let file = std::fs::File::create(&partial)?;
+            let file = std::io::BufWriter::with_capacity(1 << 20, file);
+            let file = rollups
+                .write_state(covers_sequence, file)?
+                .into_inner()
+                .map_err(|error| error.into_error())?;
             file.sync_data()?;
             std::fs::rename(&partial, &path)?;
-            std::fs::File::open(&self.state_dir)?.sync_all()
+            std::fs::File::open(&self.state_dir)?.sync_all()?;
+            match std::fs::remove_file(self.json_state_file(shard)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            }
         };
         write().with_context(|| format!("saving rollup state {}", path.display()))
     }
 }
 
-/// A shard's rollup state file: the engine's snapshot and the sequence number up to which it
-/// holds every point (absent, so 0, in files of earlier versions).
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A shard's rollup state file as versions before the binary form wrote it: the engine's
+/// snapshot and the sequence number up to which it holds every point (absent, so 0, in the
+/// files of earlier versions still).
+#[derive(serde::Deserialize)]
 struct SavedRollups {
     #[serde(default)]
     covers_sequence: u64,
@@ -1445,5 +1468,62 @@ fn write_once(
         disk_full = Some(retry);
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::RollupRule;
+
+    fn settings(state_dir: &std::path::Path) -> RollupSettings {
+        let rule: RollupRule = serde_json::from_value(serde_json::json!({"match": "*"})).unwrap();
+        RollupSettings {
+            rules: Arc::new(RollupRules::new(vec![rule]).unwrap()),
+            state_dir: state_dir.to_owned(),
+            checkpoint_every: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_json_rollup_state_of_an_earlier_version_is_read_then_replaced_by_the_binary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let mut rollups = Rollups::new(settings.rules.clone());
+        let hour = 1_717_408_800; // 2024-06-03T10:00:00Z, a Monday
+        rollups.add("web", "http", "time", &[(hour, 1.0), (hour + 60, 3.0)]);
+        let mut json = serde_json::to_value(rollups.snapshot()).unwrap();
+        json["covers_sequence"] = 41.into();
+        std::fs::write(dir.path().join("rollups-1.json"), json.to_string()).unwrap();
+
+        let (mut restored, covers) = settings.open(1).unwrap();
+        assert_eq!(covers, 41);
+        assert_eq!(restored.snapshot(), rollups.snapshot());
+        settings.save(1, &restored, 42).unwrap();
+        assert!(!dir.path().join("rollups-1.json").exists());
+        assert!(dir.path().join("rollups-1.state").exists());
+
+        let (mut reopened, covers) = settings.open(1).unwrap();
+        assert_eq!(covers, 42);
+        let next_hour = [(hour + 3_600, 5.0)];
+        let want = restored.add("web", "http", "time", &next_hour);
+        assert_eq!(reopened.add("web", "http", "time", &next_hour), want);
+        assert_eq!(
+            want.len(),
+            3,
+            "the hour closed with avg, max, min: {want:?}"
+        );
+        assert_eq!(want[0].value, 2.0);
+
+        std::fs::write(
+            dir.path().join("rollups-1.state"),
+            b"pprollup\x02\0\0\0 cut",
+        )
+        .unwrap();
+        let refused = settings.open(1).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("rollups-1.state"),
+            "{refused:#}"
+        );
     }
 }

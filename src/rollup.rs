@@ -64,7 +64,9 @@
 //!   31-day slot containing it; as months are 28-31 days long, roughly once in five years two
 //!   consecutive months share a slot and the second overwrites the first there. Days stamped at
 //!   local midnight and hours at `:30` land in the slot containing them, one per slot.
-//! - **Snapshots** ([`Rollups::snapshot`], [`Rollups::restore`]) keep every series' open and
+//! - **Snapshots** ([`Rollups::write_state`] and [`Rollups::read_state`], the compact binary
+//!   form of `state.rs` that shards save; [`Rollups::snapshot`] and [`Rollups::restore`], the
+//!   serde form that earlier versions saved as JSON) keep every series' open and
 //!   previous periods and the counters. On restore a series keeps its state only if the rule
 //!   that now applies to it has the same time zone and `useweekend` as when the state was
 //!   taken (methods and retention may change freely, since all of sum, count, min and max are
@@ -85,6 +87,9 @@ use chrono::{
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+
+mod state;
+pub use state::StateError;
 
 /// Earliest timestamp aggregated: 0001-01-01T00:00:00Z (chrono's calendar reaches much further,
 /// but a bounded range keeps every sum of a timestamp and a period length far from overflow).
@@ -2057,13 +2062,25 @@ mod tests {
         let events = random_events(1234, &series);
         let mut uninterrupted = Rollups::new(Arc::clone(&rules));
         let expected = run(&mut uninterrupted, &series, &events);
-        for split in [1, events.len() / 3, events.len() / 2, events.len() - 1] {
+        let splits = [1, events.len() / 3, events.len() / 2, events.len() - 1];
+        for (split, binary) in splits
+            .into_iter()
+            .flat_map(|split| [(split, false), (split, true)])
+        {
             let mut first = Rollups::new(Arc::clone(&rules));
             let mut emitted = run(&mut first, &series, &events[..split]);
-            let json = serde_json::to_string(&first.snapshot()).unwrap();
-            drop(first);
-            let snapshot: RollupSnapshot = serde_json::from_str(&json).unwrap();
-            let mut restored = Rollups::restore(Arc::clone(&rules), snapshot);
+            let mut restored = if binary {
+                let bytes = first.write_state(split as u64, Vec::new()).unwrap();
+                drop(first);
+                let (restored, covers) = Rollups::read_state(Arc::clone(&rules), &bytes).unwrap();
+                assert_eq!(covers, split as u64);
+                restored
+            } else {
+                let json = serde_json::to_string(&first.snapshot()).unwrap();
+                drop(first);
+                let snapshot: RollupSnapshot = serde_json::from_str(&json).unwrap();
+                Rollups::restore(Arc::clone(&rules), snapshot)
+            };
             emitted.extend(run(&mut restored, &series, &events[split..]));
             for (index, (got, want)) in emitted.iter().zip(&expected).enumerate() {
                 let (mut got, mut want) = (got.clone(), want.clone());
@@ -2080,7 +2097,10 @@ mod tests {
                     got.sort_by(order);
                     want.sort_by(order);
                 }
-                assert_eq!(got, want, "event {index} after a split at {split}");
+                assert_eq!(
+                    got, want,
+                    "event {index} after a split at {split} (binary: {binary})"
+                );
             }
             assert_eq!(restored.stats(), uninterrupted.stats());
             assert_eq!(restored.snapshot(), uninterrupted.snapshot());
@@ -2100,9 +2120,63 @@ mod tests {
             ])
             .unwrap(),
         );
-        let restored = Rollups::restore(changed, snapshot);
+        let restored = Rollups::restore(Arc::clone(&changed), snapshot);
         assert_eq!(restored.stats().rolled_up, 1);
         assert_eq!(restored.stats().restore_discarded, 1);
+        let bytes = rollups.write_state(7, Vec::new()).unwrap();
+        let (restored, covers) = Rollups::read_state(changed, &bytes).unwrap();
+        assert_eq!(covers, 7);
+        assert_eq!(restored.stats().rolled_up, 1);
+        assert_eq!(restored.stats().restore_discarded, 1);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_state_file_is_refused_saying_why() {
+        let rules = test_rules();
+        let mut rollups = Rollups::new(Arc::clone(&rules));
+        rollups.add("ber", "s", "m", &[(ts("2024-06-03T10:00:00Z"), 1.0)]);
+        let bytes = rollups.write_state(3, Vec::new()).unwrap();
+        let read = |bytes: &[u8]| Rollups::read_state(Arc::clone(&rules), bytes).map(|(_, c)| c);
+        assert_eq!(read(&bytes), Ok(3));
+        assert_eq!(read(b"{\"version\":1}"), Err(StateError::NotAState));
+        let mut later = bytes.clone();
+        later[8] = 3;
+        assert_eq!(read(&later), Err(StateError::UnknownFormat(3)));
+        for at in [12, bytes.len() / 2, bytes.len() - 1] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x40;
+            assert_eq!(
+                read(&flipped),
+                Err(StateError::Checksum),
+                "byte {at} flipped"
+            );
+        }
+        for len in [0, 11, 12, 20, bytes.len() - 1] {
+            assert!(
+                read(&bytes[..len]).is_err(),
+                "{len} bytes of {}",
+                bytes.len()
+            );
+        }
+        // Consistent checksums over inconsistent contents: errors, never a panic.
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2000 {
+            let mut mangled = bytes[..bytes.len() - 4].to_vec();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 12 + (rng as usize) % (mangled.len() - 12);
+            mangled[at] = (rng >> 32) as u8;
+            if rng % 3 == 0 {
+                mangled.truncate(at);
+            }
+            let crc = crc32fast::hash(&mangled);
+            mangled.extend_from_slice(&crc.to_le_bytes());
+            if let Ok((mut restored, _)) = Rollups::read_state(Arc::clone(&rules), &mangled) {
+                restored.add("ber", "s", "m", &[(ts("2024-06-03T12:00:00Z"), 1.0)]);
+                restored.close_due(i64::MAX);
+            }
+        }
     }
 
     #[test]
