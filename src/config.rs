@@ -624,6 +624,11 @@ impl Config {
     pub fn catalogue_path(&self) -> PathBuf {
         self.data_dir.join("catalogue.sqlite")
     }
+
+    /// The aggregate store: rollup aggregates of the file backends (see `aggregate_store`).
+    pub fn aggregates_path(&self) -> PathBuf {
+        self.data_dir.join("aggregates.sqlite")
+    }
 }
 
 /// From serde's "unknown field `x`, expected one of `a`, `b`", the known key nearest `x`.

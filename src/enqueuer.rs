@@ -1121,6 +1121,9 @@ impl Shard {
         let mut paths = Vec::new();
         for backend in &mut self.backends {
             backend.forget(host, series_ref);
+            if let Err(failure) = backend.delete_held(host, series_ref) {
+                warn!(backend = backend.name(), %failure, host, "could not delete what the store holds");
+            }
             match backend.stored_at(host, series_ref) {
                 Ok(Some(path)) => paths.push(path),
                 Ok(None) => {}

@@ -7,6 +7,7 @@
 //! keep typed errors.
 
 pub mod adopt;
+pub mod aggregate_store;
 pub mod api;
 pub mod cachemanager;
 pub mod carbon;

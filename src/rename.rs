@@ -38,7 +38,8 @@ pub struct Renamed {
     pub moved: u64,
     /// Files merged into the new name's file.
     pub merged: u64,
-    /// Points rewritten under the new name by stores without files (InfluxDB).
+    /// Points rewritten under the new name by stores without files (InfluxDB, the aggregate
+    /// store).
     pub points_rewritten: u64,
     /// Series left whole under the old name (and why).
     pub kept: Vec<String>,

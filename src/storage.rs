@@ -12,58 +12,60 @@ pub fn open_backends(config: &Config) -> anyhow::Result<Vec<Box<dyn Backend>>> {
     open_backends_with_files(config, perfpipe_whisper::MAX_OPEN_FILES)
 }
 
-/// The configured backends, Whisper keeping at most `max_open_files` files open.
+/// The configured backends, Whisper keeping at most `max_open_files` files open. With rollups,
+/// the file backends keep aggregates in the aggregate store, written by the first of them.
 pub fn open_backends_with_files(
     config: &Config,
     max_open_files: usize,
 ) -> anyhow::Result<Vec<Box<dyn Backend>>> {
+    let mut aggregates_written = false;
     config
         .backends
         .iter()
-        .map(|kind| open_backend(*kind, config, max_open_files))
+        .map(|&kind| {
+            let writes_aggregates = kind != BackendKind::Influxdb && !aggregates_written;
+            aggregates_written |= writes_aggregates;
+            open_backend_writing(kind, config, max_open_files, writes_aggregates)
+        })
         .collect()
 }
 
+/// One backend alone (it writes aggregates to the aggregate store itself, when it keeps them
+/// there).
 pub(crate) fn open_backend(
     kind: BackendKind,
     config: &Config,
     max_open_files: usize,
 ) -> anyhow::Result<Box<dyn Backend>> {
-    Ok(match kind {
-        BackendKind::Whisper => Box::new(open_whisper(config, max_open_files)?),
-        BackendKind::Influxdb => Box::new(
-            perfpipe_influxdb::InfluxBackend::new(config.influxdb.clone())
-                .context("influxdb settings")?,
-        ),
-        BackendKind::Rrd => open_rrd(config)?,
-    })
+    open_backend_writing(kind, config, max_open_files, true)
 }
 
-/// Seconds between the stored values of aggregate series: every time zone's hours and
-/// midnights fall on a multiple of 15 minutes, so each value keeps its period's start exactly.
-const AGGREGATE_STEP: u64 = 900;
-
-/// The one archive of a new aggregate series' Whisper file (`None` for other series): its
-/// rule's retention of that level, plus the period being closed (a period's value is written
-/// when it ends, one period after its stamp) and an hour for a day that DST makes longer.
-fn aggregate_archives(
-    rules: &crate::rollup::RollupRules,
-    key: &perfpipe_backend::SeriesKey,
-) -> Option<Vec<perfpipe_whisper::ArchiveSpec>> {
-    use crate::rollup::Level;
-    let aggregate = crate::rollup::parse_aggregate_service(&key.service)?;
-    let (_, rule) = rules.rule_for(&key.host, aggregate.base, &key.metric)?;
-    let retention = rule.retention();
-    let (kept, period) = match aggregate.level {
-        Level::Hour => (retention.hours, 3_600),
-        Level::Day => (retention.days, 86_400 + 3_600),
-        Level::Week => (retention.weeks, 7 * 86_400 + 3_600),
-        Level::Month => (retention.months, 31 * 86_400 + 3_600),
+fn open_backend_writing(
+    kind: BackendKind,
+    config: &Config,
+    max_open_files: usize,
+    writes_aggregates: bool,
+) -> anyhow::Result<Box<dyn Backend>> {
+    let backend: Box<dyn Backend> = match kind {
+        BackendKind::Whisper => Box::new(open_whisper(config, max_open_files)?),
+        BackendKind::Influxdb => {
+            return Ok(Box::new(
+                perfpipe_influxdb::InfluxBackend::new(config.influxdb.clone())
+                    .context("influxdb settings")?,
+            ))
+        }
+        BackendKind::Rrd => open_rrd(config)?,
     };
-    let seconds = (u64::from(kept) + 1) * period;
-    let points = seconds.div_ceil(AGGREGATE_STEP);
-    perfpipe_whisper::parse_retentions(&format!("{AGGREGATE_STEP}s:{}s", points * AGGREGATE_STEP))
-        .ok()
+    if config.rollups.is_empty() {
+        return Ok(backend);
+    }
+    let rules = crate::rollup::RollupRules::new(config.rollups.clone())?;
+    Ok(Box::new(crate::aggregate_store::WithAggregateStore::new(
+        backend,
+        perfpipe_sqlite::aggregates::AggregateStore::new(&config.aggregates_path()),
+        std::sync::Arc::new(rules),
+        writes_aggregates,
+    )))
 }
 
 fn open_whisper(
@@ -80,12 +82,6 @@ fn open_whisper(
         .with_context(|| format!("whisper.aggregation = {:?}", settings.aggregation))?;
     whisper.x_files_factor = settings.xff;
     whisper.max_open_files = max_open_files;
-    if !config.rollups.is_empty() {
-        let rules = crate::rollup::RollupRules::new(config.rollups.clone())?;
-        whisper.archives_by_series = Some(perfpipe_whisper::ArchivesBySeries(std::sync::Arc::new(
-            move |key| aggregate_archives(&rules, key),
-        )));
-    }
     if settings.sparse {
         whisper.preallocation = perfpipe_whisper::Preallocation::Sparse;
     }

@@ -1,5 +1,6 @@
-//! Hour aggregates written by a node as ordinary series (`service/H/avg` …), checked against
-//! the raw points summed here, read back through `/api/v1/query` and the catalogue.
+//! Hour aggregates written by a node as series of their own (`service/H/avg` …, kept in the
+//! aggregate store), checked against the raw points summed here, read back through
+//! `/api/v1/query` and the catalogue.
 
 mod common;
 
@@ -84,28 +85,38 @@ fn closed_hours_are_aggregated_into_their_own_series() {
             );
         }
     }
-    // Aggregates keep their own resolution and their rule's retention (plus the period being
-    // closed): 15-minute slots, 26 hours for the hour level; the base series the configured
-    // archives.
-    let info = |path: &str| -> serde_json::Value {
-        let output = std::process::Command::new("/usr/bin/python3")
-            .args(["/usr/bin/whisper-info", "--json"])
-            .arg(dir.join("data/whisper").join(path))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        serde_json::from_slice(&output.stdout).unwrap()
-    };
-    let suffix = if weekend(first_hour) {
-        "%2Fweekend"
-    } else {
-        ""
-    };
-    let hourly = info(&format!("web/http%2FH%2Favg{suffix}/time.wsp"));
-    assert_eq!(hourly["archives"][0]["secondsPerPoint"], 900, "{hourly}");
-    assert_eq!(hourly["maxRetention"], 26 * 3600, "{hourly}");
-    let base = info("web/http/time.wsp");
-    assert_eq!(base["archives"][0]["secondsPerPoint"], 60, "{base}");
+    // Aggregates are rows of the aggregate store, not files: read in 15-minute slots, over
+    // their rule's retention plus the period being closed (26 hours for the hour level); the
+    // base series is a Whisper file of the configured archives.
+    let suffix = if weekend(first_hour) { "/weekend" } else { "" };
+    let encoded = suffix.replace('/', "%2F");
+    let whisper = dir.join("data/whisper/web");
+    assert!(!whisper.join(format!("http%2FH%2Favg{encoded}")).exists());
+    assert!(whisper.join("http/time.wsp").exists());
+    let store = rusqlite::Connection::open(dir.join("data/aggregates.sqlite")).unwrap();
+    let rows: i64 = store
+        .query_row(
+            "SELECT count(*) FROM aggregate_values JOIN aggregate_series ON id = series \
+             WHERE host = 'web' AND service = ?1 AND metric = 'time'",
+            [format!("http/H/avg{suffix}")],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(rows >= 1, "{rows} hour values of http/H/avg{suffix} stored");
+    let asked_from = now() - 30 * 3600;
+    let answer = node
+        .get(&format!(
+            "/api/v1/query?hsm=web::http/H/avg{suffix}::time&start={asked_from}&end={}",
+            now()
+        ))
+        .json();
+    let series = &answer["series"][0];
+    assert_eq!(series["step"], 900, "{answer}");
+    let start = series["start"].as_i64().unwrap();
+    assert!(
+        start > now() - 26 * 3600 - 1800 && start <= now() - 26 * 3600 + 900,
+        "the hour level keeps 26 hours, the read starts at {start}: {answer}"
+    );
 
     let metrics = node.get("/api/v1/hosts/web/metrics").json();
     let services: Vec<&str> = metrics["metrics"]
@@ -124,6 +135,75 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         assert_eq!(metric["uom"], "ms", "{metric}");
         assert_eq!(metric["ds_type"], "GAUGE", "{metric}");
     }
+}
+
+/// Aggregates in the aggregate store follow a host's rename and go with a delete, on a running
+/// node, through the same calls as files.
+#[test]
+fn aggregates_follow_a_rename_and_go_with_a_delete() {
+    let dir = temp_dir("rollups-rename");
+    let config = config(
+        &dir,
+        "[enqueuer]\nmax_batch_age = \"100ms\"\n\
+         [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\"]\ntimezone = \"UTC\"\nuseweekend = true\n",
+    );
+    let node = Node::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+    ]);
+    let hour = (now() / 3600 - 2) * 3600;
+    let lines: String = (hour..hour + 7200)
+        .step_by(300)
+        .map(|t| format!("{t}||old||http||OK||time={}ms\n", value_at(t)))
+        .collect();
+    assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
+    let suffix = if weekend(hour) { "/weekend" } else { "" };
+    let avg = format!("http/H/avg{suffix}");
+    let max = format!("http/H/max{suffix}");
+    let before = aggregate_at(&node, &format!("old::{avg}::time"), hour);
+
+    let renamed = node.request("POST", "/api/v1/rename?host=old&to_host=new", None, b"");
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(
+        aggregate_at(&node, &format!("new::{avg}::time"), hour),
+        before
+    );
+    let old = node
+        .get(&format!(
+            "/api/v1/query?hsm=old::{avg}::time&start={}&end={}",
+            hour - 60,
+            hour + 60
+        ))
+        .json();
+    assert!(
+        old["series"][0]["values"]
+            .as_array()
+            .is_none_or(|values| values.iter().all(|v| v.is_null())),
+        "the old name holds nothing: {old}"
+    );
+
+    let deleted = node.request(
+        "DELETE",
+        &format!("/api/v1/series?hsm=new::{max}::time"),
+        None,
+        b"",
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let store = rusqlite::Connection::open(dir.join("data/aggregates.sqlite")).unwrap();
+    let rows = |service: &str| -> i64 {
+        store
+            .query_row(
+                "SELECT count(*) FROM aggregate_values JOIN aggregate_series ON id = series \
+                 WHERE host = 'new' AND service = ?1",
+                [service],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(rows(&max), 0);
+    assert!(rows(&avg) >= 1);
 }
 
 /// Posts one body to `address`; the answer's status, or `None` when the node is gone.

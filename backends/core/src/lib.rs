@@ -332,6 +332,18 @@ pub trait Backend: Send {
         let _ = (host, series);
     }
 
+    /// Deletes what this backend holds of `host`'s series (all of them, or the one
+    /// `(service, metric)`) other than in the files the caller moves away (see
+    /// [`Backend::stored_at`]); returns how many values went. Default: nothing held so.
+    fn delete_held(
+        &mut self,
+        host: &str,
+        series: Option<(&str, &str)>,
+    ) -> Result<u64, BackendError> {
+        let _ = (host, series);
+        Ok(0)
+    }
+
     /// Renames the series `from` to `to` inside a store whose data is not in files the caller
     /// moves (see [`Backend::stored_at`]): `from`'s points end under `to`, merged with what `to`
     /// holds (`from`'s value winning at equal times), and `from` is gone. Default: nothing of

@@ -17,6 +17,8 @@
 //! One [`Catalogue`] is one connection: it is `Send` but not shared between threads; open one
 //! per thread (SQLite serialises the writers).
 
+pub mod aggregates;
+
 use std::path::Path;
 
 use perfpipe_backend::{DataSourceType, SeriesBatch, SeriesKey, ThresholdRange};

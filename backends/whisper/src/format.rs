@@ -822,7 +822,7 @@ impl WhisperFile {
 /// The slots whisper's fetch answers for `from..until` in an archive of `step` seconds: the
 /// first slot after `from` up to the first after `until`, and one slot for a zero-length range
 /// (whisper always includes the next point).
-pub(crate) fn fetch_interval(from: i64, until: i64, step: i64) -> (i64, i64) {
+pub fn fetch_interval(from: i64, until: i64, step: i64) -> (i64, i64) {
     let from_interval = from - from.rem_euclid(step) + step;
     let mut until_interval = until - until.rem_euclid(step) + step;
     if from_interval == until_interval {
