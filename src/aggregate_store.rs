@@ -21,8 +21,10 @@
 //! Deleting an aggregate series deletes its rows at once: unlike files, they do not go through
 //! the trash.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+// hashbrown's map (foldhash): these maps are looked up once per aggregate batch written.
+use hashbrown::HashMap;
 
 use perfpipe_backend::{
     Backend, BackendError, RangeQuery, SeriesBatch, SeriesKey, SeriesRange, SeriesRename,
@@ -92,6 +94,8 @@ impl WithAggregateStore {
     }
 
     fn retention_of(&mut self, key: &SeriesKey) -> Option<i64> {
+        // Most series are not aggregates, and their names say so at once.
+        crate::rollup::parse_aggregate_service(&key.service)?;
         if let Some(&retention) = self.retention.get(key) {
             return retention;
         }

@@ -1228,12 +1228,15 @@ impl Shard {
         if let Some(rollups) = &mut self.rollups {
             rollups.set_feed_time(perfpipe_backend::unix_now());
             let mut aggregates = Vec::new();
+            let mut points: Vec<(i64, f64)> = Vec::new();
             for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
-                let points: Vec<(i64, f64)> = batch
-                    .points
-                    .iter()
-                    .map(|point| (point.timestamp, point.value))
-                    .collect();
+                points.clear();
+                points.extend(
+                    batch
+                        .points
+                        .iter()
+                        .map(|point| (point.timestamp, point.value)),
+                );
                 let key = &batch.key;
                 if self.rollup_units.get(key) != Some(&batch.uom) {
                     self.rollup_units.insert(key.clone(), batch.uom.clone());

@@ -8,14 +8,17 @@
 //! Guarantees: [`AggregateStore::write`] applies a whole call in one transaction (a crash keeps
 //! all or none of it); a value written again at the same time replaces the old one; a series'
 //! values older than its newest minus the retention given with it are deleted as it is
-//! written; readers (other connections, other processes) never block the writer (WAL mode).
+//! written (at most about eight times per retention period, so up to an eighth of it more may
+//! stay for a while: readers clamp to the retention); readers (other connections, other processes) never block the writer (WAL mode).
 //! A series keeps its id for as long as the database lives, so ids cached by one connection
 //! stay right whatever another connection renames or deletes (only values move or go).
 //! The connection is opened at the first call that needs it, so a reader that never asks for
 //! an aggregate costs nothing.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+// hashbrown's map (foldhash): looked up once per aggregate series written.
+use hashbrown::HashMap;
 
 use perfpipe_backend::{Point, SeriesKey};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -72,6 +75,8 @@ pub struct AggregateStore {
     connection: Option<Connection>,
     /// Ids of series this connection has seen (ids never change).
     ids: HashMap<SeriesKey, i64>,
+    /// Per series id, the time up to which this connection last deleted its old values.
+    pruned_through: HashMap<i64, i64>,
 }
 
 impl std::fmt::Debug for AggregateStore {
@@ -89,6 +94,7 @@ impl AggregateStore {
             path: path.to_owned(),
             connection: None,
             ids: HashMap::new(),
+            pruned_through: HashMap::new(),
         }
     }
 
@@ -174,6 +180,7 @@ impl AggregateStore {
         self.connection()?;
         let connection = self.connection.as_mut().expect("opened above");
         let ids = &mut self.ids;
+        let pruned_through = &mut self.pruned_through;
         let mut apply = || -> rusqlite::Result<u64> {
             let transaction = connection.transaction()?;
             let mut written = 0;
@@ -189,21 +196,27 @@ impl AggregateStore {
                     insert.execute(params![id, point.timestamp, point.value])?;
                     written += 1;
                 }
-                transaction
-                    .prepare_cached(
-                        "DELETE FROM aggregate_values WHERE series = ?1 AND stamp < ?2",
-                    )?
-                    .execute(params![
-                        id,
-                        newest.timestamp.saturating_sub(write.keep_seconds)
-                    ])?;
+                // Old values go once the cutoff has moved an eighth of the retention on.
+                let cutoff = newest.timestamp.saturating_sub(write.keep_seconds);
+                let due = pruned_through
+                    .get(&id)
+                    .is_none_or(|&done| cutoff >= done.saturating_add(write.keep_seconds / 8));
+                if due {
+                    transaction
+                        .prepare_cached(
+                            "DELETE FROM aggregate_values WHERE series = ?1 AND stamp < ?2",
+                        )?
+                        .execute(params![id, cutoff])?;
+                    pruned_through.insert(id, cutoff);
+                }
             }
             transaction.commit()?;
             Ok(written)
         };
         apply().map_err(|source| {
-            // The transaction rolled back: ids made in it are gone again.
+            // The transaction rolled back: ids made and deletions done in it are gone again.
             self.ids.clear();
+            self.pruned_through.clear();
             error(source)
         })
     }
