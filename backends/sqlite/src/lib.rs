@@ -200,6 +200,12 @@ pub struct HostSummary {
 pub struct Catalogue {
     connection: Connection,
     path: String,
+    /// The row id of each series this connection has recorded, by a hash of its key: a later
+    /// flush updates the row by id (an integer B-tree seek) rather than looking the three names
+    /// up in the name index. Rows can go (a rename) and ids be reused, so the update also
+    /// checks the names and falls back to the upsert when they differ; so does a collision.
+    row_ids: hashbrown::HashMap<u64, i64>,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 fn ds_type_name(ds_type: DataSourceType) -> &'static str {
@@ -295,7 +301,12 @@ impl Catalogue {
             }
             transaction.commit().context(|| at("commit the schema"))?;
         }
-        Ok(Catalogue { connection, path })
+        Ok(Catalogue {
+            connection,
+            path,
+            row_ids: hashbrown::HashMap::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+        })
     }
 
     fn at(&self, what: &str) -> String {
@@ -304,12 +315,28 @@ impl Catalogue {
 
     /// Records one flush: every series in `updates`, in one transaction.
     pub fn record(&mut self, updates: &[SeriesUpdate]) -> Result<(), CatalogueError> {
+        use std::hash::BuildHasher;
         let path = self.path.clone();
         let transaction = self
             .connection
             .transaction()
             .context(|| format!("{path}: begin"))?;
-        {
+        let row_ids = &mut self.row_ids;
+        let mut apply = || -> Result<(), CatalogueError> {
+            let mut update_by_id = transaction
+                .prepare_cached(
+                    "UPDATE series SET
+                        uom = ?5,
+                        ds_type = ?6,
+                        first_seen = min(first_seen, ?7),
+                        last_value = CASE WHEN ?8 >= last_seen THEN ?9 ELSE last_value END,
+                        warn = CASE WHEN ?8 >= last_seen THEN ?10 ELSE warn END,
+                        crit = CASE WHEN ?8 >= last_seen THEN ?11 ELSE crit END,
+                        last_seen = max(last_seen, ?8),
+                        deleted_at = NULL
+                     WHERE id = ?1 AND host = ?2 AND service = ?3 AND metric = ?4",
+                )
+                .context(|| format!("{path}: prepare update"))?;
             let mut upsert = transaction
                 .prepare_cached(
                     "INSERT INTO series
@@ -327,27 +354,64 @@ impl Catalogue {
                         crit = CASE WHEN excluded.last_seen >= last_seen
                                     THEN excluded.crit ELSE crit END,
                         last_seen = max(last_seen, excluded.last_seen),
-                        deleted_at = NULL",
+                        deleted_at = NULL
+                     RETURNING id",
                 )
                 .context(|| format!("{path}: prepare upsert"))?;
             for update in updates {
-                upsert
-                    .execute(params![
-                        update.key.host,
-                        update.key.service,
-                        update.key.metric,
-                        update.uom,
-                        ds_type_name(update.ds_type),
-                        update.first_seen,
-                        update.last_seen,
-                        update.last_value,
-                        update.warn.as_ref().map(format_range),
-                        update.crit.as_ref().map(format_range),
-                    ])
-                    .context(|| format!("{path}: record {}", update.key))?;
+                let key = &update.key;
+                let warn = update.warn.as_ref().map(format_range);
+                let crit = update.crit.as_ref().map(format_range);
+                let hash = self.hasher.hash_one(key);
+                if let Some(&id) = row_ids.get(&hash) {
+                    let updated = update_by_id
+                        .execute(params![
+                            id,
+                            key.host,
+                            key.service,
+                            key.metric,
+                            update.uom,
+                            ds_type_name(update.ds_type),
+                            update.first_seen,
+                            update.last_seen,
+                            update.last_value,
+                            warn,
+                            crit,
+                        ])
+                        .context(|| format!("{path}: record {key}"))?;
+                    if updated == 1 {
+                        continue;
+                    }
+                }
+                let id: i64 = upsert
+                    .query_row(
+                        params![
+                            key.host,
+                            key.service,
+                            key.metric,
+                            update.uom,
+                            ds_type_name(update.ds_type),
+                            update.first_seen,
+                            update.last_seen,
+                            update.last_value,
+                            warn,
+                            crit,
+                        ],
+                        |row| row.get(0),
+                    )
+                    .context(|| format!("{path}: record {key}"))?;
+                row_ids.insert(hash, id);
             }
+            Ok(())
+        };
+        let applied = apply();
+        let committed =
+            applied.and_then(|()| transaction.commit().context(|| format!("{path}: commit")));
+        if committed.is_err() {
+            // Rolled back: ids of rows made in it may be taken by others later.
+            self.row_ids.clear();
         }
-        transaction.commit().context(|| format!("{path}: commit"))
+        committed
     }
 
     /// Hosts with live series, by name; only those starting with `prefix` when it is not empty.

@@ -260,3 +260,44 @@ fn a_version_1_database_gains_the_thresholds() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+/// A connection remembers the row id of each series it records; rows renamed away by another
+/// connection, and their ids taken by other series, must not receive its later updates.
+#[test]
+fn rows_renamed_elsewhere_and_reused_ids_are_not_updated_by_a_remembered_id() {
+    let (_dir, path) = temp_db("row-ids");
+    let mut shard = Catalogue::open(&path).unwrap();
+    let mut admin = Catalogue::open(&path).unwrap();
+    let (old, renamed) = (key("old", "http", "time"), key("new", "http", "time"));
+    shard
+        .record(&[update(renamed.clone(), 50, 50, 0.5)])
+        .unwrap(); // row 1
+    shard.record(&[update(old.clone(), 100, 100, 1.0)]).unwrap(); // row 2
+                                                                  // Merged into the existing name by the other connection: row 2, the highest, goes, and
+                                                                  // the next series made takes its id.
+    assert!(admin.rename_series(&old, &renamed).unwrap());
+    let other = key("other", "disk", "used");
+    admin
+        .record(&[update(other.clone(), 150, 150, 7.0)])
+        .unwrap();
+
+    let info = |catalogue: &Catalogue, key: &SeriesKey| {
+        let info = catalogue.series(key).unwrap().unwrap();
+        (info.first_seen, info.last_seen, info.last_value)
+    };
+    shard.record(&[update(old.clone(), 200, 200, 2.0)]).unwrap();
+    assert_eq!(info(&admin, &other), (150, 150, Some(7.0)), "not clobbered");
+    assert_eq!(
+        info(&admin, &old),
+        (200, 200, Some(2.0)),
+        "the old name starts afresh"
+    );
+    assert_eq!(info(&admin, &renamed), (50, 100, Some(1.0)));
+    shard.record(&[update(old.clone(), 300, 300, 3.0)]).unwrap();
+    shard
+        .record(&[update(renamed.clone(), 400, 400, 4.0)])
+        .unwrap();
+    assert_eq!(info(&admin, &old), (200, 300, Some(3.0)));
+    assert_eq!(info(&admin, &renamed), (50, 400, Some(4.0)));
+    assert_eq!(info(&admin, &other), (150, 150, Some(7.0)));
+}
