@@ -373,21 +373,18 @@ async fn measured(
         driver_cpu / wall,
         others / wall
     );
-    if let Some(lag) = &result.send_lag {
-        let ms = |q: f64| lag.value_at_quantile(q) as f64 / 1e6;
-        note.push_str(&format!(
-            "; sent after schedule p50 {:.3} ms, p99 {:.3} ms",
-            ms(0.5),
-            ms(0.99)
-        ));
-    }
-    if let Some(from_send) = &result.from_send {
-        let ms = |q: f64| from_send.value_at_quantile(q) as f64 / 1e6;
-        note.push_str(&format!(
-            "; from the send p50 {:.3} ms, p99 {:.3} ms",
-            ms(0.5),
-            ms(0.99)
-        ));
+    for (what, histogram) in [
+        ("sent after schedule", &result.send_lag),
+        ("from the send", &result.from_send),
+    ] {
+        if let Some(histogram) = histogram {
+            let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1e6;
+            note.push_str(&format!(
+                "; {what} p50 {:.3} ms, p99 {:.3} ms",
+                ms(0.5),
+                ms(0.99)
+            ));
+        }
     }
     Ok(Figures::from_histogram(
         result.requests_per_second(),

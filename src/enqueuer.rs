@@ -1230,13 +1230,7 @@ impl Shard {
             let mut aggregates = Vec::new();
             let mut points: Vec<(i64, f64)> = Vec::new();
             for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
-                points.clear();
-                points.extend(
-                    batch
-                        .points
-                        .iter()
-                        .map(|point| (point.timestamp, point.value)),
-                );
+                batch.copy_pairs_into(&mut points);
                 let key = &batch.key;
                 if self.rollup_units.get(key) != Some(&batch.uom) {
                     self.rollup_units.insert(key.clone(), batch.uom.clone());

@@ -173,6 +173,16 @@ impl SeriesBatch {
         (batch, duplicates)
     }
 
+    /// Replaces the contents of `pairs` with the points as `(timestamp, value)`.
+    pub fn copy_pairs_into(&self, pairs: &mut Vec<(i64, f64)>) {
+        pairs.clear();
+        pairs.extend(
+            self.points
+                .iter()
+                .map(|point| (point.timestamp, point.value)),
+        );
+    }
+
     /// Each point with the levels in force at its time (see [`SeriesBatch::levels`]).
     pub fn points_with_levels(&self) -> impl Iterator<Item = (&Point, Option<&Levels>)> {
         let mut next = 0;

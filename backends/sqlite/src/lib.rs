@@ -326,15 +326,15 @@ impl Catalogue {
             let mut update_by_id = transaction
                 .prepare_cached(
                     "UPDATE series SET
-                        uom = ?5,
-                        ds_type = ?6,
-                        first_seen = min(first_seen, ?7),
-                        last_value = CASE WHEN ?8 >= last_seen THEN ?9 ELSE last_value END,
-                        warn = CASE WHEN ?8 >= last_seen THEN ?10 ELSE warn END,
-                        crit = CASE WHEN ?8 >= last_seen THEN ?11 ELSE crit END,
-                        last_seen = max(last_seen, ?8),
+                        uom = ?4,
+                        ds_type = ?5,
+                        first_seen = min(first_seen, ?6),
+                        last_value = CASE WHEN ?7 >= last_seen THEN ?8 ELSE last_value END,
+                        warn = CASE WHEN ?7 >= last_seen THEN ?9 ELSE warn END,
+                        crit = CASE WHEN ?7 >= last_seen THEN ?10 ELSE crit END,
+                        last_seen = max(last_seen, ?7),
                         deleted_at = NULL
-                     WHERE id = ?1 AND host = ?2 AND service = ?3 AND metric = ?4",
+                     WHERE id = ?11 AND host = ?1 AND service = ?2 AND metric = ?3",
                 )
                 .context(|| format!("{path}: prepare update"))?;
             let mut upsert = transaction
@@ -362,43 +362,32 @@ impl Catalogue {
                 let key = &update.key;
                 let warn = update.warn.as_ref().map(format_range);
                 let crit = update.crit.as_ref().map(format_range);
+                let ds_type = ds_type_name(update.ds_type);
+                // ?1 to ?10 of both statements; ?11 of the update is the row id.
+                let fields: [&dyn rusqlite::ToSql; 10] = [
+                    &key.host,
+                    &key.service,
+                    &key.metric,
+                    &update.uom,
+                    &ds_type,
+                    &update.first_seen,
+                    &update.last_seen,
+                    &update.last_value,
+                    &warn,
+                    &crit,
+                ];
                 let hash = self.hasher.hash_one(key);
-                if let Some(&id) = row_ids.get(&hash) {
+                if let Some(id) = row_ids.get(&hash) {
+                    let with_id = fields.iter().copied().chain([id as &dyn rusqlite::ToSql]);
                     let updated = update_by_id
-                        .execute(params![
-                            id,
-                            key.host,
-                            key.service,
-                            key.metric,
-                            update.uom,
-                            ds_type_name(update.ds_type),
-                            update.first_seen,
-                            update.last_seen,
-                            update.last_value,
-                            warn,
-                            crit,
-                        ])
+                        .execute(rusqlite::params_from_iter(with_id))
                         .context(|| format!("{path}: record {key}"))?;
                     if updated == 1 {
                         continue;
                     }
                 }
                 let id: i64 = upsert
-                    .query_row(
-                        params![
-                            key.host,
-                            key.service,
-                            key.metric,
-                            update.uom,
-                            ds_type_name(update.ds_type),
-                            update.first_seen,
-                            update.last_seen,
-                            update.last_value,
-                            warn,
-                            crit,
-                        ],
-                        |row| row.get(0),
-                    )
+                    .query_row(&fields[..], |row| row.get(0))
                     .context(|| format!("{path}: record {key}"))?;
                 row_ids.insert(hash, id);
             }

@@ -269,13 +269,7 @@ impl WhisperBackend {
         if batch.points.is_empty() {
             return Ok((0, 0));
         }
-        points.clear();
-        points.extend(
-            batch
-                .points
-                .iter()
-                .map(|point| (point.timestamp, point.value)),
-        );
+        batch.copy_pairs_into(points);
         let call = self.calls;
         if let Some(open) = self.open_files.get_mut(&batch.key) {
             if !open.watch_tried {
