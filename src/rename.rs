@@ -46,7 +46,7 @@ pub struct Renamed {
 }
 
 /// Renames on this node: host `from.0` → `to.0`, and with a service only that service
-/// (`from.1` → `to.1`) of the host.
+/// (`from.1` → `to.1`) of the host, with its rollup aggregates (`from.1/H/avg` → `to.1/H/avg`).
 pub fn rename_here(
     node: &Node,
     from: (&str, Option<&str>),
@@ -58,14 +58,22 @@ pub fn rename_here(
         .metrics(from.0)?
         .into_iter()
         .map(|info| info.key)
-        .filter(|key| from.1.is_none_or(|service| key.service == service))
+        .filter(|key| {
+            from.1
+                .is_none_or(|service| renamed_service(&key.service, service).is_some())
+        })
         .collect();
     // Fresh backend values, for where each keeps a series (the shards' own are paused).
     let mut backends = crate::storage::open_backends(&node.config)?;
     let now = perfpipe_backend::unix_now();
     let mut renamed = Renamed::default();
     for old in &series {
-        let new = SeriesKey::new(to.0, to.1.unwrap_or(&old.service), &*old.metric);
+        let service = match (from.1, to.1) {
+            (Some(from), Some(to)) => renamed_service(&old.service, from)
+                .map_or(old.service.clone(), |suffix| format!("{to}{suffix}")),
+            _ => old.service.clone(),
+        };
+        let new = SeriesKey::new(to.0, service, &*old.metric);
         // Where each backend keeps the two names: (backend, source, target), source existing.
         let mut places = Vec::new();
         for backend in &backends {
@@ -146,6 +154,16 @@ pub fn rename_here(
         renamed.series += 1;
     }
     Ok(renamed)
+}
+
+/// Whether `service` is `renamed` itself or one of its rollup aggregates (`renamed/H/avg`,
+/// …), which follow it: the rest of the name after `renamed`, empty for the service itself.
+fn renamed_service<'a>(service: &'a str, renamed: &str) -> Option<&'a str> {
+    if service == renamed {
+        return Some("");
+    }
+    let aggregate = crate::rollup::parse_aggregate_service(service)?;
+    (aggregate.base == renamed).then(|| &service[renamed.len()..])
 }
 
 /// How a backend's file of the old name is merged into an existing file of the new name.

@@ -137,8 +137,8 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     }
 }
 
-/// Aggregates in the aggregate store follow a host's rename and go with a delete, on a running
-/// node, through the same calls as files.
+/// Aggregates in the aggregate store follow a host's rename and a service's, and go with a
+/// delete, on a running node, through the same calls as files.
 #[test]
 fn aggregates_follow_a_rename_and_go_with_a_delete() {
     let dir = temp_dir("rollups-rename");
@@ -204,6 +204,22 @@ fn aggregates_follow_a_rename_and_go_with_a_delete() {
     };
     assert_eq!(rows(&max), 0);
     assert!(rows(&avg) >= 1);
+
+    // A renamed service takes its aggregates with it.
+    let renamed = node.request(
+        "POST",
+        "/api/v1/rename?host=new&to_host=new&service=http&to_service=https",
+        None,
+        b"",
+    );
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let moved = format!("https/H/avg{suffix}");
+    assert_eq!(
+        aggregate_at(&node, &format!("new::{moved}::time"), hour),
+        before
+    );
+    assert_eq!(rows(&avg), 0);
+    assert!(rows(&moved) >= 1);
 }
 
 /// Posts one body to `address`; the answer's status, or `None` when the node is gone.
