@@ -137,24 +137,17 @@ impl Backend for WithAggregateStore {
         }
         // Aggregates first: a full disk fails the call before the wrapped backend wrote
         // anything, so that the retry writes nothing twice.
-        let mut aggregates_written = 0;
-        if self.writes_aggregates && !aggregates.is_empty() {
-            aggregates_written = match self.store.write(&aggregates) {
-                Ok(written) => written,
-                Err(error) => return Err(self.store_failed(error)),
-            };
+        let aggregates_written = if self.writes_aggregates && !aggregates.is_empty() {
+            self.store
+                .write(&aggregates)
+                .map_err(|error| self.store_failed(error))?
         } else {
-            aggregates_written += aggregates
-                .iter()
-                .map(|a| a.points.len() as u64)
-                .sum::<u64>();
-        }
-        let mut report = if raw.len() == batches.len() {
-            self.inner.write(batches)?
-        } else if raw.is_empty() {
+            aggregates.iter().map(|a| a.points.len() as u64).sum()
+        };
+        let mut report = if raw.is_empty() {
             WriteReport::default()
         } else if raw.iter().enumerate().all(|(at, &index)| at == index) {
-            // The enqueuer puts aggregates after the raw batches: no copy needed.
+            // The raw batches come first (the enqueuer puts aggregates last): no copy needed.
             self.inner.write(&batches[..raw.len()])?
         } else {
             let raw: Vec<SeriesBatch> = raw.iter().map(|&index| batches[index].clone()).collect();
