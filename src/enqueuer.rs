@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use perfpipe_backend::{Backend, Levels, Point, SeriesBatch, SeriesKey};
-use perfpipe_sqlite::{Catalogue, SeriesUpdate};
+use perfpipe_sqlite::{Catalogue, SeriesInfo, SeriesUpdate};
 use tracing::{error, info, warn};
 
 use crate::rollup::{AggregatePoint, RollupRules, Rollups};
@@ -236,8 +236,9 @@ enum Command {
         keys: Vec<(usize, SeriesKey)>,
         reply: Sender<Vec<(usize, Vec<Point>)>>,
     },
-    /// Asks for the keys of the series with points queued (see [`Enqueuer::queued_keys`]).
-    ListQueued(Sender<Vec<SeriesKey>>),
+    /// Asks for the queued series the catalogue does not list yet (see
+    /// [`Enqueuer::queued_new_series`]).
+    ListQueued(Sender<Vec<SeriesInfo>>),
     /// Answered once every point received before it is written.
     Barrier(Sender<()>),
     Forget {
@@ -397,7 +398,6 @@ impl Enqueuer {
                 owed: HashMap::new(),
                 next_flush: 0,
                 started: Instant::now(),
-                rollup_units: HashMap::new(),
                 rollups,
                 rollups_cover,
                 taken_sequence: 0,
@@ -574,9 +574,10 @@ impl Enqueuer {
         found
     }
 
-    /// The series with points queued (or owed by a stalled first backend), from the shards
-    /// that answer `within`: for listings, so that a series shows before its first write.
-    pub fn queued_keys(&self, within: Duration) -> Vec<SeriesKey> {
+    /// The series with points queued that the catalogue does not list yet, as the catalogue
+    /// will once they are written (from their queued points), from the shards that answer
+    /// `within`: for listings, so that a series shows before its first write.
+    pub fn queued_new_series(&self, within: Duration) -> Vec<SeriesInfo> {
         let (reply, replies) = mpsc::channel();
         let waiting = self
             .senders
@@ -716,6 +717,34 @@ struct SeriesQueue {
 }
 
 impl SeriesQueue {
+    /// What the catalogue will say of the series once these points are written; `None` for
+    /// a queue without points.
+    fn as_series_info(&self, key: &SeriesKey) -> Option<SeriesInfo> {
+        let first_seen = self.points.iter().map(|point| point.timestamp).min()?;
+        // Of points with equal timestamps the first that arrived is kept.
+        let newest = self
+            .points
+            .iter()
+            .rev()
+            .max_by_key(|point| point.timestamp)?;
+        let levels = self
+            .levels
+            .iter()
+            .rev()
+            .max_by_key(|(timestamp, _)| *timestamp)
+            .map(|(_, levels)| *levels);
+        Some(SeriesInfo {
+            key: key.clone(),
+            uom: self.uom.clone(),
+            ds_type: perfpipe_backend::DataSourceType::for_unit(&self.uom),
+            first_seen,
+            last_seen: newest.timestamp,
+            last_value: Some(newest.value),
+            warn: levels.and_then(|levels| levels.warn),
+            crit: levels.and_then(|levels| levels.crit),
+        })
+    }
+
     /// Adds one request's points of the series; returns whether the queue reached
     /// `max_batch_points`.
     fn add(
@@ -768,8 +797,6 @@ struct Shard {
     checkpoint_retry_at: Option<Instant>,
     /// When the rollup state was last saved, and `taken_sequence` then.
     last_checkpoint: Option<(Instant, u64)>,
-    /// The unit last written for each series that rollups saw, which its aggregates carry.
-    rollup_units: HashMap<SeriesKey, String>,
     /// Barriers received so far; queues begun before barrier `n` have an epoch below `n`.
     epoch: u64,
     /// Barriers not yet passed, with their epochs, oldest first.
@@ -828,45 +855,77 @@ const ROLLUP_QUIET: i64 = 600;
 /// How soon a rollup checkpoint that could not be taken is tried again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
-/// Aggregate points as batches, one per aggregate series. A period corrected by a late point
-/// is emitted again; the last emission is the right one, so the points are reversed before
-/// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregates carry
-/// their base series' unit (from `units`, what was last written for it; none for a series not
-/// seen since start) and are gauges whatever it is: an average of a counter's readings is not
-/// a counter.
-fn aggregate_batches(
-    mut points: Vec<AggregatePoint>,
-    units: &HashMap<SeriesKey, String>,
-) -> Vec<SeriesBatch> {
-    points.reverse();
-    let mut by_series: HashMap<SeriesKey, Vec<Point>> = HashMap::new();
-    for point in points {
-        by_series
-            .entry(SeriesKey::new(point.host, point.service, point.metric))
-            .or_default()
-            .push(Point {
-                timestamp: point.timestamp,
-                value: point.value,
-            });
+/// One base series' aggregate points as batches, one per aggregate series, appended to
+/// `batches`; `points` is left empty. A period corrected by a late point is emitted again; the
+/// last emission is the right one, so the points are taken newest emission first into
+/// [`SeriesBatch::from_unordered`], which keeps the first of equal timestamps. Aggregates
+/// carry their base series' unit and are gauges whatever it is: an average of a counter's
+/// readings is not a counter. A base series has a dozen aggregate series at most, so they are
+/// grouped with a short scan rather than a map keyed by three names.
+fn push_aggregate_batches(
+    points: &mut Vec<AggregatePoint>,
+    uom: &str,
+    batches: &mut Vec<SeriesBatch>,
+) {
+    let mut series: Vec<(SeriesKey, Vec<Point>)> = Vec::new();
+    for point in points.drain(..).rev() {
+        let value = Point {
+            timestamp: point.timestamp,
+            value: point.value,
+        };
+        match series
+            .iter_mut()
+            .find(|(key, _)| key.service == point.service)
+        {
+            Some((_, values)) => values.push(value),
+            None => series.push((
+                SeriesKey::new(point.host, point.service, point.metric),
+                vec![value],
+            )),
+        }
     }
-    by_series
-        .into_iter()
-        .map(|(key, points)| {
-            let uom = crate::rollup::parse_aggregate_service(&key.service)
-                .and_then(|aggregate| {
-                    units.get(&SeriesKey::new(
-                        key.host.as_str(),
-                        aggregate.base,
-                        key.metric.as_str(),
+    for (key, values) in series {
+        let mut batch = SeriesBatch::from_unordered(key, uom.to_owned(), values, Vec::new()).0;
+        batch.ds_type = perfpipe_backend::DataSourceType::Gauge;
+        batches.push(batch);
+    }
+}
+
+/// [`push_aggregate_batches`] for the aggregates of many series, as [`Rollups::close_quiet`]
+/// emits them (each series' together), with each base series' unit from `unit_of`.
+fn push_closed_aggregate_batches(
+    closed: Vec<AggregatePoint>,
+    mut unit_of: impl FnMut(&SeriesKey) -> String,
+    batches: &mut Vec<SeriesBatch>,
+) {
+    let mut run: Vec<AggregatePoint> = Vec::new();
+    let mut closed = closed.into_iter().peekable();
+    while let Some(point) = closed.next() {
+        let run_ends = closed.peek().is_none_or(|next| {
+            next.host != point.host
+                || next.metric != point.metric
+                || base_of(&next.service) != base_of(&point.service)
+        });
+        run.push(point);
+        if run_ends {
+            let first = &run[0];
+            let uom = base_of(&first.service)
+                .map(|base| {
+                    unit_of(&SeriesKey::new(
+                        first.host.as_str(),
+                        base,
+                        first.metric.as_str(),
                     ))
                 })
-                .cloned()
                 .unwrap_or_default();
-            let mut batch = SeriesBatch::from_unordered(key, uom, points, Vec::new()).0;
-            batch.ds_type = perfpipe_backend::DataSourceType::Gauge;
-            batch
-        })
-        .collect()
+            push_aggregate_batches(&mut run, &uom, batches);
+        }
+    }
+}
+
+/// The service an aggregate service name was made from.
+fn base_of(aggregate_service: &str) -> Option<&str> {
+    crate::rollup::parse_aggregate_service(aggregate_service).map(|aggregate| aggregate.base)
 }
 
 impl Shard {
@@ -887,13 +946,14 @@ impl Shard {
                     let _ = reply.send(self.peek(keys));
                 }
                 Ok(Command::ListQueued(reply)) => {
-                    let mut keys: Vec<SeriesKey> = self.queues.keys().cloned().collect();
-                    if let Some(stalled) = self.stalled.first() {
-                        for (_, batches) in &stalled.flushes {
-                            keys.extend(batches.iter().map(|batch| batch.key.clone()));
-                        }
-                    }
-                    let _ = reply.send(keys);
+                    // Flushes that a stalled backend owes are in the catalogue already.
+                    let new_series = self
+                        .queues
+                        .iter()
+                        .filter(|(key, _)| !self.catalogue.has_series(key).unwrap_or(false))
+                        .filter_map(|(key, queue)| queue.as_series_info(key))
+                        .collect();
+                    let _ = reply.send(new_series);
                 }
                 Ok(Command::Flush(ack)) => {
                     let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
@@ -1197,7 +1257,18 @@ impl Shard {
         };
         let now = perfpipe_backend::unix_now();
         let closed = rollups.close_quiet(now, now - ROLLUP_QUIET);
-        let batches = aggregate_batches(closed, &self.rollup_units);
+        // A quiet series has been written: the catalogue has its unit.
+        let catalogue = &self.catalogue;
+        let unit_of = |base: &SeriesKey| {
+            catalogue
+                .series(base)
+                .ok()
+                .flatten()
+                .map(|info| info.uom)
+                .unwrap_or_default()
+        };
+        let mut batches = Vec::new();
+        push_closed_aggregate_batches(closed, unit_of, &mut batches);
         // Aggregates are not in the write-ahead log: they hold no barrier.
         self.write(batches, 0, u64::MAX, false);
     }
@@ -1228,13 +1299,11 @@ impl Shard {
         if let Some(rollups) = &mut self.rollups {
             rollups.set_feed_time(perfpipe_backend::unix_now());
             let mut aggregates = Vec::new();
+            let mut aggregate_batches = Vec::new();
             let mut points: Vec<(i64, f64)> = Vec::new();
             for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
                 batch.copy_pairs_into(&mut points);
                 let key = &batch.key;
-                if self.rollup_units.get(key) != Some(&batch.uom) {
-                    self.rollup_units.insert(key.clone(), batch.uom.clone());
-                }
                 rollups.add_into(
                     &key.host,
                     &key.service,
@@ -1242,8 +1311,9 @@ impl Shard {
                     &points,
                     &mut aggregates,
                 );
+                push_aggregate_batches(&mut aggregates, &batch.uom, &mut aggregate_batches);
             }
-            batches.extend(aggregate_batches(aggregates, &self.rollup_units));
+            batches.extend(aggregate_batches);
         }
         self.write(batches, taken, epoch, shutting_down);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -1475,6 +1545,72 @@ fn write_once(
 mod tests {
     use super::*;
     use crate::rollup::RollupRule;
+
+    fn aggregate(host: &str, service: &str, timestamp: i64, value: f64) -> AggregatePoint {
+        AggregatePoint {
+            host: host.into(),
+            service: service.into(),
+            metric: "time".into(),
+            timestamp,
+            value,
+        }
+    }
+
+    #[test]
+    fn aggregate_batches_keep_each_periods_last_emission_and_carry_the_base_unit_as_gauges() {
+        let closed = vec![
+            aggregate("web", "http/H/avg", 3_600, 1.0),
+            aggregate("web", "http/H/max", 3_600, 2.0),
+            // A late point corrected the hour: emitted again, the later values are right.
+            aggregate("web", "http/H/avg", 3_600, 1.5),
+            aggregate("web", "http/H/max", 3_600, 4.0),
+            aggregate("web", "http/H/avg", 7_200, 3.0),
+            aggregate("db", "http/H/avg", 3_600, 9.0),
+            aggregate("db", "disk/H/avg", 3_600, 8.0),
+        ];
+        let mut asked = Vec::new();
+        let mut batches = Vec::new();
+        push_closed_aggregate_batches(
+            closed,
+            |base| {
+                asked.push(base.to_string());
+                format!("{}-unit", base.host)
+            },
+            &mut batches,
+        );
+        /// A batch as `(series, unit, points)`.
+        type Written = (String, String, Vec<(i64, f64)>);
+        let mut got: Vec<Written> = batches
+            .iter()
+            .map(|batch| {
+                assert_eq!(batch.ds_type, perfpipe_backend::DataSourceType::Gauge);
+                let mut pairs = Vec::new();
+                batch.copy_pairs_into(&mut pairs);
+                (batch.key.to_string(), batch.uom.clone(), pairs)
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = [
+            ("db::disk/H/avg::time", "db-unit", vec![(3_600, 8.0)]),
+            ("db::http/H/avg::time", "db-unit", vec![(3_600, 9.0)]),
+            (
+                "web::http/H/avg::time",
+                "web-unit",
+                vec![(3_600, 1.5), (7_200, 3.0)],
+            ),
+            ("web::http/H/max::time", "web-unit", vec![(3_600, 4.0)]),
+        ];
+        let want: Vec<Written> = want
+            .into_iter()
+            .map(|(key, uom, pairs)| (key.to_string(), uom.to_string(), pairs))
+            .collect();
+        assert_eq!(got, want);
+        asked.sort();
+        assert_eq!(
+            asked,
+            ["db::disk::time", "db::http::time", "web::http::time"]
+        );
+    }
 
     fn settings(state_dir: &std::path::Path) -> RollupSettings {
         let rule: RollupRule = serde_json::from_value(serde_json::json!({"match": "*"})).unwrap();

@@ -321,6 +321,63 @@ fn queries_see_points_still_queued() {
     let points = render[0]["datapoints"].as_array().unwrap();
     assert_eq!(points[1], serde_json::json!([7.0, t + 60]), "{render}");
     assert_eq!(points[3], serde_json::json!([8.0, t + 180]), "{render}");
+
+    // The listings have it before its first write, as the catalogue will: a host whose only
+    // series is queued, with its unit, last value and thresholds.
+    post(&format!(
+        "{}||queued-only||disk||OK||used=5GB;80;90 free=1GB\n{}||queued-only||disk||OK||used=6GB;85;95 free=2GB\n",
+        t + 60,
+        t + 120
+    ));
+    let hosts = node.get("/api/v1/hosts").json();
+    let listed: Vec<(&str, u64, i64)> = hosts["hosts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{hosts}"))
+        .iter()
+        .map(|host| {
+            (
+                host["host"].as_str().unwrap(),
+                host["series"].as_u64().unwrap(),
+                host["last_seen"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("queued-only", 2, t + 120), ("web", 2, t + 180)],
+        "web::http::time written (through t + 180; its later points queued are not listed \
+         until written), web::new::fresh queued: {hosts}"
+    );
+    let metrics = node.get("/api/v1/hosts/queued-only/metrics").json();
+    let used = &metrics["metrics"][1];
+    assert_eq!(metrics["metrics"][0]["metric"], "free", "{metrics}");
+    assert_eq!(
+        (
+            used["hsm"].as_str(),
+            used["uom"].as_str(),
+            used["first_seen"].as_i64(),
+            used["last_seen"].as_i64(),
+            used["last_value"].as_f64(),
+            used["warn"]["end"].as_f64(),
+            used["crit"]["end"].as_f64(),
+        ),
+        (
+            Some("queued-only::disk::used"),
+            Some("GB"),
+            Some(t + 60),
+            Some(t + 120),
+            Some(6.0),
+            Some(85.0),
+            Some(95.0)
+        ),
+        "{metrics}"
+    );
+    let series = node.get("/api/v1/series?host=queued-only").json();
+    assert_eq!(
+        series["series"].as_array().map(Vec::len),
+        Some(2),
+        "{series}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -100,8 +100,15 @@ impl ClusterStore {
         // Series whose first points are still queued are listed too (their reads are answered
         // from the queue until the first write).
         let mut queued: BTreeMap<String, Vec<SeriesKey>> = BTreeMap::new();
-        for key in self.node.enqueuer.queued_keys(QUEUED_KEYS_WAIT) {
-            queued.entry(key.host.clone()).or_default().push(key);
+        for series in self
+            .node
+            .enqueuer
+            .queued_new_series(super::QUEUED_SERIES_WAIT)
+        {
+            queued
+                .entry(series.key.host.clone())
+                .or_default()
+                .push(series.key);
         }
         let catalogue = self.catalogue()?;
         let text = |e: perfpipe_sqlite::CatalogueError| e.to_string();
@@ -222,9 +229,6 @@ impl ClusterStore {
         }
     }
 }
-
-/// How long a listing waits for the shards to say which series they have queued.
-const QUEUED_KEYS_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl graphite::Store for ClusterStore {
     fn fetch(

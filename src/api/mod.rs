@@ -235,6 +235,10 @@ impl From<anyhow::Error> for ApiError {
 
 /// The answer of the owner node a request was passed to, as this node's answer: its JSON on
 /// 200, otherwise its status with its error message.
+/// How long a listing waits for the shards to say which new series they have queued (see
+/// [`crate::enqueuer::Enqueuer::queued_new_series`]); a shard busier than that is left out.
+pub(crate) const QUEUED_SERIES_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn owner_answer((status, answer): (u16, Value)) -> Result<Json<Value>, ApiError> {
     match status {
         200 => Ok(Json(answer)),

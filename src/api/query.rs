@@ -11,7 +11,8 @@
 //! unit from its catalogue: series of other owners are asked of them (one request per owner,
 //! all at once) and the answers merged in request order. An owner that cannot be reached gives
 //! its series an `error` and the answer `"partial": true`, never a hang. Points still queued
-//! are not seen until their flush.
+//! are answered from the queue, and the listings include series whose first points are still
+//! queued (as the catalogue will list them once written).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use perfpipe_backend::{BackendError, Consolidation, RangeQuery, SeriesKey};
+use perfpipe_sqlite::HostSummary;
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, Node};
@@ -515,11 +517,13 @@ pub(super) async fn cluster_series(
         filter.append_to(&mut query);
         ask_peers(node, &format!("/api/v1/series?{}", query.finish()))
     };
-    let config = node.config.clone();
+    let listed = node.clone();
     let kept = filter.clone();
     let local = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&config)?;
-        let all = catalogue.all().map_err(anyhow::Error::from)?;
+        let catalogue = crate::storage::open_catalogue(&listed.config)?;
+        let mut all = catalogue.all().map_err(anyhow::Error::from)?;
+        // Series whose first points are still queued are listed too.
+        all.extend(listed.enqueuer.queued_new_series(super::QUEUED_SERIES_WAIT));
         Ok(all
             .into_iter()
             .filter(|series| kept.matches(&series.key))
@@ -609,10 +613,27 @@ pub async fn hosts(
     } else {
         ask_peers(&node, "/api/v1/hosts?local=true")
     };
-    let config = node.config.clone();
+    let listed = node.clone();
     let local = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&config)?;
-        Ok(catalogue.hosts("").map_err(anyhow::Error::from)?)
+        let catalogue = crate::storage::open_catalogue(&listed.config)?;
+        let mut hosts: std::collections::BTreeMap<String, HostSummary> = catalogue
+            .hosts("")
+            .map_err(anyhow::Error::from)?
+            .into_iter()
+            .map(|summary| (summary.host.clone(), summary))
+            .collect();
+        // Series whose first points are still queued count too.
+        for series in listed.enqueuer.queued_new_series(super::QUEUED_SERIES_WAIT) {
+            let host = series.key.host;
+            let summary = hosts.entry(host.clone()).or_insert(HostSummary {
+                host,
+                series: 0,
+                last_seen: series.last_seen,
+            });
+            summary.series += 1;
+            summary.last_seen = summary.last_seen.max(series.last_seen);
+        }
+        Ok(hosts.into_values().collect::<Vec<_>>())
     })
     .await?;
     let mut hosts: Vec<Value> = local
@@ -715,11 +736,22 @@ pub async fn host_metrics(
             .to_string();
         return Err(ApiError(status, message));
     }
-    let config = node.config.clone();
+    let listed = node.clone();
     let lookup = host.clone();
     let metrics = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&config)?;
-        Ok(catalogue.metrics(&lookup).map_err(anyhow::Error::from)?)
+        let catalogue = crate::storage::open_catalogue(&listed.config)?;
+        let mut metrics = catalogue.metrics(&lookup).map_err(anyhow::Error::from)?;
+        // Series whose first points are still queued are listed too.
+        metrics.extend(
+            listed
+                .enqueuer
+                .queued_new_series(super::QUEUED_SERIES_WAIT)
+                .into_iter()
+                .filter(|series| series.key.host == lookup),
+        );
+        metrics
+            .sort_by(|a, b| (&a.key.service, &a.key.metric).cmp(&(&b.key.service, &b.key.metric)));
+        Ok(metrics)
     })
     .await?;
     if metrics.is_empty() {

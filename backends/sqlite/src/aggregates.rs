@@ -183,15 +183,15 @@ impl AggregateStore {
         let pruned_through = &mut self.pruned_through;
         let mut apply = || -> rusqlite::Result<u64> {
             let transaction = connection.transaction()?;
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO aggregate_values (series, stamp, value) VALUES (?1, ?2, ?3)",
+            )?;
             let mut written = 0;
             for write in writes {
                 let Some(newest) = write.points.last() else {
                     continue;
                 };
                 let id = Self::id_in(ids, &transaction, write.key)?;
-                let mut insert = transaction.prepare_cached(
-                    "INSERT OR REPLACE INTO aggregate_values (series, stamp, value) VALUES (?1, ?2, ?3)",
-                )?;
                 for point in write.points {
                     insert.execute(params![id, point.timestamp, point.value])?;
                     written += 1;
@@ -210,6 +210,7 @@ impl AggregateStore {
                     pruned_through.insert(id, cutoff);
                 }
             }
+            drop(insert);
             transaction.commit()?;
             Ok(written)
         };

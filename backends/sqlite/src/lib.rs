@@ -461,6 +461,17 @@ impl Catalogue {
             .pop())
     }
 
+    /// Whether `key` is a live series of the catalogue. Rows this connection recorded are
+    /// known without a query (one deleted by another connection since is taken as still there
+    /// until this one records it again).
+    pub fn has_series(&self, key: &SeriesKey) -> Result<bool, CatalogueError> {
+        use std::hash::BuildHasher;
+        if self.row_ids.contains_key(&self.hasher.hash_one(key)) {
+            return Ok(true);
+        }
+        Ok(self.series(key)?.is_some())
+    }
+
     /// Live series whose host, service or metric contains `text` (case-sensitive), at most
     /// `limit`, by host, service and metric.
     pub fn search(&self, text: &str, limit: u32) -> Result<Vec<SeriesInfo>, CatalogueError> {
