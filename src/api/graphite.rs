@@ -19,7 +19,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use perfpipe_backend::{Backend, BackendError, Consolidation, RangeQuery, SeriesKey};
-use perfpipe_sqlite::Catalogue;
 use serde_json::{json, Value};
 
 use super::{blocking, ApiError, Node};
@@ -69,7 +68,6 @@ type StoredRange = (i64, i64, Vec<Option<f64>>);
 /// The data source of one request.
 struct ClusterStore {
     node: Arc<Node>,
-    catalogue: Option<Catalogue>,
     backend: Option<Box<dyn Backend>>,
 }
 
@@ -77,18 +75,8 @@ impl ClusterStore {
     fn new(node: Arc<Node>) -> ClusterStore {
         ClusterStore {
             node,
-            catalogue: None,
             backend: None,
         }
-    }
-
-    fn catalogue(&mut self) -> Result<&Catalogue, String> {
-        if self.catalogue.is_none() {
-            let catalogue = crate::storage::open_catalogue(&self.node.config)
-                .map_err(|error| format!("{error:#}"))?;
-            self.catalogue = Some(catalogue);
-        }
-        Ok(self.catalogue.as_ref().expect("just opened"))
     }
 
     /// This node's part of the tree at the pattern's depth.
@@ -110,49 +98,49 @@ impl ClusterStore {
                 .or_default()
                 .push(series.key);
         }
-        let catalogue = self.catalogue()?;
-        let text = |e: perfpipe_sqlite::CatalogueError| e.to_string();
-        let hosts: BTreeSet<String> = match pattern.literal(0).and_then(graphite::decode_component)
-        {
-            Some(host) => BTreeSet::from([host.to_string()]),
-            None => catalogue
-                .hosts("")
-                .map_err(text)?
-                .into_iter()
-                .map(|summary| summary.host)
-                .chain(queued.keys().cloned())
-                .collect(),
-        };
-        let mut found = BTreeSet::new();
-        for host in hosts {
-            let host_part = graphite::encode_component(&host);
-            if !pattern.node_matches(0, &host_part) {
-                continue;
-            }
-            let series = catalogue
-                .metrics(&host)
-                .map_err(text)?
-                .into_iter()
-                .map(|info| info.key)
-                .chain(queued.remove(&host).unwrap_or_default());
-            for key in series {
-                let service_part = graphite::encode_component(&key.service);
-                let (path, leaf) = match depth {
-                    1 => (host_part.clone(), false),
-                    2 if pattern.node_matches(1, &service_part) => {
-                        (format!("{host_part}.{service_part}"), false)
-                    }
-                    3 if pattern.node_matches(1, &service_part)
-                        && pattern.node_matches(2, &graphite::encode_component(&key.metric)) =>
-                    {
-                        (graphite_path(&key), true)
-                    }
-                    _ => continue,
+        crate::storage::with_catalogue(&self.node.config, |catalogue| {
+            let hosts: BTreeSet<String> =
+                match pattern.literal(0).and_then(graphite::decode_component) {
+                    Some(host) => BTreeSet::from([host.to_string()]),
+                    None => catalogue
+                        .hosts("")?
+                        .into_iter()
+                        .map(|summary| summary.host)
+                        .chain(queued.keys().cloned())
+                        .collect(),
                 };
-                found.insert(TreeNode { path, leaf });
+            let mut found = BTreeSet::new();
+            for host in hosts {
+                let host_part = graphite::encode_component(&host);
+                if !pattern.node_matches(0, &host_part) {
+                    continue;
+                }
+                let series = catalogue
+                    .metrics(&host)?
+                    .into_iter()
+                    .map(|info| info.key)
+                    .chain(queued.remove(&host).unwrap_or_default());
+                for key in series {
+                    let service_part = graphite::encode_component(&key.service);
+                    let (path, leaf) = match depth {
+                        1 => (host_part.clone(), false),
+                        2 if pattern.node_matches(1, &service_part) => {
+                            (format!("{host_part}.{service_part}"), false)
+                        }
+                        3 if pattern.node_matches(1, &service_part)
+                            && pattern
+                                .node_matches(2, &graphite::encode_component(&key.metric)) =>
+                        {
+                            (graphite_path(&key), true)
+                        }
+                        _ => continue,
+                    };
+                    found.insert(TreeNode { path, leaf });
+                }
             }
-        }
-        Ok(found.into_iter().collect())
+            Ok(found.into_iter().collect())
+        })
+        .map_err(|error| format!("{error:#}"))
     }
 
     /// The whole cluster's part of the tree at the pattern's depth, sorted by path.

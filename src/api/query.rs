@@ -234,42 +234,44 @@ pub(super) async fn read_series(
             return Ok(Vec::new());
         }
         let mut backends = crate::storage::open_backends(&here.config)?;
-        let catalogue = crate::storage::open_catalogue(&here.config)?;
-        let backend = backends
-            .first_mut()
-            .ok_or_else(|| anyhow::anyhow!("no backend configured"))?;
-        let queued = queued_points(&here, backend.name(), &local_keys);
-        let mut answers = Vec::with_capacity(local_keys.len());
-        for ((position, key), queued) in local_keys.into_iter().zip(queued) {
-            let uom = catalogue
-                .series(&key)
-                .map_err(anyhow::Error::from)?
-                .map(|info| info.uom);
-            let mut answer = json!({ "hsm": key.to_string(), "uom": uom });
-            match read_with_queued(backend.as_mut(), &key, &range, as_of, &queued) {
-                Ok(read) => {
-                    answer["start"] = json!(read.start);
-                    answer["step"] = json!(read.step);
-                    answer["values"] = json!(read.values);
+        let answers = crate::storage::with_catalogue(&here.config, |catalogue| {
+            let backend = backends
+                .first_mut()
+                .ok_or_else(|| anyhow::anyhow!("no backend configured"))?;
+            let queued = queued_points(&here, backend.name(), &local_keys);
+            let mut answers = Vec::with_capacity(local_keys.len());
+            for ((position, key), queued) in local_keys.into_iter().zip(queued) {
+                let uom = catalogue
+                    .series(&key)
+                    .map_err(anyhow::Error::from)?
+                    .map(|info| info.uom);
+                let mut answer = json!({ "hsm": key.to_string(), "uom": uom });
+                match read_with_queued(backend.as_mut(), &key, &range, as_of, &queued) {
+                    Ok(read) => {
+                        answer["start"] = json!(read.start);
+                        answer["step"] = json!(read.step);
+                        answer["values"] = json!(read.values);
+                    }
+                    Err(BackendError::NotFound(_)) => {
+                        answer["values"] = json!([]);
+                        answer["error"] = json!("no such series");
+                    }
+                    Err(error @ (BackendError::EmptyName | BackendError::NameTooLong { .. })) => {
+                        answer["values"] = json!([]);
+                        answer["error"] = json!(error.to_string());
+                    }
+                    Err(error) => {
+                        // The text names files: logged, not answered.
+                        tracing::error!(series = %key, %error, "read failed");
+                        answer["values"] = json!([]);
+                        answer["error"] =
+                            json!("the store could not be read; the node's log has the details");
+                    }
                 }
-                Err(BackendError::NotFound(_)) => {
-                    answer["values"] = json!([]);
-                    answer["error"] = json!("no such series");
-                }
-                Err(error @ (BackendError::EmptyName | BackendError::NameTooLong { .. })) => {
-                    answer["values"] = json!([]);
-                    answer["error"] = json!(error.to_string());
-                }
-                Err(error) => {
-                    // The text names files: logged, not answered.
-                    tracing::error!(series = %key, %error, "read failed");
-                    answer["values"] = json!([]);
-                    answer["error"] =
-                        json!("the store could not be read; the node's log has the details");
-                }
+                answers.push((position, answer));
             }
-            answers.push((position, answer));
-        }
+            Ok(answers)
+        })?;
         Ok(answers)
     })
     .await?;
@@ -520,8 +522,8 @@ pub(super) async fn cluster_series(
     let listed = node.clone();
     let kept = filter.clone();
     let local = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&listed.config)?;
-        let mut all = catalogue.all().map_err(anyhow::Error::from)?;
+        let mut all =
+            crate::storage::with_catalogue(&listed.config, |catalogue| Ok(catalogue.all()?))?;
         // Series whose first points are still queued are listed too.
         all.extend(listed.enqueuer.queued_new_series(super::QUEUED_SERIES_WAIT));
         Ok(all
@@ -615,13 +617,11 @@ pub async fn hosts(
     };
     let listed = node.clone();
     let local = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&listed.config)?;
-        let mut hosts: std::collections::BTreeMap<String, HostSummary> = catalogue
-            .hosts("")
-            .map_err(anyhow::Error::from)?
-            .into_iter()
-            .map(|summary| (summary.host.clone(), summary))
-            .collect();
+        let mut hosts: std::collections::BTreeMap<String, HostSummary> =
+            crate::storage::with_catalogue(&listed.config, |catalogue| Ok(catalogue.hosts("")?))?
+                .into_iter()
+                .map(|summary| (summary.host.clone(), summary))
+                .collect();
         // Series whose first points are still queued count too.
         for series in listed.enqueuer.queued_new_series(super::QUEUED_SERIES_WAIT) {
             let host = series.key.host;
@@ -685,8 +685,9 @@ pub async fn stale(
     let config = node.config.clone();
     let before = now() - older_than.as_secs() as i64;
     let local = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&config)?;
-        Ok(catalogue.stale(before).map_err(anyhow::Error::from)?)
+        Ok(crate::storage::with_catalogue(&config, |catalogue| {
+            Ok(catalogue.stale(before)?)
+        })?)
     })
     .await?;
     let mut stale: Vec<Value> = local
@@ -739,8 +740,9 @@ pub async fn host_metrics(
     let listed = node.clone();
     let lookup = host.clone();
     let metrics = blocking(move || {
-        let catalogue = crate::storage::open_catalogue(&listed.config)?;
-        let mut metrics = catalogue.metrics(&lookup).map_err(anyhow::Error::from)?;
+        let mut metrics = crate::storage::with_catalogue(&listed.config, |catalogue| {
+            Ok(catalogue.metrics(&lookup)?)
+        })?;
         // Series whose first points are still queued are listed too.
         metrics.extend(
             listed
