@@ -8,72 +8,54 @@ points, waits until they are written, then times 500 evaluations and prints min 
 p99 / max. The node is stopped with SIGTERM and the directory removed.
 """
 
-import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
+from bench_node import running_node  # noqa: E402
+
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/perfpipe"
 directory = tempfile.mkdtemp(prefix="perfpipe-eval-")
-with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-config = os.path.join(directory, "perfpipe.toml")
-with open(config, "w") as out:
-    out.write(
-        f'listen = "127.0.0.1:{port}"\ndata_dir = "{directory}/data"\n'
-        '[enqueuer]\nmax_batch_age = "200ms"\n'
-        '[[last_values]]\nmatch = "bench/*"\noffset = 5\nperiod = "W"\n'
-        '[[last_values]]\nmatch = "*"\nmaxcount = 500\n'
-    )
-node = subprocess.Popen([binary, "serve", "--config", config], stderr=subprocess.DEVNULL)
+config = (
+    '[enqueuer]\nmax_batch_age = "200ms"\n'
+    '[[last_values]]\nmatch = "bench/*"\noffset = 5\nperiod = "W"\n'
+    '[[last_values]]\nmatch = "*"\nmaxcount = 500\n'
+)
 try:
-    connection = None
-    for _ in range(100):
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port)
-            connection.request("GET", "/health")
-            connection.getresponse().read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    now = int(time.time()) // 60 * 60
-    times = list(range(now - 29 * 86400, now + 1, 60))
-    for start in range(0, len(times), 5000):
-        body = "".join(f"{t}||bench||svc||OK||m={t % 997}\n" for t in times[start : start + 5000])
-        connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
-        answer = connection.getresponse()
-        assert answer.status == 200, answer.read()
-        answer.read()
-    while True:
-        connection.request("GET", "/status")
-        status = json.loads(connection.getresponse().read())
-        if status["backends"][0]["written"] >= len(times):
-            break
-        time.sleep(0.2)
-    path = "/api/v1/eval?expr=baseline(bench-svc-m%2C%204W)"
-    durations = []
-    for _ in range(500):
-        started = time.perf_counter()
-        connection.request("GET", path)
-        answer = json.loads(connection.getresponse().read())
-        durations.append(time.perf_counter() - started)
-        assert answer.get("value") is not None, answer
-    durations.sort()
-    ms = lambda seconds: f"{seconds * 1000:.3f} ms"
-    print(
-        f"baseline(…, 4W) over {len(times)} values: min {ms(durations[0])}, "
-        f"median {ms(statistics.median(durations))}, p99 {ms(durations[int(len(durations) * 0.99)])}, "
-        f"max {ms(durations[-1])} (value {answer['value']})"
-    )
+    with running_node(binary, directory, config) as connection:
+        now = int(time.time()) // 60 * 60
+        times = list(range(now - 29 * 86400, now + 1, 60))
+        for start in range(0, len(times), 5000):
+            body = "".join(f"{t}||bench||svc||OK||m={t % 997}\n" for t in times[start : start + 5000])
+            connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
+            answer = connection.getresponse()
+            assert answer.status == 200, answer.read()
+            answer.read()
+        while True:
+            connection.request("GET", "/status")
+            status = json.loads(connection.getresponse().read())
+            if status["backends"][0]["written"] >= len(times):
+                break
+            time.sleep(0.2)
+        path = "/api/v1/eval?expr=baseline(bench-svc-m%2C%204W)"
+        durations = []
+        for _ in range(500):
+            started = time.perf_counter()
+            connection.request("GET", path)
+            answer = json.loads(connection.getresponse().read())
+            durations.append(time.perf_counter() - started)
+            assert answer.get("value") is not None, answer
+        durations.sort()
+        ms = lambda seconds: f"{seconds * 1000:.3f} ms"
+        print(
+            f"baseline(…, 4W) over {len(times)} values: min {ms(durations[0])}, "
+            f"median {ms(statistics.median(durations))}, p99 {ms(durations[int(len(durations) * 0.99)])}, "
+            f"max {ms(durations[-1])} (value {answer['value']})"
+        )
 finally:
-    node.send_signal(signal.SIGTERM)
-    node.wait(timeout=60)
     shutil.rmtree(directory, ignore_errors=True)

@@ -7,55 +7,37 @@ Starts the node on a free loopback port in a temporary directory (defaults other
 batch age), posts 10 results of one host, waits for them to be written, then times REQUESTS
 requests each of /health (the HTTP floor), a one-series /api/v1/query and the host's metric
 listing, and prints median, p90 and p99 in microseconds."""
-import http.client, json, os, socket, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, sys, tempfile, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
+from bench_node import running_node  # noqa: E402
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/perfpipe"
 requests = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-with tempfile.TemporaryDirectory() as directory:
-    config = os.path.join(directory, "perfpipe.toml")
-    with open(config, "w") as out:
-        out.write(f'data_dir = "{directory}/data"\nlisten = "127.0.0.1:{port}"\n'
-                  '[enqueuer]\nmax_batch_age = "200ms"\n')
-    node = subprocess.Popen([binary, "serve", "--config", config],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        connection = None
-        for _ in range(100):
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port)
-                connection.request("GET", "/health")
-                connection.getresponse().read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        start = int(time.time()) - 600
-        body = "".join(f"{start + i * 60}||web||http||OK||time={i}ms size={i * 100}B\n" for i in range(10))
-        connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
-        written = connection.getresponse()
-        assert written.status == 200, written.read()
-        written.read()
-        while True:
-            connection.request("GET", "/status")
-            if json.loads(connection.getresponse().read())["queued_points"] == 0:
-                break
-            time.sleep(0.05)
-        for path in ("/health", "/api/v1/query?hsm=web::http::time&start=-1h",
-                     "/api/v1/hosts/web/metrics"):
-            latencies = []
-            for _ in range(requests):
-                began = time.perf_counter()
-                connection.request("GET", path)
-                answer = connection.getresponse()
-                answer.read()
-                latencies.append((time.perf_counter() - began) * 1e6)
-                assert answer.status == 200, path
-            latencies.sort()
-            print(f"{path:45} median {statistics.median(latencies):6.0f} us, "
-                  f"p90 {latencies[len(latencies) * 9 // 10]:6.0f} us, "
-                  f"p99 {latencies[len(latencies) * 99 // 100]:6.0f} us")
-    finally:
-        node.terminate()
-        node.wait()
+with tempfile.TemporaryDirectory() as directory, \
+        running_node(binary, directory, '[enqueuer]\nmax_batch_age = "200ms"\n') as connection:
+    start = int(time.time()) - 600
+    body = "".join(f"{start + i * 60}||web||http||OK||time={i}ms size={i * 100}B\n" for i in range(10))
+    connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
+    written = connection.getresponse()
+    assert written.status == 200, written.read()
+    written.read()
+    while True:
+        connection.request("GET", "/status")
+        if json.loads(connection.getresponse().read())["queued_points"] == 0:
+            break
+        time.sleep(0.05)
+    for path in ("/health", "/api/v1/query?hsm=web::http::time&start=-1h",
+                 "/api/v1/hosts/web/metrics"):
+        latencies = []
+        for _ in range(requests):
+            began = time.perf_counter()
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            answer.read()
+            latencies.append((time.perf_counter() - began) * 1e6)
+            assert answer.status == 200, path
+        latencies.sort()
+        print(f"{path:45} median {statistics.median(latencies):6.0f} us, "
+              f"p90 {latencies[len(latencies) * 9 // 10]:6.0f} us, "
+              f"p99 {latencies[len(latencies) * 99 // 100]:6.0f} us")
