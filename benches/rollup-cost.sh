@@ -18,13 +18,7 @@ shift || true
 flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--hosts 2000 --services 10 --metrics 3 --rounds 36
     --round-step 300 --create-through-first-hour --round-by-round --max-batch-age 500ms)
-cargo build --release --bin perfpipe >/dev/null
-cargo bench --bench load_driver --no-run >/dev/null 2>&1
-# Copies, so that the sources can change while this runs.
-out=$(mktemp -d)
-cp target/release/perfpipe "$out/perfpipe"
-driver=$(ls -t target/release/deps/load_driver-* | grep -v '\.d$' | head -1)
-cp "$driver" "$out/load_driver"
+. benches/support/load-driver-copies.sh
 for pair in $(seq "$pairs"); do
     order="without with"
     [ $((pair % 2)) = 0 ] && order="with without"

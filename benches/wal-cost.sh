@@ -13,13 +13,7 @@ runs=${1:-3}
 shift || true
 flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--hosts 2000 --rounds 4)
-cargo build --release --bin perfpipe >/dev/null
-cargo bench --bench load_driver --no-run >/dev/null 2>&1
-# Copies, so that the sources can change while this runs.
-out=$(mktemp -d)
-cp target/release/perfpipe "$out/perfpipe"
-driver=$(ls -t target/release/deps/load_driver-* | grep -v '\.d$' | head -1)
-cp "$driver" "$out/load_driver"
+. benches/support/load-driver-copies.sh
 for run in $(seq "$runs"); do
     for wal in off 10ms; do
         echo "== run $run, wal $wal"
