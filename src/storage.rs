@@ -197,7 +197,11 @@ mod tests {
                 crit: None,
             }])
             .unwrap();
-        assert_eq!(count(&config), 1, "the kept connection reads the new commit");
+        assert_eq!(
+            count(&config),
+            1,
+            "the kept connection reads the new commit"
+        );
         assert_eq!(count(&other), 0, "another data dir, another catalogue");
         assert_eq!(count(&config), 1);
         // A nested call opens its own connection rather than failing.
