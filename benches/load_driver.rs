@@ -102,6 +102,11 @@ struct Args {
     /// second UTC hour (see the module), not round 0 alone.
     #[arg(long)]
     create_through_first_hour: bool,
+    /// The last round's timestamp (epoch seconds, taken down to the minute; default now): runs
+    /// given the same end post the same workload, whenever they start. Not in the future, and
+    /// the first round no more than 23 hours back (the finest archive keeps a day).
+    #[arg(long)]
+    end: Option<i64>,
     /// Post a round, wait until it is written, then the next: each round is its own flush, as
     /// in real time (one point per series per check interval), rather than every round of a
     /// phase queued at once and a series' points written together. Pair with a short
@@ -194,7 +199,12 @@ fn main() -> anyhow::Result<()> {
     // The workload, generated before the node starts so that posting costs the driver only HTTP.
     let driver_cpu_start = cpu_seconds("self")?;
     let generate_start = Instant::now();
-    let end = now() / 60 * 60;
+    let end = args.end.unwrap_or_else(now) / 60 * 60;
+    let first = end - i64::from(args.round_step) * (args.rounds as i64 - 1);
+    ensure!(
+        end <= now() && first >= now() - 23 * 3600,
+        "--end {end}: the rounds ({first} to {end}) must lie between 23 hours ago and now"
+    );
     let timestamps: Vec<i64> = (0..args.rounds)
         .map(|round| end - i64::from(args.round_step) * (args.rounds - 1 - round) as i64)
         .collect();

@@ -8,7 +8,8 @@
 #
 # The default flags are the real-time workload of docs/performance.md ("Where the rollups'
 # cost sits"): one point per series per flush, 36 rounds 300 s apart, whose update phase closes
-# hour periods. Prints each run's update line, then the node CPU per posted point of the
+# hour periods; every run gets the end time taken at the start (`--end`), so the pairs post
+# exactly the same rounds. Prints each run's update line, then the node CPU per posted point of the
 # update phase per run, the ratio per pair, the ratio of the medians and the median of the
 # pairwise ratios (the target of issue 7 is at most 1.10).
 set -euo pipefail
@@ -19,6 +20,8 @@ flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--hosts 2000 --services 10 --metrics 3 --rounds 36
     --round-step 300 --create-through-first-hour --round-by-round --max-batch-age 500ms)
 . benches/support/load-driver-copies.sh
+# One end time for every run, so that both runs of a pair (and all pairs) post the same rounds.
+[[ " ${flags[*]} " == *" --end "* ]] || flags+=(--end "$(date +%s)")
 for pair in $(seq "$pairs"); do
     order="without with"
     [ $((pair % 2)) = 0 ] && order="with without"
