@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
-from bench_node import running_node  # noqa: E402
+from bench_node import post_results, running_node, wait_until_written  # noqa: E402
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/perfpipe"
 directory = tempfile.mkdtemp(prefix="perfpipe-eval-")
@@ -32,16 +32,8 @@ try:
         times = list(range(now - 29 * 86400, now + 1, 60))
         for start in range(0, len(times), 5000):
             body = "".join(f"{t}||bench||svc||OK||m={t % 997}\n" for t in times[start : start + 5000])
-            connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
-            answer = connection.getresponse()
-            assert answer.status == 200, answer.read()
-            answer.read()
-        while True:
-            connection.request("GET", "/status")
-            status = json.loads(connection.getresponse().read())
-            if status["backends"][0]["written"] >= len(times):
-                break
-            time.sleep(0.2)
+            post_results(connection, body)
+        wait_until_written(connection, len(times))
         path = "/api/v1/eval?expr=baseline(bench-svc-m%2C%204W)"
         durations = []
         for _ in range(500):

@@ -7,10 +7,10 @@ Starts the node on a free loopback port in a temporary directory (defaults other
 batch age), posts 10 results of one host, waits for them to be written, then times REQUESTS
 requests each of /health (the HTTP floor), a one-series /api/v1/query and the host's metric
 listing, and prints median, p90 and p99 in microseconds."""
-import json, os, statistics, sys, tempfile, time
+import os, statistics, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
-from bench_node import running_node  # noqa: E402
+from bench_node import post_results, running_node, wait_until_written  # noqa: E402
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/perfpipe"
 requests = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
@@ -18,15 +18,8 @@ with tempfile.TemporaryDirectory() as directory, \
         running_node(binary, directory, '[enqueuer]\nmax_batch_age = "200ms"\n') as connection:
     start = int(time.time()) - 600
     body = "".join(f"{start + i * 60}||web||http||OK||time={i}ms size={i * 100}B\n" for i in range(10))
-    connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
-    written = connection.getresponse()
-    assert written.status == 200, written.read()
-    written.read()
-    while True:
-        connection.request("GET", "/status")
-        if json.loads(connection.getresponse().read())["queued_points"] == 0:
-            break
-        time.sleep(0.05)
+    post_results(connection, body)
+    wait_until_written(connection, 20)
     for path in ("/health", "/api/v1/query?hsm=web::http::time&start=-1h",
                  "/api/v1/hosts/web/metrics"):
         latencies = []

@@ -4,6 +4,7 @@ at the end of the `with` block."""
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -38,3 +39,20 @@ def running_node(binary, directory, extra_config=""):
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=60)
+
+
+def post_results(connection, body):
+    """Posts results in the text format; fails unless the node took them all."""
+    connection.request("POST", "/api/v1/write", body, {"Content-Type": "text/plain"})
+    answer = connection.getresponse()
+    text = answer.read()
+    assert answer.status == 200, text
+
+
+def wait_until_written(connection, points):
+    """Waits until the node's first backend has written `points` points."""
+    while True:
+        connection.request("GET", "/status")
+        if json.loads(connection.getresponse().read())["backends"][0]["written"] >= points:
+            return
+        time.sleep(0.05)
