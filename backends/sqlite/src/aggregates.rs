@@ -69,14 +69,22 @@ pub struct AggregateWrite<'a> {
     pub keep_seconds: i64,
 }
 
+/// What a connection knows of one series of the store.
+#[derive(Debug, Clone, Copy)]
+struct KnownSeries {
+    id: i64,
+    /// The time up to which this connection last deleted the series' old values.
+    pruned_through: Option<i64>,
+}
+
 /// One connection to the aggregate store at a path; `Send`, used by one thread at a time.
 pub struct AggregateStore {
     path: PathBuf,
     connection: Option<Connection>,
-    /// Ids of series this connection has seen (ids never change).
-    ids: HashMap<SeriesKey, i64>,
-    /// Per series id, the time up to which this connection last deleted its old values.
-    pruned_through: HashMap<i64, i64>,
+    /// The series this connection has seen: their ids (which never change) and pruning. One
+    /// map rather than one per field: at a hundred thousand series, each lookup is a few cache
+    /// misses, and they were a fifth of the time of a write.
+    known: HashMap<SeriesKey, KnownSeries>,
 }
 
 impl std::fmt::Debug for AggregateStore {
@@ -93,8 +101,7 @@ impl AggregateStore {
         AggregateStore {
             path: path.to_owned(),
             connection: None,
-            ids: HashMap::new(),
-            pruned_through: HashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -128,8 +135,8 @@ impl AggregateStore {
 
     /// The id of `key`, `None` when the store has never held it.
     fn find(&mut self, key: &SeriesKey) -> Result<Option<i64>, AggregateStoreError> {
-        if let Some(&id) = self.ids.get(key) {
-            return Ok(Some(id));
+        if let Some(known) = self.known.get(key) {
+            return Ok(Some(known.id));
         }
         let error = self.error("find series");
         let id = self
@@ -143,19 +150,27 @@ impl AggregateStore {
             })
             .map_err(error)?;
         if let Some(id) = id {
-            self.ids.insert(key.clone(), id);
+            self.known.insert(
+                key.clone(),
+                KnownSeries {
+                    id,
+                    pruned_through: None,
+                },
+            );
         }
         Ok(id)
     }
 
-    /// The id of `key`, made when new, inside the caller's transaction.
-    fn id_in(
-        ids: &mut HashMap<SeriesKey, i64>,
+    /// What this connection knows of `key`, its row made when new, inside the caller's
+    /// transaction.
+    fn known_in<'k>(
+        known: &'k mut HashMap<SeriesKey, KnownSeries>,
         transaction: &rusqlite::Transaction<'_>,
         key: &SeriesKey,
-    ) -> rusqlite::Result<i64> {
-        if let Some(&id) = ids.get(key) {
-            return Ok(id);
+    ) -> rusqlite::Result<&'k mut KnownSeries> {
+        // Looked up then inserted (not `entry`) so that a known key is not cloned.
+        if known.contains_key(key) {
+            return Ok(known.get_mut(key).expect("just found"));
         }
         transaction
             .prepare_cached(
@@ -167,8 +182,10 @@ impl AggregateStore {
                 "SELECT id FROM aggregate_series WHERE host = ?1 AND service = ?2 AND metric = ?3",
             )?
             .query_row(params![key.host, key.service, key.metric], |row| row.get(0))?;
-        ids.insert(key.clone(), id);
-        Ok(id)
+        Ok(known.entry(key.clone()).or_insert(KnownSeries {
+            id,
+            pruned_through: None,
+        }))
     }
 
     /// Writes every series of `writes` in one transaction; returns the values written.
@@ -179,8 +196,7 @@ impl AggregateStore {
         let error = self.error("write");
         self.connection()?;
         let connection = self.connection.as_mut().expect("opened above");
-        let ids = &mut self.ids;
-        let pruned_through = &mut self.pruned_through;
+        let known = &mut self.known;
         let mut apply = || -> rusqlite::Result<u64> {
             let transaction = connection.transaction()?;
             let mut insert = transaction.prepare_cached(
@@ -191,23 +207,23 @@ impl AggregateStore {
                 let Some(newest) = write.points.last() else {
                     continue;
                 };
-                let id = Self::id_in(ids, &transaction, write.key)?;
+                let series = Self::known_in(known, &transaction, write.key)?;
                 for point in write.points {
-                    insert.execute(params![id, point.timestamp, point.value])?;
+                    insert.execute(params![series.id, point.timestamp, point.value])?;
                     written += 1;
                 }
                 // Old values go once the cutoff has moved an eighth of the retention on.
                 let cutoff = newest.timestamp.saturating_sub(write.keep_seconds);
-                let due = pruned_through
-                    .get(&id)
-                    .is_none_or(|&done| cutoff >= done.saturating_add(write.keep_seconds / 8));
+                let due = series
+                    .pruned_through
+                    .is_none_or(|done| cutoff >= done.saturating_add(write.keep_seconds / 8));
                 if due {
                     transaction
                         .prepare_cached(
                             "DELETE FROM aggregate_values WHERE series = ?1 AND stamp < ?2",
                         )?
-                        .execute(params![id, cutoff])?;
-                    pruned_through.insert(id, cutoff);
+                        .execute(params![series.id, cutoff])?;
+                    series.pruned_through = Some(cutoff);
                 }
             }
             drop(insert);
@@ -216,8 +232,7 @@ impl AggregateStore {
         };
         apply().map_err(|source| {
             // The transaction rolled back: ids made and deletions done in it are gone again.
-            self.ids.clear();
-            self.pruned_through.clear();
+            self.known.clear();
             error(source)
         })
     }
@@ -268,10 +283,10 @@ impl AggregateStore {
         };
         let error = self.error("rename");
         let connection = self.connection.as_mut().expect("opened by find");
-        let ids = &mut self.ids;
+        let known = &mut self.known;
         let mut apply = || -> rusqlite::Result<u64> {
             let transaction = connection.transaction()?;
-            let new = Self::id_in(ids, &transaction, to)?;
+            let new = Self::known_in(known, &transaction, to)?.id;
             let moved = transaction.execute(
                 "INSERT OR REPLACE INTO aggregate_values (series, stamp, value) \
                  SELECT ?2, stamp, value FROM aggregate_values WHERE series = ?1",
@@ -285,7 +300,7 @@ impl AggregateStore {
             Ok(moved as u64)
         };
         apply().map_err(|source| {
-            self.ids.clear();
+            self.known.clear();
             error(source)
         })
     }
