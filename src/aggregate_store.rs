@@ -7,8 +7,8 @@
 //! goes to the wrapped backend untouched. Reads answer exactly what Whisper answered when each
 //! aggregate had its own file (one archive of 15-minute slots covering the rule's retention,
 //! see [`AGGREGATE_STEP`]), so the query APIs, the Graphite API and the graph page see no
-//! difference; the retention is kept by deleting a series' values older than its newest value
-//! minus the retention as it is written.
+//! difference; the retention is kept by the store, which deletes the values older than the
+//! clock minus the retention (those no read can show) as it writes.
 //!
 //! Why: as files, a closed hour of 300,000 series with avg, max and min is 900,000 file
 //! updates, each an open, a header read and a page written: rollups then cost a quarter more
@@ -139,7 +139,7 @@ impl Backend for WithAggregateStore {
         // anything, so that the retry writes nothing twice.
         let aggregates_written = if self.writes_aggregates && !aggregates.is_empty() {
             self.store
-                .write(&aggregates)
+                .write(&aggregates, (self.clock)())
                 .map_err(|error| self.store_failed(error))?
         } else {
             aggregates.iter().map(|a| a.points.len() as u64).sum()
@@ -361,8 +361,8 @@ mod tests {
         let mut store = wrapped(dir.path(), "whisper", now, true);
         let mut second = wrapped(dir.path(), "second", now, false);
         // Whisper leaves out the 10 hours older than its retention; the store writes them and
-        // ages out those older than the newest value minus the retention (the reads below,
-        // clamped to the retention, see the same).
+        // ages out those older than now minus the retention (the reads below, clamped to the
+        // retention, see the same).
         assert_eq!(files.write(&batches).unwrap().written, 35);
         assert_eq!(store.write(&batches).unwrap().written, 45);
         assert_eq!(second.write(&batches).unwrap().written, 45);
@@ -473,10 +473,10 @@ mod tests {
         let visible = values(&mut store, &hourly);
         assert_eq!(visible, 30, "the hours within the retention");
         let renamed = SeriesKey::new("web-01", "http/H/avg", "time");
-        // 32 rows: the store ages out from its newest value (the 40th hour), not from now.
+        // 30 rows: the store aged out the hours older than now minus the retention.
         assert!(matches!(
             store.rename_series(&hourly, &renamed).unwrap(),
-            SeriesRename::Moved { points: 32 }
+            SeriesRename::Moved { points: 30 }
         ));
         assert_eq!(values(&mut store, &renamed), visible);
         assert_eq!(values(&mut store, &hourly), 0);
@@ -485,7 +485,7 @@ mod tests {
         let raw_file = store.stored_at("web", Some(("http", "time"))).unwrap();
         assert!(raw_file.unwrap().exists());
         let deleted = store.delete_held("web-01", Some(("http/H/avg", "time")));
-        assert_eq!(deleted.unwrap(), 32);
+        assert_eq!(deleted.unwrap(), 30);
         assert_eq!(values(&mut second, &renamed), 0);
     }
 }

@@ -96,7 +96,7 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     let store = rusqlite::Connection::open(dir.join("data/aggregates.sqlite")).unwrap();
     let rows: i64 = store
         .query_row(
-            "SELECT count(*) FROM aggregate_values JOIN aggregate_series ON id = series \
+            "SELECT count(*) FROM aggregate_points JOIN aggregate_series ON id = series \
              WHERE host = 'web' AND service = ?1 AND metric = 'time'",
             [format!("http/H/avg{suffix}")],
             |row| row.get(0),
@@ -195,7 +195,7 @@ fn aggregates_follow_a_rename_and_go_with_a_delete() {
     let rows = |service: &str| -> i64 {
         store
             .query_row(
-                "SELECT count(*) FROM aggregate_values JOIN aggregate_series ON id = series \
+                "SELECT count(*) FROM aggregate_points JOIN aggregate_series ON id = series \
                  WHERE host = 'new' AND service = ?1",
                 [service],
                 |row| row.get(0),

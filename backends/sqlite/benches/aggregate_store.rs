@@ -1,7 +1,8 @@
 //! Aggregate store writes: the closure of one hour for 90,000 aggregate series (one shard's
 //! share of 60,000 series rolled up with avg, max and min), one value each, into a store that
 //! already holds a day of them (2.2 M rows, larger than SQLite's default page cache), as the
-//! enqueuer writes them in one flush.
+//! enqueuer writes them in one flush, the values that aged out deleted as the node does it; and
+//! the read of one series over its retention, as a graph asks for it.
 //!
 //! Run: `cargo bench -p perfpipe-sqlite --bench aggregate_store`.
 
@@ -43,7 +44,8 @@ fn write_hour(store: &mut AggregateStore, keys: &[SeriesKey], hour: i64) {
             keep_seconds: KEEP,
         })
         .collect();
-    store.write(&writes).unwrap();
+    // Written as the hour closes, an hour after its stamp.
+    store.write(&writes, START + (hour + 1) * HOUR).unwrap();
 }
 
 fn bench_hour_closures(c: &mut Criterion) {
@@ -66,6 +68,19 @@ fn bench_hour_closures(c: &mut Criterion) {
         b.iter(|| {
             write_hour(&mut store, &keys, hour);
             hour += 1;
+        })
+    });
+    // A graph of one series over its retention: the reads walk the table's distinct times.
+    let mut reader = AggregateStore::new(&path);
+    let mut next = 0;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("read_26_hours_of_one_series", |b| {
+        b.iter(|| {
+            let key = &keys[next % SERIES];
+            next += 7_919;
+            let until = START + (hour + 1) * HOUR;
+            let values = reader.read(key, until - KEEP, until).unwrap().unwrap();
+            assert!(values.len() >= 24, "{} values", values.len());
         })
     });
     group.finish();
