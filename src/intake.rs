@@ -241,8 +241,8 @@ struct SeriesIndex {
     /// Hash of (host, service, metric) → position; a hash shared by two series (as good as
     /// never with 64 bits) sends the second to [`SeriesIndex::position`]'s linear search.
     positions: HashMap<u64, usize>,
-    /// foldhash (hashbrown's), seeded per index: SipHash, std's, cost several times as much for
-    /// names this short, once per metric read.
+    /// foldhash (hashbrown's, seeded per index) rather than std's SipHash: it is hashed once per
+    /// metric read, and a collision costs only a linear search.
     hasher: hashbrown::DefaultHashBuilder,
 }
 

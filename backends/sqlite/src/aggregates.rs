@@ -9,7 +9,8 @@
 //! arrive together, are appended side by side at the end of the table: the closure of an hour
 //! of 90,000 series writes about 450 pages. Keyed by (series, time), as before, each value
 //! landed on a page of its own series and the same closure rewrote every page of the table
-//! (11,000 at a day of values): four times the time (`benches/aggregate_store.rs`). Reading
+//! (11,000 at a day of values): four times the time, twice with the deletions of aged-out
+//! values (`benches/aggregate_store.rs`, docs/performance.md). Reading
 //! one series walks the distinct times of the table within the range asked for, one index
 //! seek each, and looks the series up at each: a day of hours is a few dozen seeks, two
 //! months of a month series a few thousand (the hours of every series are times of the
