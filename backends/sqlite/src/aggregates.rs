@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS aggregate_pruned (
 );
 ";
 
+/// A series' id and retention by its names.
+const FIND_SERIES: &str =
+    "SELECT id, keep_seconds FROM aggregate_series WHERE host = ?1 AND service = ?2 AND metric = ?3";
+
 /// The distinct times of the table in `[?2, ?3)`, one index seek each, as the CTE `stamps`.
 const STAMPS_WITHIN: &str = "WITH RECURSIVE stamps(stamp) AS (
     SELECT min(stamp) FROM aggregate_points WHERE stamp >= ?2
@@ -216,10 +220,7 @@ impl AggregateStore {
         let error = self.error("find series");
         let found: Option<(i64, Option<i64>)> = self
             .connection()?
-            .prepare_cached(
-                "SELECT id, keep_seconds FROM aggregate_series \
-                 WHERE host = ?1 AND service = ?2 AND metric = ?3",
-            )
+            .prepare_cached(FIND_SERIES)
             .and_then(|mut find| {
                 find.query_row(params![key.host, key.service, key.metric], |row| {
                     Ok((row.get(0)?, row.get(1)?))
@@ -253,10 +254,7 @@ impl AggregateStore {
             .execute(params![key.host, key.service, key.metric])?
             == 1;
         let (id, keep_seconds) = transaction
-            .prepare_cached(
-                "SELECT id, keep_seconds FROM aggregate_series \
-                 WHERE host = ?1 AND service = ?2 AND metric = ?3",
-            )?
+            .prepare_cached(FIND_SERIES)?
             .query_row(params![key.host, key.service, key.metric], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })?;
