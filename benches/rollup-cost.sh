@@ -33,25 +33,4 @@ for pair in $(seq "$pairs"); do
             tee "$out/$mode-$pair.txt" | grep -E "^  update " || true
     done
 done
-python3 - "$out" "$pairs" <<'PY'
-import statistics, sys, pathlib
-out, pairs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
-def cpu_per_point(path):
-    # The driver's table: phase results points accept_s write_s results/s accepted_p/s
-    # written_p/s 503s node_cpu drv_cpu; node_cpu ends in "s".
-    for line in path.read_text().splitlines():
-        cells = line.split()
-        if len(cells) > 9 and cells[0] == "update" and cells[1].isdigit():
-            return float(cells[9].rstrip("s")) / int(cells[2]) * 1e6
-    raise SystemExit(f"{path}: no update line (the run failed; its output is there)")
-runs = {mode: [cpu_per_point(out / f"{mode}-{p}.txt") for p in range(1, pairs + 1)]
-        for mode in ("without", "with")}
-for p in range(pairs):
-    print(f"pair {p + 1}: without {runs['without'][p]:.1f} us, with {runs['with'][p]:.1f} us a point: "
-          f"{runs['with'][p] / runs['without'][p]:.3f}")
-medians = {mode: statistics.median(values) for mode, values in runs.items()}
-pairwise = statistics.median(w / wo for w, wo in zip(runs["with"], runs["without"]))
-print(f"median node CPU per posted point: without {medians['without']:.1f} us, with {medians['with']:.1f} us")
-print(f"with / without: {medians['with'] / medians['without']:.3f} (ratio of medians), "
-      f"{pairwise:.3f} (median of the {pairs} pairwise ratios)")
-PY
+python3 benches/support/cpu_per_point.py "$out" "$pairs" without with
