@@ -132,12 +132,28 @@ pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
     let mut intake = Intake::default();
     let mut index = SeriesIndex::default();
     // Whether to go on: false once the body has shown more results than the limit.
-    let mut accept = |result: CheckResult<'_>, location: Location, intake: &mut Intake| {
+    // `results_expected` is how many results the body holds at most (records of a JSON body,
+    // lines of the others): with the first result's series it sizes the series vector and the
+    // index once, rather than by doubling (each doubling moved every series read so far).
+    let mut accept = |result: CheckResult<'_>,
+                      location: Location,
+                      intake: &mut Intake,
+                      results_expected: usize| {
         if intake.results as usize >= limits.max_results {
             intake.too_many_results = true;
             return false;
         }
+        let first = intake.results == 0;
         add_result(&result, location, &mut index, intake, limits);
+        if first {
+            let results_left = results_expected.min(limits.max_results).saturating_sub(1);
+            // A metric takes at least 4 bytes of the body ("a=1 "): a first result with many
+            // metrics among small ones cannot make the guess larger than the body allows.
+            let series_left =
+                (intake.series.len().saturating_mul(results_left)).min(body.len() / 4);
+            intake.series.reserve(series_left);
+            index.positions.reserve(series_left);
+        }
         true
     };
 
@@ -161,10 +177,11 @@ pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
     if let Some(records) = whole_body {
         match records {
             Ok(records) => {
+                let results_expected = records.len();
                 for (i, record) in records.into_iter().enumerate() {
                     match record {
                         Ok(result) => {
-                            if !accept(result, Location::Result(i), &mut intake) {
+                            if !accept(result, Location::Result(i), &mut intake, results_expected) {
                                 break;
                             }
                         }
@@ -177,6 +194,7 @@ pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
         return intake;
     }
 
+    let results_expected = memchr::memchr_iter(b'\n', body).count() + 1;
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let location = Location::Line(i + 1);
         let Ok(line) = std::str::from_utf8(line) else {
@@ -203,7 +221,7 @@ pub fn read_within(body: &[u8], format: Format, limits: &Limits) -> Intake {
         };
         match record {
             Ok(result) => {
-                if !accept(result, location, &mut intake) {
+                if !accept(result, location, &mut intake, results_expected) {
                     break;
                 }
             }
@@ -267,8 +285,10 @@ impl SeriesIndex {
         series.push(SeriesPoints {
             key: SeriesKey::new(names.0, names.1, names.2),
             uom: String::new(),
-            points: Vec::new(),
-            levels: Vec::new(),
+            // A series has one point a body as a rule (one result a check): room for one,
+            // rather than the four a first push makes room for.
+            points: Vec::with_capacity(1),
+            levels: Vec::with_capacity(1),
         });
         series.len() - 1
     }
