@@ -104,6 +104,21 @@ impl WithAggregateStore {
         retention
     }
 
+    /// [`Self::retention_of`] for reads and renames, which also find an aggregate the rules no
+    /// longer cover: one renamed to a host or service outside every `[[rollups]]` match keeps
+    /// its values here, with the retention they were written with.
+    fn held_retention_of(&mut self, key: &SeriesKey) -> Result<Option<i64>, BackendError> {
+        if let Some(retention) = self.retention_of(key) {
+            return Ok(Some(retention));
+        }
+        if crate::rollup::parse_aggregate_service(&key.service).is_none() {
+            return Ok(None);
+        }
+        self.store
+            .retention_of(key)
+            .map_err(|error| self.store_failed(error))
+    }
+
     fn store_failed(&self, error: AggregateStoreError) -> BackendError {
         const ENOSPC: i32 = 28;
         if error.is_disk_full() {
@@ -158,7 +173,7 @@ impl Backend for WithAggregateStore {
     }
 
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
-        if self.retention_of(key).is_none() {
+        if self.held_retention_of(key)?.is_none() {
             return self.inner.read(key, range);
         }
         let now = (self.clock)();
@@ -174,7 +189,7 @@ impl Backend for WithAggregateStore {
         range: &RangeQuery,
         now: i64,
     ) -> Result<SeriesRange, BackendError> {
-        let Some(retention) = self.retention_of(key) else {
+        let Some(retention) = self.held_retention_of(key)? else {
             return self.inner.read_as_of(key, range, now);
         };
         if range.start > range.end {
@@ -262,7 +277,7 @@ impl Backend for WithAggregateStore {
         from: &SeriesKey,
         to: &SeriesKey,
     ) -> Result<SeriesRename, BackendError> {
-        if self.retention_of(from).is_none() {
+        if self.held_retention_of(from)?.is_none() {
             return self.inner.rename_series(from, to);
         }
         let points = self
@@ -360,11 +375,11 @@ mod tests {
         let mut files = whisper_with_aggregate_files(&dir.path().join("files"), now);
         let mut store = wrapped(dir.path(), "whisper", now, true);
         let mut second = wrapped(dir.path(), "second", now, false);
-        // Whisper leaves out the 10 hours older than its retention; the store writes them and
-        // ages out those older than now minus the retention (the reads below, clamped to the
-        // retention, see the same).
+        // Whisper leaves out the 10 hours older than its retention, and so does the store
+        // (those older than now minus the retention); the second wrapper counts the
+        // aggregates as written without writing them.
         assert_eq!(files.write(&batches).unwrap().written, 35);
-        assert_eq!(store.write(&batches).unwrap().written, 45);
+        assert_eq!(store.write(&batches).unwrap().written, 35);
         assert_eq!(second.write(&batches).unwrap().written, 45);
 
         let whisper = dir.path().join("whisper/web");
@@ -487,5 +502,42 @@ mod tests {
         let deleted = store.delete_held("web-01", Some(("http/H/avg", "time")));
         assert_eq!(deleted.unwrap(), 30);
         assert_eq!(values(&mut second, &renamed), 0);
+    }
+
+    #[test]
+    fn an_aggregate_renamed_outside_the_rules_is_still_read_with_its_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_717_408_800 + 40 * 3_600;
+        let hourly = SeriesKey::new("web", "http/H/avg", "time");
+        // "db" matches no [[rollups]] rule ("web*"): its names are not aggregates by the rules.
+        let renamed = SeriesKey::new("db", "http/H/avg", "time");
+        let hours: Vec<(i64, f64)> = (0..40).map(|n| (now - n * 3_600, n as f64)).collect();
+        let mut store = wrapped(dir.path(), "whisper", now, true);
+        let written = store
+            .write(&[SeriesBatch::new(hourly.clone(), "ms", &hours)])
+            .unwrap()
+            .written;
+        let range = RangeQuery {
+            start: now - 100 * 3_600,
+            end: now,
+            step: None,
+            consolidation: Consolidation::Average,
+        };
+        let before = store.read(&hourly, &range).unwrap();
+        assert_eq!(before.values.iter().flatten().count(), 31, "within 30 h");
+
+        let moved = store.rename_series(&hourly, &renamed).unwrap();
+        assert_eq!(moved, SeriesRename::Moved { points: written });
+        assert_eq!(store.read(&renamed, &range).unwrap(), before);
+        assert!(matches!(
+            store
+                .read(&hourly, &range)
+                .map(|got| got.values.iter().flatten().count()),
+            Ok(0)
+        ));
+        // A fresh wrapper (a restart) finds it too, and the values keep aging out.
+        let mut later = wrapped(dir.path(), "whisper", now + 10 * 3_600, true);
+        let after = later.read(&renamed, &range).unwrap();
+        assert_eq!(after.values.iter().flatten().count(), 21);
     }
 }

@@ -52,6 +52,12 @@ pub fn rename_here(
     from: (&str, Option<&str>),
     to: (&str, Option<&str>),
 ) -> anyhow::Result<Renamed> {
+    // A series merged into itself would be moved onto itself and its old copy removed.
+    anyhow::ensure!(
+        from.0 != to.0 || from.1 != to.1,
+        "nothing to rename: the new name of {:?} is the old one",
+        from.0
+    );
     let _paused = node.enqueuer.pause(&[from.0.to_owned(), to.0.to_owned()]);
     let mut catalogue = crate::storage::open_catalogue(&node.config)?;
     let series: Vec<SeriesKey> = catalogue

@@ -127,6 +127,11 @@ fn rrd_files_of_both_names_are_merged() {
     lines.push_str(&format!("{t0}||a||Load||OK||load1=3\n"));
     assert_eq!(node.post("/api/v1/write", "text/plain", &lines).status, 200);
     node.wait_written(23);
+    // Onto itself: refused, and nothing moves (merged into itself, a series would be removed).
+    let itself = node.post("/api/v1/rename?host=a&to_host=a", "text/plain", "");
+    assert_eq!(itself.status, 400, "{}", itself.body);
+    assert!(itself.body.contains("nothing to rename"), "{}", itself.body);
+    assert!(dir.join("data/rrd/a/Disk/used/value.rrd").exists());
     let answer = node.post("/api/v1/rename?host=a&to_host=b", "text/plain", "");
     assert_eq!(answer.status, 200, "{}", answer.body);
     let renamed = &answer.json()["renamed"];

@@ -33,6 +33,12 @@ pub async fn rename(
     if host.is_empty() || to_host.is_empty() {
         return Err(bad("host names cannot be empty"));
     }
+    if host == to_host && services.as_ref().is_none_or(|(from, to)| from == to) {
+        // Merged into itself, a series would be moved onto itself and its old copy removed.
+        return Err(bad(&format!(
+            "nothing to rename: the new name of {host:?} is the old one"
+        )));
+    }
     let owner = node.cluster.owner(&host);
     if owner != node.cluster.owner(&to_host) {
         return Err(bad(&format!(

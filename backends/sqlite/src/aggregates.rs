@@ -18,9 +18,9 @@
 //!
 //! Guarantees: [`AggregateStore::write`] applies a whole call in one transaction (a crash keeps
 //! all or none of it); a value written again at the same time replaces the old one; values
-//! older than the `now` of a write minus the retention given with their series are deleted,
-//! by the writes of at most [`PRUNE_EVERY`] later (readers clamp to the retention, so they
-//! never see the difference); readers (other connections, other processes) never block the
+//! older than the `now` of a write minus the retention given with their series are not
+//! written, and those that age out later are deleted by the writes of at most [`PRUNE_EVERY`]
+//! later (readers clamp to the retention, so they never see the difference); readers (other connections, other processes) never block the
 //! writer (WAL mode). A series keeps its id for as long as the database lives, so ids cached
 //! by one connection stay right whatever another connection renames or deletes (only values
 //! move or go). The connection is opened at the first call that needs it, so a reader that
@@ -343,7 +343,13 @@ impl AggregateStore {
                 if series.keep_seconds != Some(write.keep_seconds) {
                     Self::set_keep(&transaction, series, write.keep_seconds, !created)?;
                 }
+                // A value already older than its retention allows is one no read can show,
+                // and one the prune has passed (it deletes from where it got to): not kept.
+                let oldest_kept = now.saturating_sub(write.keep_seconds);
                 for point in write.points {
+                    if point.timestamp < oldest_kept {
+                        continue;
+                    }
                     insert.execute(params![point.timestamp, series.id, point.value])?;
                     written += 1;
                 }
@@ -379,6 +385,16 @@ impl AggregateStore {
             // ?1 is not used (the CTE's times are ?2 and ?3).
             .query_map(params![0, from, until], |row| row.get(0))?
             .collect()
+    }
+
+    /// The retention the values of `key` were written with; `None` when the store has never
+    /// held the series or was never given one for it (converted from the earlier layout).
+    pub fn retention_of(&mut self, key: &SeriesKey) -> Result<Option<i64>, AggregateStoreError> {
+        if !self.path.exists() && self.connection.is_none() {
+            return Ok(None);
+        }
+        self.find(key)?;
+        Ok(self.known.get(key).and_then(|series| series.keep_seconds))
     }
 
     /// The values of `key` stamped in `[from, until)`, in time order; `None` when the store has
@@ -420,7 +436,8 @@ impl AggregateStore {
     /// Moves the values of `from` to `to`, merged with what `to` holds (`from`'s winning at
     /// equal times); returns how many were moved.
     pub fn rename(&mut self, from: &SeriesKey, to: &SeriesKey) -> Result<u64, AggregateStoreError> {
-        if !self.path.exists() && self.connection.is_none() {
+        // Onto itself nothing moves (and the move's delete would take every value).
+        if from == to || (!self.path.exists() && self.connection.is_none()) {
             return Ok(0);
         }
         let Some(old) = self.find(from)? else {
@@ -430,8 +447,19 @@ impl AggregateStore {
         let connection = self.connection.as_mut().expect("opened by find");
         let known = &mut self.known;
         let mut apply = || -> rusqlite::Result<u64> {
-            let transaction = connection.transaction()?;
-            let new = *Self::known_in(known, &transaction, to)?.0;
+            // Immediate: the write lock taken first, waiting on the busy timeout. Deferred, the
+            // reads first would hold a snapshot that cannot become a write once another
+            // shard's connection has committed: SQLITE_BUSY at once, no wait.
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // A target no retention was given yet (a name the rules do not cover) keeps the
+            // values with the retention they had: read and aged out as before.
+            let old_keep = known.get(from).and_then(|series| series.keep_seconds);
+            let (target, _) = Self::known_in(known, &transaction, to)?;
+            if let (None, Some(keep_seconds)) = (target.keep_seconds, old_keep) {
+                Self::set_keep(&transaction, target, keep_seconds, true)?;
+            }
+            let new = *target;
             let mut moved = 0;
             for stamp in Self::stamps_within(&transaction, i64::MIN, i64::MAX)? {
                 moved += transaction
@@ -477,7 +505,9 @@ impl AggregateStore {
         let error = self.error("delete");
         let connection = self.connection()?;
         let mut apply = || -> rusqlite::Result<u64> {
-            let transaction = connection.transaction()?;
+            // Immediate, as in `rename`: it reads before it deletes.
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let ids: Vec<i64> = match series {
                 Some((service, metric)) => transaction
                     .prepare_cached(
@@ -631,6 +661,92 @@ mod tests {
             reader.read(&hourly, 0, i64::MAX).unwrap(),
             Some(points(&[(21_600, 6.0)]))
         );
+    }
+
+    fn rows_in(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM aggregate_points", [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_value_older_than_its_retention_is_not_written_whatever_the_order_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aggregates.sqlite");
+        let mut store = AggregateStore::new(&path);
+        let key = SeriesKey::new("web", "http/H/avg", "time");
+        let now = 100 * 3_600;
+        let keep = 10 * 3_600;
+        // History copied newest day first (as `adopt` may): the prune has passed the older
+        // values by the time they come, so they must not be left behind in the table.
+        let newest: Vec<Point> = points(&[(now - 3_600, 2.0), (now, 3.0)]);
+        let older: Vec<Point> = points(&[(now - 50 * 3_600, 0.5), (now - keep, 1.0)]);
+        for (values, expected) in [(&newest, 2), (&older, 1)] {
+            let written = store
+                .write(
+                    &[AggregateWrite {
+                        key: &key,
+                        points: values,
+                        keep_seconds: keep,
+                    }],
+                    now,
+                )
+                .unwrap();
+            assert_eq!(written, expected);
+        }
+        assert_eq!(rows_in(&path), 3);
+        assert_eq!(
+            store.read(&key, 0, i64::MAX).unwrap(),
+            Some(points(&[(now - keep, 1.0), (now - 3_600, 2.0), (now, 3.0)]))
+        );
+    }
+
+    #[test]
+    fn a_series_renamed_onto_itself_keeps_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aggregates.sqlite");
+        let mut store = AggregateStore::new(&path);
+        let key = SeriesKey::new("web", "http/H/avg", "time");
+        write(
+            &mut store,
+            &key,
+            &[(3_600, 1.0), (7_200, 2.0)],
+            7_200,
+            7_200,
+        );
+        assert_eq!(store.rename(&key, &key.clone()).unwrap(), 0);
+        assert_eq!(
+            store.read(&key, 0, i64::MAX).unwrap(),
+            Some(points(&[(3_600, 1.0), (7_200, 2.0)]))
+        );
+    }
+
+    #[test]
+    fn a_delete_waits_for_another_connections_write_rather_than_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aggregates.sqlite");
+        let mut store = AggregateStore::new(&path);
+        let key = SeriesKey::new("web", "http/H/avg", "time");
+        write(&mut store, &key, &[(3_600, 1.0)], 7_200, 3_600);
+        // Another shard's connection in the middle of its write, committing a moment later.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO aggregate_points (stamp, series, value) VALUES (7200, 999, 0.0);",
+            )
+            .unwrap();
+        let committer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        assert_eq!(store.delete("web", None).unwrap(), 1);
+        committer.join().unwrap();
+        assert_eq!(store.read(&key, 0, i64::MAX).unwrap(), Some(vec![]));
+        assert_eq!(rows_in(&path), 1, "the other connection's value stays");
     }
 
     #[test]
