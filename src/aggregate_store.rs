@@ -198,7 +198,7 @@ impl Backend for WithAggregateStore {
                 range.start, range.end
             )));
         }
-        let oldest = now - retention;
+        let oldest = now.saturating_sub(retention);
         let (from_interval, until_interval) = if range.start > now || range.end < oldest {
             (range.start, range.start)
         } else {
@@ -539,5 +539,40 @@ mod tests {
         let mut later = wrapped(dir.path(), "whisper", now + 10 * 3_600, true);
         let after = later.read(&renamed, &range).unwrap();
         assert_eq!(after.values.iter().flatten().count(), 21);
+    }
+
+    #[test]
+    fn reads_at_the_ends_of_time_answer_without_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_717_408_800;
+        let mut store = wrapped(dir.path(), "whisper", now, true);
+        let hourly = SeriesKey::new("web", "http/H/avg", "time");
+        let raw = SeriesKey::new("web", "http", "time");
+        store
+            .write(&[
+                SeriesBatch::new(hourly.clone(), "ms", &[(now - 3_600, 1.5)]),
+                SeriesBatch::new(raw.clone(), "ms", &[(now - 60, 2.5)]),
+            ])
+            .unwrap();
+        let range = |start, end| RangeQuery {
+            start,
+            end,
+            step: None,
+            consolidation: Consolidation::Average,
+        };
+        let everything = store
+            .read_as_of(&hourly, &range(i64::MIN, i64::MAX), now)
+            .unwrap();
+        assert!(everything.values.contains(&Some(1.5)));
+        for key in [&hourly, &raw] {
+            // Raw: Whisper answers from its coarsest archive for a start that far back.
+            assert!(store
+                .read_as_of(key, &range(i64::MIN, i64::MAX), now)
+                .is_ok());
+            // Times a query may name (Graphite's take any i64): an answer or a refusal.
+            for (start, end, at) in [(0, i64::MAX, i64::MAX), (i64::MIN, 0, i64::MIN)] {
+                let _ = store.read_as_of(key, &range(start, end), at);
+            }
+        }
     }
 }

@@ -1073,8 +1073,14 @@ mod tests {
         for _ in 0..4 {
             let _ = passed.send(());
         }
+        // The count goes down after the file is gone (on the committer's thread): both are
+        // waited for, or a check between the two fails.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !list_segments(dir.path()).unwrap().is_empty() && Instant::now() < deadline {
+        let settled = || {
+            list_segments(dir.path()).unwrap().is_empty()
+                && wal.counters().segments.load(Ordering::Relaxed) == 0
+        };
+        while !settled() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(list_segments(dir.path()).unwrap().is_empty());

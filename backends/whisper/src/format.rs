@@ -758,7 +758,16 @@ impl WhisperFile {
         if from > until {
             return Err(WhisperError::InvalidTimeInterval { from, until });
         }
-        let oldest = now - i64::from(self.header.max_retention);
+        // Times from a query may be any i64 (Graphite's `until=`); within ±2^40 s (35,000
+        // years, far past the 32-bit times a file holds) the slot arithmetic cannot overflow,
+        // and beyond it the answer is the same.
+        const FAR: i64 = 1 << 40;
+        let (from, until, now) = (
+            from.clamp(-FAR, FAR),
+            until.clamp(-FAR, FAR),
+            now.clamp(-FAR, FAR),
+        );
+        let oldest = now.saturating_sub(i64::from(self.header.max_retention));
         if from > now || until < oldest {
             return Ok(None);
         }
@@ -774,7 +783,7 @@ impl WhisperFile {
                     seconds_per_point: wanted,
                 })?,
             None => {
-                let age = now - from;
+                let age = now.saturating_sub(from);
                 archives
                     .iter()
                     .find(|archive| archive.retention() as i64 >= age)
@@ -823,10 +832,15 @@ impl WhisperFile {
 /// first slot after `from` up to the first after `until`, and one slot for a zero-length range
 /// (whisper always includes the next point).
 pub fn fetch_interval(from: i64, until: i64, step: i64) -> (i64, i64) {
-    let from_interval = from - from.rem_euclid(step) + step;
-    let mut until_interval = until - until.rem_euclid(step) + step;
+    // Saturating: the times may come from a query (Graphite's `until=` takes any i64).
+    let from_interval = from
+        .saturating_sub(from.rem_euclid(step))
+        .saturating_add(step);
+    let mut until_interval = until
+        .saturating_sub(until.rem_euclid(step))
+        .saturating_add(step);
     if from_interval == until_interval {
-        until_interval += step;
+        until_interval = until_interval.saturating_add(step);
     }
     (from_interval, until_interval)
 }
