@@ -31,6 +31,7 @@
 // hashbrown's map (foldhash, seeded at random per process) for the per-series maps of the hot
 // path: std's SipHash took about 5% of the node's CPU under load, and the keys (series names
 // from the outside) still get a seed an attacker cannot know.
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -1212,40 +1213,46 @@ impl Shard {
                 points,
                 levels,
             } = series;
-            // A queue is aggregated whole at its flush: points already aggregated do not join
-            // points still to be (this happens only during replay).
-            if self
-                .queues
-                .get(&key)
-                .is_some_and(|queue| queue.rolled_up != rolled_up)
-            {
-                self.flush(vec![key.clone()], false);
-            }
-            // A series already queued is found by reference; a new one moves its key into the
-            // map. Either way its key is copied only when the queue is due.
-            match self.queues.get_mut(&key) {
-                Some(queue) => {
+            let new_queue = |epoch| SeriesQueue {
+                uom: String::new(),
+                points: Vec::new(),
+                levels: Vec::new(),
+                oldest: Instant::now(),
+                epoch,
+                hinted,
+                rolled_up,
+            };
+            // One lookup: a series already queued is found by reference, a new one moves its
+            // key into the map; either way its key is copied only when the queue is due.
+            let max_points = self.settings.max_batch_points;
+            let mixed = match self.queues.entry(key) {
+                Entry::Occupied(mut queued) if queued.get().rolled_up == rolled_up => {
+                    let queue = queued.get_mut();
                     queue.hinted |= hinted;
-                    if queue.add(uom, points, levels, self.settings.max_batch_points) {
-                        due.push(key);
+                    if queue.add(uom, points, levels, max_points) {
+                        due.push(queued.key().clone());
                     }
+                    continue;
                 }
-                None => {
-                    let mut queue = SeriesQueue {
-                        uom: String::new(),
-                        points: Vec::new(),
-                        levels: Vec::new(),
-                        oldest: Instant::now(),
-                        epoch: self.epoch,
-                        hinted,
-                        rolled_up,
-                    };
-                    if queue.add(uom, points, levels, self.settings.max_batch_points) {
-                        due.push(key.clone());
+                Entry::Occupied(queued) => queued.key().clone(),
+                Entry::Vacant(vacant) => {
+                    let mut queue = new_queue(self.epoch);
+                    if queue.add(uom, points, levels, max_points) {
+                        due.push(vacant.key().clone());
                     }
-                    self.queues.insert(key, queue);
+                    vacant.insert(queue);
+                    continue;
                 }
+            };
+            // A queue is aggregated whole at its flush: points already aggregated do not join
+            // points still to be (this happens only during replay), so the queue is written
+            // first and the points start a new one.
+            self.flush(vec![mixed.clone()], false);
+            let mut queue = new_queue(self.epoch);
+            if queue.add(uom, points, levels, max_points) {
+                due.push(mixed.clone());
             }
+            self.queues.insert(mixed, queue);
         }
         due
     }
@@ -1364,10 +1371,10 @@ impl Shard {
                 last_values.record(&batch.key, &batch.points);
             }
         }
-        let updates: Vec<SeriesUpdate> = batches
-            .iter()
-            .filter_map(SeriesUpdate::from_batch)
-            .collect();
+        // Sized once: a flush may hold hundreds of thousands of series (a backfill), and
+        // growing by doubling moved every update made so far into fresh memory each time.
+        let mut updates: Vec<SeriesUpdate> = Vec::with_capacity(batches.len());
+        updates.extend(batches.iter().filter_map(SeriesUpdate::from_batch));
         if let Err(failure) = self.catalogue.record(&updates) {
             error!(%failure, series = updates.len(), "catalogue update failed");
         }
