@@ -232,8 +232,8 @@ pub fn adopt(config: &Config, kind: BackendKind, dir: &Path) -> anyhow::Result<A
                 }
             };
         updates.push(SeriesUpdate {
-            key: series.key,
-            uom,
+            key: std::borrow::Cow::Owned(series.key),
+            uom: uom.into(),
             ds_type,
             first_seen,
             last_seen,

@@ -187,7 +187,7 @@ mod tests {
         let mut writer = open_catalogue(&config).unwrap();
         writer
             .record(&[SeriesUpdate {
-                key: SeriesKey::new("web", "http", "time"),
+                key: std::borrow::Cow::Owned(SeriesKey::new("web", "http", "time")),
                 uom: "ms".into(),
                 ds_type: DataSourceType::Gauge,
                 first_seen: 60,

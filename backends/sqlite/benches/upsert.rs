@@ -5,18 +5,20 @@
 //!
 //! Run: `cargo bench -p perfpipe-sqlite --bench upsert`.
 
+use std::borrow::Cow;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use perfpipe_backend::{DataSourceType, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesUpdate};
 
-fn updates(series: usize) -> Vec<SeriesUpdate> {
+fn updates(series: usize) -> Vec<SeriesUpdate<'static>> {
     (0..series)
         .map(|i| SeriesUpdate {
-            key: SeriesKey {
+            key: Cow::Owned(SeriesKey {
                 host: format!("host-{:06}", i / 20),
                 service: format!("service-{}", i % 20 / 4),
                 metric: format!("metric-{}", i % 4),
-            },
+            }),
             uom: "ms".into(),
             ds_type: DataSourceType::Gauge,
             first_seen: 1_700_000_000,

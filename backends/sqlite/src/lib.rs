@@ -19,6 +19,7 @@
 
 pub mod aggregates;
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use perfpipe_backend::{DataSourceType, SeriesBatch, SeriesKey, ThresholdRange};
@@ -122,13 +123,15 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
     }
 }
 
-/// What one flush learned about one series.
+/// What one flush learned about one series. The names are borrowed from the flush's batch
+/// where there is one ([`SeriesUpdate::from_batch`]): a flush updates every series it wrote,
+/// and copying each one's names for that was four allocations a series.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SeriesUpdate {
+pub struct SeriesUpdate<'a> {
     /// The series.
-    pub key: SeriesKey,
+    pub key: Cow<'a, SeriesKey>,
     /// Its unit, as perfdata gave it.
-    pub uom: String,
+    pub uom: Cow<'a, str>,
     /// How its values are stored.
     pub ds_type: DataSourceType,
     /// Oldest timestamp in the flush.
@@ -143,17 +146,17 @@ pub struct SeriesUpdate {
     pub crit: Option<ThresholdRange>,
 }
 
-impl SeriesUpdate {
+impl<'a> SeriesUpdate<'a> {
     /// What a written batch tells the catalogue; `None` for a batch without points.
-    pub fn from_batch(batch: &SeriesBatch) -> Option<SeriesUpdate> {
+    pub fn from_batch(batch: &'a SeriesBatch) -> Option<SeriesUpdate<'a>> {
         let (first, last) = (batch.points.first()?, batch.points.last()?);
         let levels = batch
             .points_with_levels()
             .last()
             .and_then(|(_, l)| l.copied());
         Some(SeriesUpdate {
-            key: batch.key.clone(),
-            uom: batch.uom.clone(),
+            key: Cow::Borrowed(&batch.key),
+            uom: Cow::Borrowed(&batch.uom),
             ds_type: batch.ds_type,
             first_seen: first.timestamp,
             last_seen: last.timestamp,
@@ -314,7 +317,7 @@ impl Catalogue {
     }
 
     /// Records one flush: every series in `updates`, in one transaction.
-    pub fn record(&mut self, updates: &[SeriesUpdate]) -> Result<(), CatalogueError> {
+    pub fn record(&mut self, updates: &[SeriesUpdate<'_>]) -> Result<(), CatalogueError> {
         use std::hash::BuildHasher;
         let path = self.path.clone();
         let transaction = self

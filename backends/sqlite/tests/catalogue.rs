@@ -3,6 +3,8 @@
 //! and a second connection (another process's view) reads it while WAL is on; thresholds follow
 //! the newest point, and a version-1 database gains them when opened.
 
+use std::borrow::Cow;
+
 use perfpipe_backend::{DataSourceType, SeriesKey, ThresholdRange};
 use perfpipe_sqlite::{format_range, parse_range, Catalogue, CatalogueError, SeriesUpdate};
 
@@ -14,9 +16,9 @@ fn key(host: &str, service: &str, metric: &str) -> SeriesKey {
     }
 }
 
-fn update(key: SeriesKey, first: i64, last: i64, value: f64) -> SeriesUpdate {
+fn update(key: SeriesKey, first: i64, last: i64, value: f64) -> SeriesUpdate<'static> {
     SeriesUpdate {
-        key,
+        key: Cow::Owned(key),
         uom: "ms".into(),
         ds_type: DataSourceType::Gauge,
         first_seen: first,
