@@ -20,12 +20,12 @@
 //! all or none of it); a value written again at the same time replaces the old one; values
 //! older than the `now` of a write minus the retention given with their series are not
 //! written, and those that age out later are deleted by the writes of at most [`PRUNE_EVERY`]
-//! later (readers clamp to the retention, so they never see the difference); readers (other connections, other processes) never block the
-//! writer (WAL mode). A series keeps its id for as long as the database lives, so ids cached
-//! by one connection stay right whatever another connection renames or deletes (only values
-//! move or go). The connection is opened at the first call that needs it, so a reader that
-//! never asks for an aggregate costs nothing; a store of the earlier layout is converted when
-//! it is first opened.
+//! later (readers clamp to the retention, so they never see the difference); readers (other
+//! connections, other processes) never block the writer (WAL mode). A series keeps its id for
+//! as long as the database lives, so ids cached by one connection stay right whatever another
+//! connection renames or deletes (only values move or go). The connection is opened at the
+//! first call that needs it, so a reader that never asks for an aggregate costs nothing; a
+//! store of the earlier layout is converted when it is first opened.
 
 use std::path::{Path, PathBuf};
 
