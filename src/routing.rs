@@ -8,11 +8,19 @@
 //! one to the key with a plain `+`, which overflows (a panic in debug builds) for some keys.
 //! Never `std`'s `DefaultHasher`: its output may change between Rust releases.
 
+/// FNV-1a's 64-bit offset basis: the hash of no bytes.
+pub const FNV1A_64_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a, 64 bits, standard offset basis and prime.
 pub fn fnv1a_64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_64_extend(FNV1A_64_OFFSET_BASIS, bytes)
+}
+
+/// FNV-1a of the bytes already hashed into `hash` followed by `bytes`: hashing parts one after
+/// another gives the hash of their concatenation without building it.
+pub fn fnv1a_64_extend(hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+    bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
     })
 }
@@ -40,11 +48,12 @@ pub fn owner_of_host(host: &str, nodes: usize) -> usize {
 /// `(namespace, key)`: the hash of `namespace|key` (the protocol forbids `|` in either, so the
 /// joined form names one item).
 pub fn owner_of_item(namespace: &str, key: &str, nodes: usize) -> usize {
-    let mut joined = Vec::with_capacity(namespace.len() + 1 + key.len());
-    joined.extend_from_slice(namespace.as_bytes());
-    joined.push(b'|');
-    joined.extend_from_slice(key.as_bytes());
-    jump(fnv1a_64(&joined), nodes as u32) as usize
+    let hash = [namespace.as_bytes(), b"|", key.as_bytes()]
+        .iter()
+        .fold(FNV1A_64_OFFSET_BASIS, |hash, part| {
+            fnv1a_64_extend(hash, part)
+        });
+    jump(hash, nodes as u32) as usize
 }
 
 #[cfg(test)]
@@ -56,6 +65,21 @@ mod tests {
         assert_eq!(fnv1a_64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a_64(b"a"), 0xaf63dc4c8601ec8c);
         assert_eq!(fnv1a_64(b"foobar"), 0x85944171f73967e8);
+        assert_eq!(
+            fnv1a_64_extend(fnv1a_64(b"foo"), b"bar"),
+            0x85944171f73967e8
+        );
+    }
+
+    #[test]
+    fn an_items_owner_is_the_jump_of_its_joined_name() {
+        for (namespace, key) in [("plugins", "cpu-web-01"), ("", ""), ("ns", "ünï")] {
+            let joined = format!("{namespace}|{key}");
+            for nodes in 1..6 {
+                let expected = jump(fnv1a_64(joined.as_bytes()), nodes as u32) as usize;
+                assert_eq!(owner_of_item(namespace, key, nodes), expected);
+            }
+        }
     }
 
     #[test]
