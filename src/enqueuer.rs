@@ -1024,11 +1024,13 @@ impl Shard {
                 last_age_check = Instant::now();
                 let max_age = self.settings.max_batch_age;
                 let hold = self.settings.handoff_hold;
+                // One clock read for the whole scan, not one per queue.
+                let now = Instant::now();
                 let old: Vec<SeriesKey> = self
                     .queues
                     .iter()
                     .filter(|(_, queue)| {
-                        let age = queue.oldest.elapsed();
+                        let age = now.saturating_duration_since(queue.oldest);
                         age >= max_age && (!queue.hinted || age >= hold)
                     })
                     .map(|(key, _)| key.clone())
