@@ -501,10 +501,25 @@ impl Enqueuer {
                 limit: self.max_queued_points,
             });
         }
-        let mut per_shard: Vec<Vec<SeriesPoints>> = vec![Vec::new(); self.senders.len()];
-        for series in series {
-            per_shard[shard_of(&series.key, self.senders.len())].push(series);
-        }
+        // Each shard's vector sized from a first pass: pushing into empty ones grew them by
+        // doubling, moving every series (about 150 bytes each) again at each step.
+        let shards = self.senders.len();
+        let per_shard: Vec<Vec<SeriesPoints>> = if shards == 1 {
+            vec![series]
+        } else {
+            let shard_of_each: Vec<usize> =
+                series.iter().map(|s| shard_of(&s.key, shards)).collect();
+            let mut counts = vec![0usize; shards];
+            for &shard in &shard_of_each {
+                counts[shard] += 1;
+            }
+            let mut per_shard: Vec<Vec<SeriesPoints>> =
+                counts.into_iter().map(Vec::with_capacity).collect();
+            for (series, shard) in series.into_iter().zip(shard_of_each) {
+                per_shard[shard].push(series);
+            }
+            per_shard
+        };
         let mut lost = 0;
         let mut next_sequence = self
             .next_sequence
