@@ -46,7 +46,7 @@ use tracing::{error, info, warn};
 
 use crate::rollup::{AggregatePoint, RollupRules, Rollups};
 
-use crate::routing::{fnv1a_64_extend, FNV1A_64_OFFSET_BASIS};
+use crate::routing::fnv1a_64_of_parts;
 
 /// Points of one series on their way to its shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -710,16 +710,13 @@ fn answers_within<T>(replies: &Receiver<T>, waiting: usize, within: Duration) ->
 /// The shard of a series.
 pub fn shard_of(key: &SeriesKey, shards: usize) -> usize {
     // Hashed part by part: the same hash as the joined bytes, without a buffer per series.
-    let parts = [
+    let hash = fnv1a_64_of_parts(&[
         key.host.as_bytes(),
         b"\0",
         key.service.as_bytes(),
         b"\0",
         key.metric.as_bytes(),
-    ];
-    let hash = parts.iter().fold(FNV1A_64_OFFSET_BASIS, |hash, part| {
-        fnv1a_64_extend(hash, part)
-    });
+    ]);
     (hash % shards as u64) as usize
 }
 

@@ -9,16 +9,22 @@
 //! Never `std`'s `DefaultHasher`: its output may change between Rust releases.
 
 /// FNV-1a's 64-bit offset basis: the hash of no bytes.
-pub const FNV1A_64_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV1A_64_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a, 64 bits, standard offset basis and prime.
 pub fn fnv1a_64(bytes: &[u8]) -> u64 {
     fnv1a_64_extend(FNV1A_64_OFFSET_BASIS, bytes)
 }
 
-/// FNV-1a of the bytes already hashed into `hash` followed by `bytes`: hashing parts one after
-/// another gives the hash of their concatenation without building it.
-pub fn fnv1a_64_extend(hash: u64, bytes: &[u8]) -> u64 {
+/// FNV-1a of `parts` one after another: the hash of their concatenation, without building it.
+pub fn fnv1a_64_of_parts(parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV1A_64_OFFSET_BASIS, |hash, part| {
+        fnv1a_64_extend(hash, part)
+    })
+}
+
+/// FNV-1a of the bytes already hashed into `hash` followed by `bytes`.
+fn fnv1a_64_extend(hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
@@ -48,11 +54,7 @@ pub fn owner_of_host(host: &str, nodes: usize) -> usize {
 /// `(namespace, key)`: the hash of `namespace|key` (the protocol forbids `|` in either, so the
 /// joined form names one item).
 pub fn owner_of_item(namespace: &str, key: &str, nodes: usize) -> usize {
-    let hash = [namespace.as_bytes(), b"|", key.as_bytes()]
-        .iter()
-        .fold(FNV1A_64_OFFSET_BASIS, |hash, part| {
-            fnv1a_64_extend(hash, part)
-        });
+    let hash = fnv1a_64_of_parts(&[namespace.as_bytes(), b"|", key.as_bytes()]);
     jump(hash, nodes as u32) as usize
 }
 
