@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use perfpipe_backend::SeriesKey;
+use perfpipe_backend::{Name, SeriesKey};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -260,7 +260,7 @@ fn read_lines(
                 let position = *index.entry(key.clone()).or_insert_with(|| {
                     series.push(SeriesPoints {
                         key,
-                        uom: String::new(),
+                        uom: Name::default(),
                         points: Vec::new(),
                         levels: Vec::new(),
                     });

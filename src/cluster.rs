@@ -42,10 +42,10 @@ pub struct Cluster {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireSeries {
     /// host, service, metric, unit.
-    pub h: String,
-    pub s: String,
-    pub m: String,
-    pub u: String,
+    pub h: perfpipe_backend::Name,
+    pub s: perfpipe_backend::Name,
+    pub m: perfpipe_backend::Name,
+    pub u: perfpipe_backend::Name,
     /// `[timestamp, value]` pairs.
     pub p: Vec<(i64, f64)>,
     /// `[timestamp, levels]` where the levels changed.

@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use perfpipe_backend::{Backend, Levels, Point, SeriesBatch, SeriesKey};
+use perfpipe_backend::{Backend, Levels, Name, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesInfo, SeriesUpdate};
 use tracing::{error, info, warn};
 
@@ -52,7 +52,7 @@ use crate::routing::fnv1a_64_of_parts;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesPoints {
     pub key: SeriesKey,
-    pub uom: String,
+    pub uom: Name,
     pub points: Vec<Point>,
     /// `(timestamp, levels)` where the levels changed, in arrival order (see
     /// [`SeriesBatch::levels`]); the first point's levels always start it.
@@ -721,7 +721,7 @@ pub fn shard_of(key: &SeriesKey, shards: usize) -> usize {
 }
 
 struct SeriesQueue {
-    uom: String,
+    uom: Name,
     points: Vec<Point>,
     levels: Vec<(i64, Levels)>,
     oldest: Instant,
@@ -753,7 +753,7 @@ impl SeriesQueue {
             .map(|(_, levels)| *levels);
         Some(SeriesInfo {
             key: key.clone(),
-            uom: self.uom.clone(),
+            uom: self.uom.to_string(),
             ds_type: perfpipe_backend::DataSourceType::for_unit(&self.uom),
             first_seen,
             last_seen: newest.timestamp,
@@ -767,7 +767,7 @@ impl SeriesQueue {
     /// `max_batch_points`.
     fn add(
         &mut self,
-        uom: String,
+        uom: Name,
         points: Vec<Point>,
         levels: Vec<(i64, Levels)>,
         max_batch_points: usize,
@@ -903,7 +903,7 @@ fn push_aggregate_batches(
         }
     }
     for (key, values) in series {
-        let mut batch = SeriesBatch::from_unordered(key, uom.to_owned(), values, Vec::new()).0;
+        let mut batch = SeriesBatch::from_unordered(key, uom.into(), values, Vec::new()).0;
         batch.ds_type = perfpipe_backend::DataSourceType::Gauge;
         batches.push(batch);
     }
@@ -1233,7 +1233,7 @@ impl Shard {
                 levels,
             } = series;
             let new_queue = |epoch| SeriesQueue {
-                uom: String::new(),
+                uom: Name::default(),
                 points: Vec::new(),
                 levels: Vec::new(),
                 oldest: Instant::now(),
@@ -1633,7 +1633,7 @@ mod tests {
                 assert_eq!(batch.ds_type, perfpipe_backend::DataSourceType::Gauge);
                 let mut pairs = Vec::new();
                 batch.copy_pairs_into(&mut pairs);
-                (batch.key.to_string(), batch.uom.clone(), pairs)
+                (batch.key.to_string(), batch.uom.to_string(), pairs)
             })
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));

@@ -11,7 +11,7 @@
 use hashbrown::HashMap;
 use std::fmt;
 
-use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
+use perfpipe_backend::{Levels, Name, Point, SeriesKey, ThresholdRange};
 use perfpipe_checkresult::{json, spool, CheckResult, EnvelopeError, Location};
 use serde::Serialize;
 
@@ -284,7 +284,7 @@ impl SeriesIndex {
         }
         series.push(SeriesPoints {
             key: SeriesKey::new(names.0, names.1, names.2),
-            uom: String::new(),
+            uom: Name::default(),
             // A series has one point a body as a rule (one result a check): room for one,
             // rather than the four a first push makes room for.
             points: Vec::with_capacity(1),
@@ -382,7 +382,9 @@ fn add_result(
         );
         let series = &mut intake.series[at];
         // The unit of the latest result wins, as the catalogue keeps the latest unit.
-        metric.uom.clone_into(&mut series.uom);
+        if series.uom != metric.uom {
+            series.uom = Name::new(metric.uom);
+        }
         series.points.push(Point {
             timestamp: result.timestamp,
             value,

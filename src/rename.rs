@@ -76,7 +76,7 @@ pub fn rename_here(
     for old in &series {
         let service = match (from.1, to.1) {
             (Some(from), Some(to)) => renamed_service(&old.service, from)
-                .map_or(old.service.clone(), |suffix| format!("{to}{suffix}")),
+                .map_or(old.service.clone(), |suffix| format!("{to}{suffix}").into()),
             _ => old.service.clone(),
         };
         let new = SeriesKey::new(to.0, service, &*old.metric);

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perfpipe_backend::{Levels, Point, SeriesKey, ThresholdRange};
+use perfpipe_backend::{Levels, Name, Point, SeriesKey, ThresholdRange};
 use tracing::{error, info, warn};
 
 use crate::enqueuer::SeriesPoints;
@@ -671,10 +671,10 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
             })
         }
     }
-    let host = reader.text()?;
+    let host = reader.text()?.into();
     let series = match reader.byte()? {
         0 => None,
-        _ => Some((reader.text()?, reader.text()?)),
+        _ => Some((reader.text()?.into(), reader.text()?.into())),
     };
     reader
         .0
@@ -724,10 +724,10 @@ fn encode_into(series: &[SeriesPoints], out: &mut Vec<u8>) {
     put_u32(out, series.len());
     for series in series {
         for text in [
-            &series.key.host,
-            &series.key.service,
-            &series.key.metric,
-            &series.uom,
+            series.key.host.as_str(),
+            series.key.service.as_str(),
+            series.key.metric.as_str(),
+            series.uom.as_str(),
         ] {
             put_u32(out, text.len());
             out.extend_from_slice(text.as_bytes());
@@ -851,14 +851,14 @@ impl Reader<'_> {
         self.take::<8>().map(f64::from_le_bytes)
     }
 
-    fn text(&mut self) -> Option<String> {
+    fn text(&mut self) -> Option<Name> {
         let len = self.u32()?;
         if len > self.0.len() {
             return None;
         }
         let (text, rest) = self.0.split_at(len);
         self.0 = rest;
-        String::from_utf8(text.to_vec()).ok()
+        std::str::from_utf8(text).ok().map(Name::new)
     }
 }
 
@@ -897,7 +897,7 @@ mod tests {
             },
             SeriesPoints {
                 key: SeriesKey::new("h/../é", "", "m\0"),
-                uom: String::new(),
+                uom: Name::default(),
                 points: vec![Point {
                     timestamp: -5,
                     value: 1e300,

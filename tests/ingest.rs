@@ -137,7 +137,7 @@ fn opsview_spool_into_whisper_and_rrd() {
         .metrics("web-01")
         .unwrap()
         .into_iter()
-        .map(|s| (s.key.metric, s.uom))
+        .map(|s| (s.key.metric.into(), s.uom))
         .collect();
     assert_eq!(
         metrics,

@@ -63,7 +63,12 @@ pub async fn delete_series(
             )
         })?;
     let key = parse_hsm(&hsm).map_err(|message| ApiError(StatusCode::BAD_REQUEST, message))?;
-    remove(node, key.host, Some((key.service, key.metric))).await
+    remove(
+        node,
+        key.host.into(),
+        Some((key.service.into(), key.metric.into())),
+    )
+    .await
 }
 
 /// Forgets a host, or one series of it, stored on this node: the shards drop its queued points

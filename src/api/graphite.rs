@@ -94,7 +94,7 @@ impl ClusterStore {
             .queued_new_series(super::QUEUED_SERIES_WAIT)
         {
             queued
-                .entry(series.key.host.clone())
+                .entry(series.key.host.to_string())
                 .or_default()
                 .push(series.key);
         }

@@ -415,9 +415,9 @@ pub async fn performance_metric(
     let mut names: Vec<String> = found
         .into_iter()
         .map(|entry| match listed {
-            Listed::Host => entry.key.host,
-            Listed::Service => entry.key.service,
-            Listed::Metric => entry.key.metric,
+            Listed::Host => entry.key.host.into(),
+            Listed::Service => entry.key.service.into(),
+            Listed::Metric => entry.key.metric.into(),
             Listed::Whole => entry.key.to_string(),
         })
         .collect();

@@ -540,7 +540,7 @@ pub(super) async fn cluster_series(
     let missing = gather_from_peers(node, asks, "series", &mut remote).await;
     let mut entries = local;
     for series in remote {
-        let name = |field: &str| series[field].as_str().map(str::to_owned);
+        let name = |field: &str| series[field].as_str().map(perfpipe_backend::Name::from);
         if let (Some(host), Some(service), Some(metric)) =
             (name("host"), name("service"), name("metric"))
         {
@@ -550,7 +550,7 @@ pub(super) async fn cluster_series(
                     service,
                     metric,
                 },
-                uom: name("uom").unwrap_or_default(),
+                uom: name("uom").map(String::from).unwrap_or_default(),
             });
         }
     }
@@ -624,7 +624,7 @@ pub async fn hosts(
                 .collect();
         // Series whose first points are still queued count too.
         for series in listed.enqueuer.queued_new_series(super::QUEUED_SERIES_WAIT) {
-            let host = series.key.host;
+            let host = String::from(series.key.host);
             let summary = hosts.entry(host.clone()).or_insert(HostSummary {
                 host,
                 series: 0,

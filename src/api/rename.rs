@@ -67,7 +67,7 @@ pub async fn rename(
                         .map_err(anyhow::Error::from)?
                         .into_iter()
                         .filter(|info| info.key.service == service)
-                        .map(|info| Some((info.key.service, info.key.metric)))
+                        .map(|info| Some((info.key.service.into(), info.key.metric.into())))
                         .collect())
                 })
                 .await?

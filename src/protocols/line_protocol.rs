@@ -204,7 +204,7 @@ pub fn read(body: &str, precision: Precision, mapping: &Mapping, now: i64) -> Re
                     let position = *index.entry(key.clone()).or_insert_with(|| {
                         read.series.push(SeriesPoints {
                             key,
-                            uom: uom.clone(),
+                            uom: uom.as_str().into(),
                             points: Vec::new(),
                             levels: Vec::new(),
                         });

@@ -18,7 +18,7 @@ fn keys() -> Vec<SeriesKey> {
         .map(|i| SeriesKey {
             host: "bench".into(),
             service: "svc".into(),
-            metric: format!("m{i}"),
+            metric: format!("m{i}").into(),
         })
         .collect()
 }
@@ -30,7 +30,7 @@ fn batches(keys: &[SeriesKey], first: usize, per_call: usize) -> Vec<SeriesBatch
         .map(|(i, key)| SeriesBatch {
             levels: Vec::new(),
             key: key.clone(),
-            uom: String::new(),
+            uom: Default::default(),
             ds_type: DataSourceType::Gauge,
             points: (first..first + per_call)
                 .map(|j| Point {

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         .map(|i| SeriesKey {
             host: "bench".into(),
             service: "svc".into(),
-            metric: format!("m{i}"),
+            metric: format!("m{i}").into(),
         })
         .collect();
     let calls: Vec<Vec<SeriesBatch>> = (0..points)
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
                 .map(|(i, key)| SeriesBatch {
                     levels: Vec::new(),
                     key: key.clone(),
-                    uom: String::new(),
+                    uom: Default::default(),
                     ds_type: DataSourceType::Gauge,
                     points: (first..last)
                         .map(|j| Point {

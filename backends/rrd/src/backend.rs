@@ -585,7 +585,7 @@ mod tests {
                 service: "s".into(),
                 metric: metric.into(),
             },
-            uom: String::new(),
+            uom: Default::default(),
             ds_type: DataSourceType::Gauge,
             points: (0..points)
                 .map(|i| Point {

@@ -546,7 +546,7 @@ fn many_series_written_by_several_threads_give_the_same_files_and_report_as_one_
         let failed: Vec<String> = multi_report
             .failed
             .iter()
-            .map(|(k, _)| k.metric.clone())
+            .map(|(k, _)| k.metric.to_string())
             .collect();
         let long = "x".repeat(300);
         // The fractional counter's file was created, but its bad value stopped its update

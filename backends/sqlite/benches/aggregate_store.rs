@@ -19,9 +19,9 @@ const KEEP: i64 = 26 * HOUR;
 fn keys() -> Vec<SeriesKey> {
     (0..SERIES)
         .map(|i| SeriesKey {
-            host: format!("host-{:05}", i / 45),
-            service: format!("service-{}/H/{}", i / 3 % 5, ["avg", "max", "min"][i % 3]),
-            metric: format!("m{}", i / 15 % 3),
+            host: format!("host-{:05}", i / 45).into(),
+            service: format!("service-{}/H/{}", i / 3 % 5, ["avg", "max", "min"][i % 3]).into(),
+            metric: format!("m{}", i / 15 % 3).into(),
         })
         .collect()
 }

@@ -15,9 +15,9 @@ fn updates(series: usize) -> Vec<SeriesUpdate<'static>> {
     (0..series)
         .map(|i| SeriesUpdate {
             key: Cow::Owned(SeriesKey {
-                host: format!("host-{:06}", i / 20),
-                service: format!("service-{}", i % 20 / 4),
-                metric: format!("metric-{}", i % 4),
+                host: format!("host-{:06}", i / 20).into(),
+                service: format!("service-{}", i % 20 / 4).into(),
+                metric: format!("metric-{}", i % 4).into(),
             }),
             uom: "ms".into(),
             ds_type: DataSourceType::Gauge,

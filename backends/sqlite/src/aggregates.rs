@@ -222,9 +222,10 @@ impl AggregateStore {
             .connection()?
             .prepare_cached(FIND_SERIES)
             .and_then(|mut find| {
-                find.query_row(params![key.host, key.service, key.metric], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
+                find.query_row(
+                    params![key.host.as_str(), key.service.as_str(), key.metric.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
                 .optional()
             })
             .map_err(error)?;
@@ -251,13 +252,12 @@ impl AggregateStore {
             .prepare_cached(
                 "INSERT OR IGNORE INTO aggregate_series (host, service, metric) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![key.host, key.service, key.metric])?
+            .execute(params![key.host.as_str(), key.service.as_str(), key.metric.as_str()])?
             == 1;
-        let (id, keep_seconds) = transaction
-            .prepare_cached(FIND_SERIES)?
-            .query_row(params![key.host, key.service, key.metric], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
+        let (id, keep_seconds) = transaction.prepare_cached(FIND_SERIES)?.query_row(
+            params![key.host.as_str(), key.service.as_str(), key.metric.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let series = known
             .entry(key.clone())
             .or_insert(KnownSeries { id, keep_seconds });

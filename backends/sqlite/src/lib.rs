@@ -368,9 +368,9 @@ impl Catalogue {
                 let ds_type = ds_type_name(update.ds_type);
                 // ?1 to ?10 of both statements; ?11 of the update is the row id.
                 let fields: [&dyn rusqlite::ToSql; 10] = [
-                    &key.host,
-                    &key.service,
-                    &key.metric,
+                    &key.host.as_str(),
+                    &key.service.as_str(),
+                    &key.metric.as_str(),
                     &update.uom,
                     &ds_type,
                     &update.first_seen,
@@ -459,7 +459,7 @@ impl Catalogue {
         Ok(self
             .select(
                 "WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL",
-                params![key.host, key.service, key.metric],
+                params![key.host.as_str(), key.service.as_str(), key.metric.as_str()],
             )?
             .pop())
     }
@@ -521,9 +521,9 @@ impl Catalogue {
             .query_map(parameters, |row| {
                 Ok(SeriesInfo {
                     key: SeriesKey {
-                        host: row.get(0)?,
-                        service: row.get(1)?,
-                        metric: row.get(2)?,
+                        host: row.get::<_, String>(0)?.into(),
+                        service: row.get::<_, String>(1)?.into(),
+                        metric: row.get::<_, String>(2)?.into(),
                     },
                     uom: row.get(3)?,
                     ds_type: ds_type_from(&row.get::<_, String>(4)?),
@@ -552,7 +552,12 @@ impl Catalogue {
             .execute(
                 "UPDATE series SET deleted_at = ?4
                  WHERE host = ?1 AND service = ?2 AND metric = ?3 AND deleted_at IS NULL",
-                params![key.host, key.service, key.metric, now],
+                params![
+                    key.host.as_str(),
+                    key.service.as_str(),
+                    key.metric.as_str(),
+                    now
+                ],
             )
             .context(|| self.at(&format!("delete {key}")))?;
         Ok(changed > 0)
@@ -603,19 +608,23 @@ impl Catalogue {
                                       ELSE excluded.last_seen END,
                      deleted_at = NULL",
                 params![
-                    from.host,
-                    from.service,
-                    from.metric,
-                    to.host,
-                    to.service,
-                    to.metric
+                    from.host.as_str(),
+                    from.service.as_str(),
+                    from.metric.as_str(),
+                    to.host.as_str(),
+                    to.service.as_str(),
+                    to.metric.as_str()
                 ],
             )
             .context(|| at.clone())?;
         transaction
             .execute(
                 "DELETE FROM series WHERE host = ?1 AND service = ?2 AND metric = ?3",
-                params![from.host, from.service, from.metric],
+                params![
+                    from.host.as_str(),
+                    from.service.as_str(),
+                    from.metric.as_str()
+                ],
             )
             .context(|| at.clone())?;
         transaction.commit().context(|| at.clone())?;

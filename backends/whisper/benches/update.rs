@@ -32,9 +32,9 @@ const PLAIN_PASSES: usize = 7;
 fn series_keys() -> Vec<SeriesKey> {
     (0..FILES)
         .map(|i| SeriesKey {
-            host: format!("host-{}", i / 10),
+            host: format!("host-{}", i / 10).into(),
             service: "service".into(),
-            metric: format!("metric-{}", i % 10),
+            metric: format!("metric-{}", i % 10).into(),
         })
         .collect()
 }
@@ -100,7 +100,7 @@ fn pass_batches(
         .map(|key| SeriesBatch {
             levels: Vec::new(),
             key: key.clone(),
-            uom: String::new(),
+            uom: Default::default(),
             ds_type: DataSourceType::Gauge,
             points: points.clone(),
         })

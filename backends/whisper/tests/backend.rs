@@ -283,7 +283,7 @@ fn names_never_leave_the_data_directory() {
     let failures: Vec<(String, String)> = report
         .failed
         .iter()
-        .map(|(key, error)| (key.metric.clone(), error.to_string()))
+        .map(|(key, error)| (key.metric.to_string(), error.to_string()))
         .collect();
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(matches!(
