@@ -261,8 +261,8 @@ fn read_lines(
                     series.push(SeriesPoints {
                         key,
                         uom: Name::default(),
-                        points: Vec::new(),
-                        levels: Vec::new(),
+                        points: smallvec::SmallVec::new(),
+                        levels: smallvec::SmallVec::new(),
                     });
                     series.len() - 1
                 });

@@ -422,11 +422,11 @@ mod tests {
         let series = SeriesPoints {
             key: SeriesKey::new("h", "s", "m"),
             uom: "B".into(),
-            points: vec![Point {
+            points: smallvec::smallvec![Point {
                 timestamp: 7,
                 value: 1.0,
             }],
-            levels: vec![(7, levels)],
+            levels: smallvec::smallvec![(7, levels)],
         };
         let json = serde_json::to_string(&WireSeries::from(&series)).unwrap();
         let back: WireSeries = serde_json::from_str(&json).unwrap();

@@ -42,21 +42,25 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use perfpipe_backend::{Backend, Levels, Name, Point, SeriesBatch, SeriesKey};
 use perfpipe_sqlite::{Catalogue, SeriesInfo, SeriesUpdate};
+use smallvec::SmallVec;
 use tracing::{error, info, warn};
 
 use crate::rollup::{AggregatePoint, RollupRules, Rollups};
 
 use crate::routing::fnv1a_64_of_parts;
 
-/// Points of one series on their way to its shard.
+/// Points of one series on their way to its shard. A request holds one point of a series as a
+/// rule (one result a check), so one point and one set of levels are kept inline: the intake
+/// allocates nothing for them, and the shard thread, which takes them into its queue, frees
+/// nothing another thread allocated and reads them without following a pointer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesPoints {
     pub key: SeriesKey,
     pub uom: Name,
-    pub points: Vec<Point>,
+    pub points: SmallVec<[Point; 1]>,
     /// `(timestamp, levels)` where the levels changed, in arrival order (see
     /// [`SeriesBatch::levels`]); the first point's levels always start it.
-    pub levels: Vec<(i64, Levels)>,
+    pub levels: SmallVec<[(i64, Levels); 1]>,
 }
 
 /// Why points were not taken (none of the request was).
@@ -768,26 +772,28 @@ impl SeriesQueue {
     fn add(
         &mut self,
         uom: Name,
-        points: Vec<Point>,
-        levels: Vec<(i64, Levels)>,
+        points: SmallVec<[Point; 1]>,
+        levels: SmallVec<[(i64, Levels); 1]>,
         max_batch_points: usize,
     ) -> bool {
         self.uom = uom;
-        if self.points.is_empty() {
-            self.points = points;
+        // Many points of a series arrive together only from a replay or a peer: their vector
+        // is taken as it is; the one inline point of a check's result is copied.
+        if self.points.is_empty() && points.spilled() {
+            self.points = points.into_vec();
         } else {
-            self.points.extend(points);
+            self.points.extend_from_slice(&points);
         }
         // Each request starts its series' levels afresh; only changes are worth keeping.
         let unchanged = match (self.levels.last(), levels.first()) {
             (Some((_, queued)), Some((_, arriving))) => queued == arriving,
             _ => false,
         };
-        if self.levels.is_empty() {
-            self.levels = levels;
+        if self.levels.is_empty() && levels.spilled() {
+            self.levels = levels.into_vec();
         } else {
             self.levels
-                .extend(levels.into_iter().skip(usize::from(unchanged)));
+                .extend_from_slice(&levels[usize::from(unchanged)..]);
         }
         !self.hinted && self.points.len() >= max_batch_points
     }

@@ -250,8 +250,12 @@ fn store(
     let mut batches: Vec<SeriesBatch> = series
         .into_iter()
         .map(|series| {
-            let (batch, duplicates) =
-                SeriesBatch::from_unordered(series.key, series.uom, series.points, series.levels);
+            let (batch, duplicates) = SeriesBatch::from_unordered(
+                series.key,
+                series.uom,
+                series.points.into_vec(),
+                series.levels.into_vec(),
+            );
             totals.duplicates += duplicates as u64;
             batch
         })

@@ -286,9 +286,9 @@ impl SeriesIndex {
             key: SeriesKey::new(names.0, names.1, names.2),
             uom: Name::default(),
             // A series has one point a body as a rule (one result a check): room for one,
-            // rather than the four a first push makes room for.
-            points: Vec::with_capacity(1),
-            levels: Vec::with_capacity(1),
+            // inline.
+            points: smallvec::SmallVec::new(),
+            levels: smallvec::SmallVec::new(),
         });
         series.len() - 1
     }
@@ -433,7 +433,7 @@ mod tests {
             })
         };
         assert_eq!(
-            series.levels,
+            series.levels[..],
             [
                 (
                     100,

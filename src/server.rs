@@ -207,7 +207,7 @@ fn enqueue_patiently(
                         let part = crate::enqueuer::SeriesPoints {
                             key: one.key.clone(),
                             uom: one.uom.clone(),
-                            points: points.to_vec(),
+                            points: smallvec::SmallVec::from_slice(points),
                             levels: levels.clone(),
                         };
                         enqueue_patiently(enqueuer, vec![part], sequence)?;

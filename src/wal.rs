@@ -819,8 +819,8 @@ pub fn decode(payload: &[u8]) -> Option<Vec<SeriesPoints>> {
         series.push(SeriesPoints {
             key: SeriesKey::new(host, service, metric),
             uom,
-            points,
-            levels,
+            points: points.into(),
+            levels: levels.into(),
         });
     }
     reader.0.is_empty().then_some(series)
@@ -871,7 +871,7 @@ mod tests {
             SeriesPoints {
                 key: SeriesKey::new("web-01", "PING", "rta"),
                 uom: "ms".into(),
-                points: vec![
+                points: smallvec::smallvec![
                     Point {
                         timestamp: 100,
                         value: 0.25,
@@ -881,7 +881,7 @@ mod tests {
                         value: f64::NAN,
                     },
                 ],
-                levels: vec![(
+                levels: smallvec::smallvec![(
                     100,
                     Levels {
                         warn: Some(ThresholdRange {
@@ -898,11 +898,11 @@ mod tests {
             SeriesPoints {
                 key: SeriesKey::new("h/../é", "", "m\0"),
                 uom: Name::default(),
-                points: vec![Point {
+                points: smallvec::smallvec![Point {
                     timestamp: -5,
                     value: 1e300,
                 }],
-                levels: Vec::new(),
+                levels: smallvec::SmallVec::new(),
             },
         ]
     }

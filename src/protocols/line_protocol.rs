@@ -205,8 +205,8 @@ pub fn read(body: &str, precision: Precision, mapping: &Mapping, now: i64) -> Re
                         read.series.push(SeriesPoints {
                             key,
                             uom: uom.as_str().into(),
-                            points: Vec::new(),
-                            levels: Vec::new(),
+                            points: smallvec::SmallVec::new(),
+                            levels: smallvec::SmallVec::new(),
                         });
                         read.series.len() - 1
                     });
@@ -429,7 +429,7 @@ mod tests {
             inside: false,
         };
         assert_eq!(
-            read.series[0].levels,
+            read.series[0].levels[..],
             [(
                 1_700_000_000,
                 Levels {
@@ -460,7 +460,10 @@ mod tests {
             min: Some(0.0),
             max: Some(100.0),
         };
-        assert_eq!(read.series[0].levels, [(1, ranged), (3, Levels::default())]);
+        assert_eq!(
+            read.series[0].levels[..],
+            [(1, ranged), (3, Levels::default())]
+        );
         let read = super::read(
             "metrics,host=h,service=s,performanceLabel=l value=1,warn=\"x\" 1\n",
             Precision::Seconds,
