@@ -241,6 +241,7 @@ pub fn adopt(config: &Config, kind: BackendKind, dir: &Path) -> anyhow::Result<A
             // Neither layout keeps thresholds; the first written point brings them.
             warn: None,
             crit: None,
+            may_lag: 0,
         });
         if updates.len() >= 1_000 {
             catalogue.record(&updates)?;

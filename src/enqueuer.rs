@@ -876,6 +876,14 @@ const ROLLUP_CLOSE_EVERY: Duration = Duration::from_secs(60);
 /// emitted once per period.
 const ROLLUP_QUIET: i64 = 600;
 
+/// How far (seconds of data time) an aggregate series' catalogue row may trail its values
+/// ([`SeriesUpdate::may_lag`]). A row update costs as much as the aggregate's value itself; an
+/// hour series' row is written every sixth value, a day's, week's or month's at each one. Its
+/// `last_seen` and `last_value` are read from the last-values cache where it holds the series
+/// (the metrics listing, the stale listing and purge), and a deletion or rename makes the
+/// shard write every row again at its next update.
+pub const AGGREGATE_ROW_LAG: i64 = 6 * 3_600;
+
 /// How soon a rollup checkpoint that could not be taken is tried again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
@@ -993,6 +1001,9 @@ impl Shard {
                     }
                 }
                 Ok(Command::Forget { host, series, done }) => {
+                    // Another connection marks the rows deleted next: a lagging row must not
+                    // stay so once the series is written again.
+                    self.catalogue.write_lagging_rows_again();
                     let _ = done.send(self.forget(&host, series));
                 }
                 Ok(Command::Pause {
@@ -1010,6 +1021,8 @@ impl Shard {
                     let _ = paused.send(());
                     // Held until the guard's sender is dropped (recv then fails).
                     let _ = resume.recv();
+                    // A rename moved rows this shard may let lag.
+                    self.catalogue.write_lagging_rows_again();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -1302,7 +1315,7 @@ impl Shard {
         let mut batches = Vec::new();
         push_closed_aggregate_batches(closed, unit_of, &mut batches);
         // Aggregates are not in the write-ahead log: they hold no barrier.
-        self.write(batches, 0, u64::MAX, false);
+        self.write(batches, 0, 0, u64::MAX, false);
     }
 
     /// Writes the queues of `keys` to every backend and the catalogue.
@@ -1328,6 +1341,7 @@ impl Shard {
         if batches.is_empty() {
             return;
         }
+        let raw_batches = batches.len();
         if let Some(rollups) = &mut self.rollups {
             rollups.set_feed_time(perfpipe_backend::unix_now());
             let mut aggregates = Vec::new();
@@ -1347,18 +1361,27 @@ impl Shard {
             }
             batches.extend(aggregate_batches);
         }
-        self.write(batches, taken, epoch, shutting_down);
+        self.write(batches, raw_batches, taken, epoch, shutting_down);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes `batches` (holding `points` queued points whose oldest queue began in `epoch`)
-    /// to every backend, the last-values cache and the catalogue. A backend whose store fails
-    /// as a whole, or that still owes earlier flushes, keeps these for later ([`Stalled`]) and
-    /// the others go on; the points stay counted as queued until every backend has them.
-    fn write(&mut self, batches: Vec<SeriesBatch>, points: usize, epoch: u64, shutting_down: bool) {
+    /// Writes `batches` (holding `points` queued points whose oldest queue began in `epoch`;
+    /// those from `aggregates_from` on are rollup aggregates) to every backend, the last-values
+    /// cache and the catalogue. A backend whose store fails as a whole, or that still owes
+    /// earlier flushes, keeps these for later ([`Stalled`]) and the others go on; the points
+    /// stay counted as queued until every backend has them.
+    fn write(
+        &mut self,
+        batches: Vec<SeriesBatch>,
+        aggregates_from: usize,
+        points: usize,
+        epoch: u64,
+        shutting_down: bool,
+    ) {
         if batches.is_empty() {
             return;
         }
+        let raw_batches = aggregates_from.min(batches.len());
         let batches = Arc::new(batches);
         let flush = self.next_flush;
         self.next_flush += 1;
@@ -1399,7 +1422,13 @@ impl Shard {
         // Sized once: a flush may hold hundreds of thousands of series (a backfill), and
         // growing by doubling moved every update made so far into fresh memory each time.
         let mut updates: Vec<SeriesUpdate> = Vec::with_capacity(batches.len());
-        updates.extend(batches.iter().filter_map(SeriesUpdate::from_batch));
+        updates.extend(batches.iter().enumerate().filter_map(|(index, batch)| {
+            let mut update = SeriesUpdate::from_batch(batch)?;
+            if index >= raw_batches {
+                update.may_lag = AGGREGATE_ROW_LAG;
+            }
+            Some(update)
+        }));
         if let Err(failure) = self.catalogue.record(&updates) {
             error!(%failure, series = updates.len(), "catalogue update failed");
         }

@@ -235,6 +235,12 @@ impl LastValues {
         }
     }
 
+    /// The newest value of `key` and its time, when it has any.
+    pub fn newest(&self, key: &SeriesKey) -> Option<(i64, f64)> {
+        self.with_values(key, |values| values.back().copied())
+            .flatten()
+    }
+
     /// Reads the values of `key` (oldest first) under its lock; `None` when it has none.
     pub fn with_values<T>(
         &self,

@@ -347,7 +347,7 @@ async fn purge_stale(node: Arc<Node>) {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs()
                 .saturating_sub(node.config.stale_after.as_secs()) as i64;
-            let stale = crate::storage::open_catalogue(&node.config)?.stale(before)?;
+            let stale = crate::api::query::stale_series(&node, before)?;
             for series in &stale {
                 let key = &series.key;
                 crate::api::delete::forget_here(

@@ -195,6 +195,7 @@ mod tests {
                 last_value: 1.0,
                 warn: None,
                 crit: None,
+                may_lag: 0,
             }])
             .unwrap();
         assert_eq!(

@@ -58,15 +58,25 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         dir.join("data").to_str().unwrap(),
     ]);
     let first_hour = (now() / 3600 - 3) * 3600;
-    let times: Vec<i64> = (first_hour..=now()).step_by(60).collect();
-    for chunk in times.chunks(50) {
-        let lines: String = chunk
-            .iter()
-            .map(|t| format!("{t}||web||http||OK||time={}ms\n", value_at(*t)))
-            .collect();
-        let answer = node.post("/api/v1/write", "text/plain", &lines);
-        assert_eq!(answer.status, 200, "{}", answer.body);
-    }
+    let post = |times: Vec<i64>| {
+        for chunk in times.chunks(50) {
+            let lines: String = chunk
+                .iter()
+                .map(|t| format!("{t}||web||http||OK||time={}ms\n", value_at(*t)))
+                .collect();
+            let answer = node.post("/api/v1/write", "text/plain", &lines);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    };
+    // The first hour closed and written on its own, then the next two hours.
+    let first_suffix = if weekend(first_hour) { "/weekend" } else { "" };
+    post((first_hour..=first_hour + 3600).step_by(60).collect());
+    aggregate_at(
+        &node,
+        &format!("web::http/H/avg{first_suffix}::time"),
+        first_hour,
+    );
+    post((first_hour + 3660..=now()).step_by(60).collect());
 
     for hour in (0..3).map(|n| first_hour + n * 3600) {
         let values: Vec<f64> = (hour..hour + 3600).step_by(60).map(value_at).collect();
@@ -135,6 +145,59 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         assert_eq!(metric["uom"], "ms", "{metric}");
         assert_eq!(metric["ds_type"], "GAUGE", "{metric}");
     }
+    // An hour series' catalogue row is written every sixth value: it trails here, saying the
+    // first hour (written at once, as the series was new) ...
+    let last_hour = first_hour + 2 * 3600;
+    let hourly = format!(
+        "http/H/avg{}",
+        if weekend(last_hour) { "/weekend" } else { "" }
+    );
+    if first_suffix == &hourly["http/H/avg".len()..] {
+        let catalogue = rusqlite::Connection::open(dir.join("data/catalogue.sqlite")).unwrap();
+        let row_last_seen: i64 = catalogue
+            .query_row(
+                "SELECT last_seen FROM series WHERE host = 'web' AND service = ?1",
+                [&hourly],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(row_last_seen, first_hour, "the row of {hourly}");
+    }
+    // ... but the listing says the series' newest value, the last closed hour's.
+    let listed = metrics["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["service"] == hourly.as_str())
+        .unwrap_or_else(|| panic!("{hourly} not listed: {metrics}"));
+    let values: Vec<f64> = (last_hour..last_hour + 3600)
+        .step_by(60)
+        .map(value_at)
+        .collect();
+    let average = values.iter().sum::<f64>() / values.len() as f64;
+    assert_eq!(listed["last_seen"], last_hour, "{listed}");
+    assert!(
+        (listed["last_value"].as_f64().unwrap() - average).abs() < 1e-9,
+        "{listed} (the average is {average})"
+    );
+    // Nor is an hour series stale while its values are newer than the stale time, whatever
+    // its row says.
+    let older_than = now() - (first_hour + 3600);
+    let stale = node
+        .get(&format!("/api/v1/stale?older_than={older_than}s"))
+        .json();
+    let suffix = if weekend(last_hour) { "/weekend" } else { "" };
+    let stale_hours: Vec<&serde_json::Value> = stale["stale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|series| {
+            ["avg", "max", "min"]
+                .iter()
+                .any(|method| series["service"] == format!("http/H/{method}{suffix}").as_str())
+        })
+        .collect();
+    assert!(stale_hours.is_empty(), "{stale}");
 }
 
 /// Aggregates in the aggregate store follow a host's rename and a service's, and go with a

@@ -13,7 +13,7 @@ mod influx;
 mod opsview;
 mod page;
 pub mod plugins;
-mod query;
+pub(crate) mod query;
 mod rename;
 mod status;
 pub(crate) mod write;

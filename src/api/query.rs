@@ -650,6 +650,23 @@ pub async fn hosts(
     Ok(Json(answer))
 }
 
+/// This node's series last seen before `before`, least recently seen first. A rollup
+/// aggregate's catalogue row trails its values (`enqueuer::AGGREGATE_ROW_LAG`): one whose last
+/// values are newer is not stale.
+pub(crate) fn stale_series(
+    node: &Node,
+    before: i64,
+) -> anyhow::Result<Vec<perfpipe_sqlite::SeriesInfo>> {
+    let mut stale =
+        crate::storage::with_catalogue(&node.config, |catalogue| Ok(catalogue.stale(before)?))?;
+    stale.retain(|series| {
+        node.last_values
+            .newest(&series.key)
+            .is_none_or(|(timestamp, _)| timestamp < before)
+    });
+    Ok(stale)
+}
+
 /// `GET /api/v1/stale[?older_than=30days]`: series not updated for `older_than` (default
 /// `stale_after`), least recently seen first, gathered from every node.
 pub async fn stale(
@@ -682,14 +699,9 @@ pub async fn stale(
     } else {
         ask_peers(&node, &forwarded)
     };
-    let config = node.config.clone();
+    let listed = node.clone();
     let before = now() - older_than.as_secs() as i64;
-    let local = blocking(move || {
-        Ok(crate::storage::with_catalogue(&config, |catalogue| {
-            Ok(catalogue.stale(before)?)
-        })?)
-    })
-    .await?;
+    let local = blocking(move || Ok(stale_series(&listed, before)?)).await?;
     let mut stale: Vec<Value> = local
         .into_iter()
         .map(|series| {
@@ -753,6 +765,16 @@ pub async fn host_metrics(
         );
         metrics
             .sort_by(|a, b| (&a.key.service, &a.key.metric).cmp(&(&b.key.service, &b.key.metric)));
+        // An aggregate's row trails its values (`enqueuer::AGGREGATE_ROW_LAG`); the last
+        // values do not.
+        for series in &mut metrics {
+            if let Some((timestamp, value)) = listed.last_values.newest(&series.key) {
+                if timestamp > series.last_seen {
+                    series.last_seen = timestamp;
+                    series.last_value = Some(value);
+                }
+            }
+        }
         Ok(metrics)
     })
     .await?;

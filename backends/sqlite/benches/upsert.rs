@@ -26,6 +26,7 @@ fn updates(series: usize) -> Vec<SeriesUpdate<'static>> {
             last_value: i as f64,
             warn: None,
             crit: None,
+            may_lag: 0,
         })
         .collect()
 }

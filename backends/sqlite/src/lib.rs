@@ -8,6 +8,11 @@
 //! transaction, so a crash leaves either all or none of it; a series' `first_seen` only moves
 //! back, `last_seen` only forward, and `last_value` is the value at `last_seen`. Deleting marks
 //! rows (`deleted_at`) instead of removing them, and a later write of the series revives it.
+//! An update may allow its row to lag ([`SeriesUpdate::may_lag`]: the node's rollup aggregates,
+//! a value an hour each): it is then written only once its newest time is that far past the
+//! one this connection last wrote to the row, so the row's `last_seen` and `last_value` trail
+//! the series by less than that; [`Catalogue::write_lagging_rows_again`] ends the lag after
+//! another connection changed rows (a deletion, a rename).
 //! The schema version is kept in `PRAGMA user_version`; opening a newer database is refused,
 //! an older one is brought up to date (version 1 had no thresholds: `warn` and `crit` are added
 //! empty). Thresholds are kept as text in the canonical Nagios form `[@]start:end` (`~` for an
@@ -144,6 +149,11 @@ pub struct SeriesUpdate<'a> {
     pub warn: Option<ThresholdRange>,
     /// The critical threshold in force at `last_seen`.
     pub crit: Option<ThresholdRange>,
+    /// Seconds of data time the series' row may trail it: when this connection wrote the row
+    /// last through a `last_seen` less than this before this update's, the update is not
+    /// written. 0 (every update written) but for the rollup aggregates, whose rows would
+    /// otherwise cost a row update for each value (docs/architecture.md, "Rollups").
+    pub may_lag: i64,
 }
 
 impl<'a> SeriesUpdate<'a> {
@@ -163,6 +173,7 @@ impl<'a> SeriesUpdate<'a> {
             last_value: last.value,
             warn: levels.and_then(|levels| levels.warn),
             crit: levels.and_then(|levels| levels.crit),
+            may_lag: 0,
         })
     }
 }
@@ -207,8 +218,18 @@ pub struct Catalogue {
     /// flush updates the row by id (an integer B-tree seek) rather than looking the three names
     /// up in the name index. Rows can go (a rename) and ids be reused, so the update also
     /// checks the names and falls back to the upsert when they differ; so does a collision.
-    row_ids: hashbrown::HashMap<u64, i64>,
+    row_ids: hashbrown::HashMap<u64, RecordedRow>,
     hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// A row this connection has written.
+#[derive(Debug, Clone, Copy)]
+struct RecordedRow {
+    id: i64,
+    /// The newest `last_seen` this connection wrote to it; `i64::MIN` once another connection
+    /// may have changed it, so that the next update writes it whatever its
+    /// [`SeriesUpdate::may_lag`].
+    written_through: i64,
 }
 
 fn ds_type_name(ds_type: DataSourceType) -> &'static str {
@@ -380,19 +401,34 @@ impl Catalogue {
                     &crit,
                 ];
                 let hash = self.hasher.hash_one(key);
-                if let Some(id) = row_ids.get(&hash) {
-                    let with_id = fields.iter().copied().chain([id as &dyn rusqlite::ToSql]);
+                if let Some(row) = row_ids.get_mut(&hash) {
+                    if update.may_lag > 0
+                        && update.last_seen < row.written_through.saturating_add(update.may_lag)
+                    {
+                        continue;
+                    }
+                    let with_id = fields
+                        .iter()
+                        .copied()
+                        .chain([&row.id as &dyn rusqlite::ToSql]);
                     let updated = update_by_id
                         .execute(rusqlite::params_from_iter(with_id))
                         .context(|| format!("{path}: record {key}"))?;
                     if updated == 1 {
+                        row.written_through = row.written_through.max(update.last_seen);
                         continue;
                     }
                 }
                 let id: i64 = upsert
                     .query_row(&fields[..], |row| row.get(0))
                     .context(|| format!("{path}: record {key}"))?;
-                row_ids.insert(hash, id);
+                row_ids.insert(
+                    hash,
+                    RecordedRow {
+                        id,
+                        written_through: update.last_seen,
+                    },
+                );
             }
             Ok(())
         };
@@ -404,6 +440,15 @@ impl Catalogue {
             self.row_ids.clear();
         }
         committed
+    }
+
+    /// Makes the next update of every row this connection wrote go to the database, whatever
+    /// its [`SeriesUpdate::may_lag`]: for after another connection deleted or renamed rows,
+    /// which an update skipped as lagging would otherwise leave as they are for that long.
+    pub fn write_lagging_rows_again(&mut self) {
+        for row in self.row_ids.values_mut() {
+            row.written_through = i64::MIN;
+        }
     }
 
     /// Hosts with live series, by name; only those starting with `prefix` when it is not empty.

@@ -26,6 +26,7 @@ fn update(key: SeriesKey, first: i64, last: i64, value: f64) -> SeriesUpdate<'st
         last_value: value,
         warn: None,
         crit: None,
+        may_lag: 0,
     }
 }
 
@@ -302,4 +303,54 @@ fn rows_renamed_elsewhere_and_reused_ids_are_not_updated_by_a_remembered_id() {
     assert_eq!(info(&admin, &old), (200, 300, Some(3.0)));
     assert_eq!(info(&admin, &renamed), (50, 400, Some(4.0)));
     assert_eq!(info(&admin, &other), (150, 150, Some(7.0)));
+}
+
+#[test]
+fn a_row_allowed_to_lag_is_written_once_its_series_is_that_far_ahead_or_after_a_deletion() {
+    let (_dir, path) = temp_db("lag");
+    let mut writer = Catalogue::open(&path).unwrap();
+    let mut admin = Catalogue::open(&path).unwrap();
+    let hourly = key("web-01", "PING/H/avg", "rta");
+    let lagging = |last: i64, value: f64| SeriesUpdate {
+        may_lag: 6 * 3_600,
+        ..update(hourly.clone(), last, last, value)
+    };
+    let last_seen = |catalogue: &Catalogue| {
+        let info = catalogue.series(&hourly).unwrap().unwrap();
+        (info.last_seen, info.last_value)
+    };
+
+    // A new row is written whatever the lag allowed.
+    writer.record(&[lagging(3_600, 1.0)]).unwrap();
+    assert_eq!(last_seen(&admin), (3_600, Some(1.0)));
+    // Within six hours of what was written: not written, the row trails.
+    for hour in 2..7 {
+        writer
+            .record(&[lagging(hour * 3_600, hour as f64)])
+            .unwrap();
+    }
+    assert_eq!(last_seen(&admin), (3_600, Some(1.0)));
+    // Six hours past it: written, and the next six hours trail that one.
+    writer.record(&[lagging(7 * 3_600, 7.0)]).unwrap();
+    assert_eq!(last_seen(&admin), (7 * 3_600, Some(7.0)));
+    writer.record(&[lagging(8 * 3_600, 8.0)]).unwrap();
+    assert_eq!(last_seen(&admin), (7 * 3_600, Some(7.0)));
+    // An update allowed no lag is written at once, beside a lagging one.
+    let raw = key("web-01", "PING", "rta");
+    writer
+        .record(&[
+            update(raw.clone(), 8 * 3_600, 8 * 3_600, 0.5),
+            lagging(9 * 3_600, 9.0),
+        ])
+        .unwrap();
+    assert_eq!(admin.series(&raw).unwrap().unwrap().last_seen, 8 * 3_600);
+    assert_eq!(last_seen(&admin), (7 * 3_600, Some(7.0)));
+
+    // Deleted by another connection: the writer still trails it, until told to write again.
+    assert!(admin.delete_series(&hourly, 99).unwrap());
+    writer.record(&[lagging(10 * 3_600, 10.0)]).unwrap();
+    assert_eq!(admin.series(&hourly).unwrap(), None);
+    writer.write_lagging_rows_again();
+    writer.record(&[lagging(11 * 3_600, 11.0)]).unwrap();
+    assert_eq!(last_seen(&admin), (11 * 3_600, Some(11.0)));
 }
