@@ -1381,7 +1381,6 @@ impl Shard {
         if batches.is_empty() {
             return;
         }
-        let raw_batches = aggregates_from.min(batches.len());
         let batches = Arc::new(batches);
         let flush = self.next_flush;
         self.next_flush += 1;
@@ -1424,7 +1423,7 @@ impl Shard {
         let mut updates: Vec<SeriesUpdate> = Vec::with_capacity(batches.len());
         updates.extend(batches.iter().enumerate().filter_map(|(index, batch)| {
             let mut update = SeriesUpdate::from_batch(batch)?;
-            if index >= raw_batches {
+            if index >= aggregates_from {
                 update.may_lag = AGGREGATE_ROW_LAG;
             }
             Some(update)
