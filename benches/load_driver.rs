@@ -10,7 +10,10 @@
 //! backend counts too, do not end the wait early). Round 0
 //! creates the files and is measured on its own (phase `create`); the remaining rounds update
 //! existing files (phase `update`). It reports results/s and points/s accepted, points/s
-//! written (first post until `/status` shows all written), 503 retries, the node's peak RSS
+//! written (first post until `/status` shows all written), the steady write rate (`/status`
+//! read every 100 ms: points written per second from the phase's first flush to its last
+//! post's answer, with the queue then, which shows whether the writers kept up), 503 retries,
+//! the node's peak RSS
 //! (VmHWM) and CPU time against the driver's own, then stops the node with SIGTERM (it must
 //! exit 0) and removes the directory. All traffic stays on loopback. With `--rollups` the
 //! config also rolls up every series (`[[rollups]] match = "*"`, avg, max and min, UTC), so the
@@ -41,7 +44,7 @@
 
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -336,15 +339,27 @@ fn main() -> anyhow::Result<()> {
             errors: 0,
         };
         let mut accepted_at = Duration::ZERO;
-        for bodies in &batches {
-            let round = post_all(&args, &agent, &base, bodies, &retries, deadline)?;
-            accepted_at = start.elapsed();
-            posted.results += round.results;
-            posted.points += round.points;
-            posted.errors += round.errors;
-            wait_written(&agent, &base, written_before + posted.points, deadline)?;
-        }
+        let sampling = AtomicBool::new(true);
+        let samples = std::thread::scope(|scope| -> anyhow::Result<Vec<Sample>> {
+            let sampler = scope.spawn(|| sample_status(&agent, &base, start, &sampling));
+            let posting = (|| -> anyhow::Result<()> {
+                for bodies in &batches {
+                    let round = post_all(&args, &agent, &base, bodies, &retries, deadline)?;
+                    accepted_at = start.elapsed();
+                    posted.results += round.results;
+                    posted.points += round.points;
+                    posted.errors += round.errors;
+                    wait_written(&agent, &base, written_before + posted.points, deadline)?;
+                }
+                Ok(())
+            })();
+            sampling.store(false, Ordering::Relaxed);
+            let samples = sampler.join().expect("the sampler does not panic");
+            posting?;
+            Ok(samples)
+        })?;
         let written_at = start.elapsed();
+        let steady = SteadyWrite::of(&samples, accepted_at);
         written_before += posted.points;
         if args.perf_phase != "all" {
             stop_perf(&mut guard)?;
@@ -359,6 +374,7 @@ fn main() -> anyhow::Result<()> {
             retries: retries.load(Ordering::Relaxed) - retries_before,
             node_cpu: cpu_seconds(&pid.to_string())? - node_cpu,
             driver_cpu: cpu_seconds("self")? - driver_cpu,
+            steady,
         });
     }
     stop_perf(&mut guard)?;
@@ -394,6 +410,7 @@ fn main() -> anyhow::Result<()> {
         retries: retries.load(Ordering::Relaxed),
         node_cpu,
         driver_cpu,
+        steady: None,
     };
     for phase in phases.iter().chain([&total]) {
         let accept_s = phase.accepted.as_secs_f64();
@@ -418,6 +435,23 @@ fn main() -> anyhow::Result<()> {
         "  (accept s: first post until the last 200; write s: first post until /status shows \
          every point written; cpu: user+system seconds in the phase)"
     );
+    for phase in &phases {
+        let Some(steady) = &phase.steady else {
+            continue;
+        };
+        println!(
+            "  {} steady: {:.0} points/s written from {:.2} s (first flush) to {:.2} s (last \
+             post answered); queued then {} points ({:.2} s of the phase's accept rate), at \
+             most {}",
+            phase.name,
+            steady.written_per_second,
+            steady.from.as_secs_f64(),
+            steady.until.as_secs_f64(),
+            steady.queued_at_end,
+            steady.queued_at_end as f64 * phase.accepted.as_secs_f64() / phase.points as f64,
+            steady.queued_max
+        );
+    }
     println!(
         "  node: peak RSS (VmHWM) {:.1} MB, cpu {:.2} s over {:.2} s = {:.2} cores; driver cpu \
          {:.2} s posting, {:.2} s generating",
@@ -521,6 +555,91 @@ struct Phase {
     retries: u64,
     node_cpu: f64,
     driver_cpu: f64,
+    /// The write rate while posting went on, when the phase was long enough to tell.
+    steady: Option<SteadyWrite>,
+}
+
+/// One reading of `/status` during a phase.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Since the phase's first post.
+    at: Duration,
+    /// Points the backend counted written (the least of the backends, late ones included).
+    written: u64,
+    queued: u64,
+}
+
+/// Reads `/status` every 100 ms until `sampling` turns false.
+fn sample_status(
+    agent: &ureq::Agent,
+    base: &str,
+    start: Instant,
+    sampling: &AtomicBool,
+) -> Vec<Sample> {
+    let url = format!("{base}/status");
+    let mut samples = Vec::new();
+    while sampling.load(Ordering::Relaxed) {
+        let at = start.elapsed();
+        // A failed reading is skipped: the posting threads report the node's failures.
+        if let Ok(status) = get_json(agent, &url) {
+            let written = status["backends"].as_array().and_then(|backends| {
+                backends
+                    .iter()
+                    .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
+                    .min()
+            });
+            if let (Some(written), Some(queued)) = (written, status["queued_points"].as_u64()) {
+                samples.push(Sample {
+                    at,
+                    written,
+                    queued,
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    samples
+}
+
+/// How fast the node wrote while points still came in: the slope of the backend's written
+/// count from the first flush of the phase (the first reading above the phase's start) to the
+/// last post's answer. The end-to-end "written p/s" also holds the wait of the last queues
+/// for `max_batch_age` after the posting stopped, which a node under a sustained load never
+/// sees; this is the rate it keeps up, as long as the queue at the end stays at about
+/// `max_batch_age` of intake (printed beside it).
+#[derive(Debug, Clone, Copy)]
+struct SteadyWrite {
+    from: Duration,
+    until: Duration,
+    written_per_second: f64,
+    queued_at_end: u64,
+    queued_max: u64,
+}
+
+impl SteadyWrite {
+    /// `None` when less than 2 s passed between the first flush and the last post. With
+    /// `--rollups` the count holds the aggregate points too (the backend counts them).
+    fn of(samples: &[Sample], accepted_at: Duration) -> Option<SteadyWrite> {
+        let base = samples.first()?.written;
+        let first = samples.iter().find(|s| s.written > base)?;
+        let last = samples.iter().rev().find(|s| s.at <= accepted_at)?;
+        let span = last.at.checked_sub(first.at)?;
+        if span < Duration::from_secs(2) {
+            return None;
+        }
+        Some(SteadyWrite {
+            from: first.at,
+            until: last.at,
+            written_per_second: (last.written - first.written) as f64 / span.as_secs_f64(),
+            queued_at_end: last.queued,
+            queued_max: samples
+                .iter()
+                .filter(|s| s.at <= accepted_at)
+                .map(|s| s.queued)
+                .max()
+                .unwrap_or(0),
+        })
+    }
 }
 
 #[derive(Default)]
