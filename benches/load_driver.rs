@@ -341,7 +341,14 @@ fn main() -> anyhow::Result<()> {
         let mut accepted_at = Duration::ZERO;
         let sampling = AtomicBool::new(true);
         let samples = std::thread::scope(|scope| -> anyhow::Result<Vec<Sample>> {
-            let sampler = scope.spawn(|| sample_status(&agent, &base, start, &sampling));
+            // Posted round by round, the phase waits between rounds: no steady rate to tell.
+            let sampler = scope.spawn(|| {
+                if args.round_by_round {
+                    Vec::new()
+                } else {
+                    sample_status(&agent, &base, start, &sampling)
+                }
+            });
             let posting = (|| -> anyhow::Result<()> {
                 for bodies in &batches {
                     let round = post_all(&args, &agent, &base, bodies, &retries, deadline)?;
@@ -581,20 +588,15 @@ fn sample_status(
     while sampling.load(Ordering::Relaxed) {
         let at = start.elapsed();
         // A failed reading is skipped: the posting threads report the node's failures.
-        if let Ok(status) = get_json(agent, &url) {
-            let written = status["backends"].as_array().and_then(|backends| {
-                backends
-                    .iter()
-                    .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
-                    .min()
+        if let Some((written, queued)) = get_json(agent, &url)
+            .ok()
+            .and_then(|status| written_and_queued(&status).ok())
+        {
+            samples.push(Sample {
+                at,
+                written,
+                queued,
             });
-            if let (Some(written), Some(queued)) = (written, status["queued_points"].as_u64()) {
-                samples.push(Sample {
-                    at,
-                    written,
-                    queued,
-                });
-            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -723,6 +725,21 @@ fn post_all(
 /// is queued any more. Backends count aggregate points (rollups) as written too, so the count
 /// alone could be reached while posted points are still queued; a shard decrements the queued
 /// count only after the flush holding them has been written.
+/// From a `/status` answer: the points written (by the backend that wrote fewest, late ones
+/// counted) and the points still queued.
+fn written_and_queued(status: &serde_json::Value) -> anyhow::Result<(u64, u64)> {
+    let backends = status["backends"].as_array().context("status.backends")?;
+    let written = backends
+        .iter()
+        .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let queued = status["queued_points"]
+        .as_u64()
+        .context("status.queued_points")?;
+    Ok((written, queued))
+}
+
 fn wait_written(
     agent: &ureq::Agent,
     base: &str,
@@ -735,14 +752,7 @@ fn wait_written(
         let backends = status["backends"].as_array().context("status.backends")?;
         let failed: u64 = backends.iter().filter_map(|b| b["failed"].as_u64()).sum();
         ensure!(failed == 0, "points failed: {status}");
-        let done = backends
-            .iter()
-            .map(|b| b["written"].as_u64().unwrap_or(0) + b["late"].as_u64().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
-        let queued = status["queued_points"]
-            .as_u64()
-            .context("status.queued_points")?;
+        let (done, queued) = written_and_queued(&status)?;
         if done >= points && queued == 0 {
             return Ok(());
         }
