@@ -148,11 +148,9 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     // An hour series' catalogue row is written every sixth value: it trails here, saying the
     // first hour (written at once, as the series was new) ...
     let last_hour = first_hour + 2 * 3600;
-    let hourly = format!(
-        "http/H/avg{}",
-        if weekend(last_hour) { "/weekend" } else { "" }
-    );
-    if first_suffix == &hourly["http/H/avg".len()..] {
+    let last_suffix = if weekend(last_hour) { "/weekend" } else { "" };
+    let hourly = format!("http/H/avg{last_suffix}");
+    if first_suffix == last_suffix {
         let catalogue = rusqlite::Connection::open(dir.join("data/catalogue.sqlite")).unwrap();
         let row_last_seen: i64 = catalogue
             .query_row(
@@ -186,7 +184,6 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     let stale = node
         .get(&format!("/api/v1/stale?older_than={older_than}s"))
         .json();
-    let suffix = if weekend(last_hour) { "/weekend" } else { "" };
     let stale_hours: Vec<&serde_json::Value> = stale["stale"]
         .as_array()
         .unwrap()
@@ -194,7 +191,7 @@ fn closed_hours_are_aggregated_into_their_own_series() {
         .filter(|series| {
             ["avg", "max", "min"]
                 .iter()
-                .any(|method| series["service"] == format!("http/H/{method}{suffix}").as_str())
+                .any(|method| series["service"] == format!("http/H/{method}{last_suffix}").as_str())
         })
         .collect();
     assert!(stale_hours.is_empty(), "{stale}");
