@@ -30,7 +30,7 @@
 use std::path::{Path, PathBuf};
 
 // hashbrown's map (foldhash): looked up once per aggregate series written.
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use perfpipe_backend::{Point, SeriesKey};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -121,6 +121,8 @@ pub struct AggregateStore {
     /// The series this connection has seen: their ids (which never change) and retention. One
     /// map for both: at a hundred thousand series each lookup is a few cache misses.
     known: HashMap<SeriesKey, KnownSeries>,
+    /// The retentions this connection knows `aggregate_pruned` to hold.
+    retentions: HashSet<i64>,
     /// The `now` from which this connection's next write deletes aged-out values.
     next_prune: Option<i64>,
 }
@@ -167,6 +169,7 @@ impl AggregateStore {
             path: path.to_owned(),
             connection: None,
             known: HashMap::new(),
+            retentions: HashSet::new(),
             next_prune: None,
         }
     }
@@ -237,53 +240,82 @@ impl AggregateStore {
         Ok(Some(id))
     }
 
-    /// What this connection knows of `key`, its row made when new (then `true`), inside the
-    /// caller's transaction.
+    /// What this connection knows of `key`, inside the caller's transaction; a series new to
+    /// the store gets its row, with the retention `keep_seconds` when given, in one statement
+    /// (the first closures of a node's rollups make a row for each of hundreds of thousands of
+    /// aggregate series). Returns whether the row was made here.
     fn known_in<'k>(
         known: &'k mut HashMap<SeriesKey, KnownSeries>,
         transaction: &rusqlite::Transaction<'_>,
         key: &SeriesKey,
+        keep_seconds: Option<i64>,
     ) -> rusqlite::Result<(&'k mut KnownSeries, bool)> {
         // Looked up then inserted (not `entry`) so that a known key is not cloned.
         if known.contains_key(key) {
             return Ok((known.get_mut(key).expect("just found"), false));
         }
-        let created = transaction
+        let names = (key.host.as_str(), key.service.as_str(), key.metric.as_str());
+        let made: Option<i64> = transaction
             .prepare_cached(
-                "INSERT OR IGNORE INTO aggregate_series (host, service, metric) VALUES (?1, ?2, ?3)",
+                "INSERT INTO aggregate_series (host, service, metric, keep_seconds)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (host, service, metric) DO NOTHING RETURNING id",
             )?
-            .execute(params![key.host.as_str(), key.service.as_str(), key.metric.as_str()])?
-            == 1;
-        let (id, keep_seconds) = transaction.prepare_cached(FIND_SERIES)?.query_row(
-            params![key.host.as_str(), key.service.as_str(), key.metric.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        let series = known
-            .entry(key.clone())
-            .or_insert(KnownSeries { id, keep_seconds });
-        Ok((series, created))
+            .query_row(params![names.0, names.1, names.2, keep_seconds], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let series = match made {
+            Some(id) => KnownSeries { id, keep_seconds },
+            None => {
+                let (id, keep_seconds) = transaction
+                    .prepare_cached(FIND_SERIES)?
+                    .query_row(params![names.0, names.1, names.2], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
+                KnownSeries { id, keep_seconds }
+            }
+        };
+        let series = known.entry(key.clone()).or_insert(series);
+        Ok((series, made.is_some()))
     }
 
-    /// Gives `series` the retention `keep_seconds`, inside the caller's transaction. A series
-    /// that already had values may hold some below what that retention's deletions have
+    /// Makes sure the prune knows the retention `keep_seconds`, inside the caller's
+    /// transaction; `registered` holds those this connection knows to be there (rows of
+    /// `aggregate_pruned` are never deleted), so each costs a statement once.
+    fn register_retention(
+        transaction: &rusqlite::Transaction<'_>,
+        registered: &mut HashSet<i64>,
+        keep_seconds: i64,
+    ) -> rusqlite::Result<()> {
+        if registered.contains(&keep_seconds) {
+            return Ok(());
+        }
+        transaction
+            .prepare_cached(
+                "INSERT OR IGNORE INTO aggregate_pruned (keep_seconds, through) VALUES (?1, ?2)",
+            )?
+            .execute(params![keep_seconds, i64::MIN])?;
+        registered.insert(keep_seconds);
+        Ok(())
+    }
+
+    /// Gives `series`, which may already hold values, the retention `keep_seconds`, inside the
+    /// caller's transaction. Its values may lie below what that retention's deletions have
     /// passed: they start again from the oldest value then (once, at the next prune).
     fn set_keep(
         transaction: &rusqlite::Transaction<'_>,
         series: &mut KnownSeries,
         keep_seconds: i64,
-        had_values: bool,
     ) -> rusqlite::Result<()> {
         transaction
             .prepare_cached("UPDATE aggregate_series SET keep_seconds = ?2 WHERE id = ?1")?
             .execute(params![series.id, keep_seconds])?;
-        let register = if had_values {
-            "INSERT INTO aggregate_pruned (keep_seconds, through) VALUES (?1, ?2)
-             ON CONFLICT (keep_seconds) DO UPDATE SET through = ?2"
-        } else {
-            "INSERT OR IGNORE INTO aggregate_pruned (keep_seconds, through) VALUES (?1, ?2)"
-        };
         transaction
-            .prepare_cached(register)?
+            .prepare_cached(
+                "INSERT INTO aggregate_pruned (keep_seconds, through) VALUES (?1, ?2)
+                 ON CONFLICT (keep_seconds) DO UPDATE SET through = ?2",
+            )?
             .execute(params![keep_seconds, i64::MIN])?;
         series.keep_seconds = Some(keep_seconds);
         Ok(())
@@ -328,6 +360,7 @@ impl AggregateStore {
         self.connection()?;
         let connection = self.connection.as_mut().expect("opened above");
         let known = &mut self.known;
+        let registered = &mut self.retentions;
         let prune_due = self.next_prune.is_none_or(|due| now >= due);
         let mut apply = || -> rusqlite::Result<u64> {
             let transaction = connection.transaction()?;
@@ -339,9 +372,12 @@ impl AggregateStore {
                 if write.points.is_empty() {
                     continue;
                 }
-                let (series, created) = Self::known_in(known, &transaction, write.key)?;
-                if series.keep_seconds != Some(write.keep_seconds) {
-                    Self::set_keep(&transaction, series, write.keep_seconds, !created)?;
+                let keep = Some(write.keep_seconds);
+                let (series, created) = Self::known_in(known, &transaction, write.key, keep)?;
+                if created {
+                    Self::register_retention(&transaction, registered, write.keep_seconds)?;
+                } else if series.keep_seconds != keep {
+                    Self::set_keep(&transaction, series, write.keep_seconds)?;
                 }
                 // A value already older than its retention allows is one no read can show,
                 // and one the prune has passed (it deletes from where it got to): not kept.
@@ -371,6 +407,7 @@ impl AggregateStore {
             Err(source) => {
                 // The transaction rolled back: series made and retentions set in it are gone.
                 self.known.clear();
+                self.retentions.clear();
                 Err(error(source))
             }
         }
@@ -455,9 +492,9 @@ impl AggregateStore {
             // A target no retention was given yet (a name the rules do not cover) keeps the
             // values with the retention they had: read and aged out as before.
             let old_keep = known.get(from).and_then(|series| series.keep_seconds);
-            let (target, _) = Self::known_in(known, &transaction, to)?;
+            let (target, _) = Self::known_in(known, &transaction, to, None)?;
             if let (None, Some(keep_seconds)) = (target.keep_seconds, old_keep) {
-                Self::set_keep(&transaction, target, keep_seconds, true)?;
+                Self::set_keep(&transaction, target, keep_seconds)?;
             }
             let new = *target;
             let mut moved = 0;
@@ -488,6 +525,7 @@ impl AggregateStore {
         };
         apply().map_err(|source| {
             self.known.clear();
+            self.retentions.clear();
             error(source)
         })
     }
@@ -702,6 +740,42 @@ mod tests {
             store.read(&key, 0, i64::MAX).unwrap(),
             Some(points(&[(now - keep, 1.0), (now - 3_600, 2.0), (now, 3.0)]))
         );
+    }
+
+    #[test]
+    fn a_series_another_connection_made_is_written_under_its_id_with_this_retention() {
+        // Each shard has its own connection: a series new to one may be in the store already.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aggregates.sqlite");
+        let mut first = AggregateStore::new(&path);
+        let mut second = AggregateStore::new(&path);
+        let hourly = SeriesKey::new("web", "http/H/avg", "time");
+        let other = SeriesKey::new("web", "http/H/max", "time");
+        write(&mut first, &hourly, &[(3_600, 1.0)], 7_200, 7_200);
+        write(&mut second, &other, &[(3_600, 9.0)], 86_400, 7_200);
+        // Same retention: the row is found and left as it is.
+        write(&mut second, &hourly, &[(7_200, 2.0)], 7_200, 7_200);
+        assert_eq!(
+            first.read(&hourly, 0, i64::MAX).unwrap(),
+            Some(points(&[(3_600, 1.0), (7_200, 2.0)]))
+        );
+        assert_eq!(second.retention_of(&hourly).unwrap(), Some(7_200));
+        // Another retention: the row takes it, and the values age out by it.
+        write(&mut second, &hourly, &[(10_800, 3.0)], 3_600, 10_800);
+        assert_eq!(
+            AggregateStore::new(&path).retention_of(&hourly).unwrap(),
+            Some(3_600)
+        );
+        write(&mut second, &hourly, &[(14_400, 4.0)], 3_600, 14_400);
+        assert_eq!(
+            first.read(&hourly, 0, i64::MAX).unwrap(),
+            Some(points(&[(10_800, 3.0), (14_400, 4.0)]))
+        );
+        assert_eq!(
+            first.read(&other, 0, i64::MAX).unwrap(),
+            Some(points(&[(3_600, 9.0)]))
+        );
+        assert_eq!(rows_in(&path), 3);
     }
 
     #[test]
