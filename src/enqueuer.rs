@@ -734,8 +734,10 @@ struct SeriesQueue {
     epoch: u64,
     /// Whether points from a peer's hint log are in it: then it is held for `handoff_hold`.
     hinted: bool,
-    /// Whether its points are replayed ones that the restored rollup state already holds.
-    rolled_up: bool,
+    /// How many of its first points (in arrival order) the rollups hold already: replayed
+    /// ones that the restored rollup state holds, and those a rollup checkpoint fed them
+    /// ([`Shard::aggregate_queued`]). Its flush feeds the rollups the rest.
+    aggregated: usize,
 }
 
 impl SeriesQueue {
@@ -955,6 +957,28 @@ fn push_closed_aggregate_batches(
     }
 }
 
+/// What a flush feeds the rollups of one queue.
+enum RollupFeed {
+    /// Every point (the batch's, sorted and without duplicates).
+    Whole,
+    /// Points after those the rollups hold, sorted, the first of equal times kept.
+    Tail(Vec<(i64, f64)>),
+    /// None: the rollups hold them all.
+    Nothing,
+}
+
+/// `points` as `(timestamp, value)` in time order, the first arrived of equal times kept (as
+/// [`SeriesBatch::from_unordered`] keeps it).
+fn sorted_pairs(points: &[Point]) -> Vec<(i64, f64)> {
+    let mut pairs: Vec<(i64, f64)> = points
+        .iter()
+        .map(|point| (point.timestamp, point.value))
+        .collect();
+    pairs.sort_by_key(|&(timestamp, _)| timestamp);
+    pairs.dedup_by_key(|&mut (timestamp, _)| timestamp);
+    pairs
+}
+
 /// The service an aggregate service name was made from.
 fn base_of(aggregate_service: &str) -> Option<&str> {
     crate::rollup::parse_aggregate_service(aggregate_service).map(|aggregate| aggregate.base)
@@ -1109,12 +1133,14 @@ impl Shard {
     /// lives only in memory between saves, so a segment may go only once a saved state holds
     /// its points: the log replays the rest after a crash.
     ///
-    /// Every queue is written first, so the state holds exactly the points received so far,
-    /// that is every request numbered up to `taken_sequence` that has points in this shard
-    /// (requests reach a shard in number order); the number is saved with it. Replay then
-    /// aggregates only the records numbered above it, and no point is counted twice or lost.
-    /// While queues of delivered hints are held (see the module doc) the checkpoint waits for
-    /// them, since writing them early would undo the hold; a failed save is tried again every
+    /// Every queue's points are fed to the rollups first ([`Self::aggregate_queued`]; they stay
+    /// queued, and the barriers wait for their write as always), so the state holds exactly
+    /// the points received so far, that is every request numbered up to `taken_sequence` that
+    /// has points in this shard (requests reach a shard in number order); the number is saved
+    /// with it. Replay then aggregates only the records numbered above it, and no point is
+    /// counted twice or lost. While queues of delivered hints are held (see the module doc)
+    /// the checkpoint waits for them, since aggregating them before the hold ends would feed
+    /// the rollups the peers' backlogs out of time order; a failed save is tried again every
     /// [`CHECKPOINT_RETRY`], and the segments wait meanwhile. Saving costs time in proportion
     /// to the series (the whole state is written), so a checkpoint is taken at most every
     /// `checkpoint_every` (a barrier in between waits, and so do its segments), and not at
@@ -1131,7 +1157,11 @@ impl Shard {
             return;
         }
         if let Some((at, sequence)) = self.last_checkpoint {
-            if sequence == self.taken_sequence && self.queues.is_empty() {
+            let all_held = self
+                .queues
+                .values()
+                .all(|queue| queue.aggregated == queue.points.len());
+            if sequence == self.taken_sequence && all_held {
                 for ack in std::mem::take(&mut self.checkpoints) {
                     self.add_barrier(ack);
                 }
@@ -1146,8 +1176,7 @@ impl Shard {
             self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
             return;
         }
-        let all: Vec<SeriesKey> = self.queues.keys().cloned().collect();
-        self.flush(all, false);
+        self.aggregate_queued();
         let rollups = self.rollups.as_ref().expect("checked above");
         if let Err(failure) = settings.save(self.index, rollups, self.taken_sequence) {
             error!(
@@ -1238,7 +1267,7 @@ impl Shard {
     fn take(&mut self, series: Vec<SeriesPoints>, hinted: bool, sequence: u64) -> Vec<SeriesKey> {
         self.taken_sequence = self.taken_sequence.max(sequence);
         // Replayed points that the restored rollup state already holds.
-        let rolled_up = sequence != 0 && sequence <= self.rollups_cover;
+        let held = sequence != 0 && sequence <= self.rollups_cover;
         // Only backlogs that waited for this node while it was down are worth holding; what
         // a front node keeps sending through its hint log afterwards (under steady load, until
         // a pause empties the log) is written as usual.
@@ -1258,16 +1287,22 @@ impl Shard {
                 oldest: Instant::now(),
                 epoch,
                 hinted,
-                rolled_up,
+                aggregated: 0,
             };
             // One lookup: a series already queued is found by reference, a new one moves its
             // key into the map; either way its key is copied only when the queue is due.
             let max_points = self.settings.max_batch_points;
             let mixed = match self.queues.entry(key) {
-                Entry::Occupied(mut queued) if queued.get().rolled_up == rolled_up => {
+                Entry::Occupied(mut queued)
+                    if !held || queued.get().aggregated == queued.get().points.len() =>
+                {
                     let queue = queued.get_mut();
                     queue.hinted |= hinted;
-                    if queue.add(uom, points, levels, max_points) {
+                    let is_due = queue.add(uom, points, levels, max_points);
+                    if held {
+                        queue.aggregated = queue.points.len();
+                    }
+                    if is_due {
                         due.push(queued.key().clone());
                     }
                     continue;
@@ -1275,24 +1310,60 @@ impl Shard {
                 Entry::Occupied(queued) => queued.key().clone(),
                 Entry::Vacant(vacant) => {
                     let mut queue = new_queue(self.epoch);
-                    if queue.add(uom, points, levels, max_points) {
+                    let is_due = queue.add(uom, points, levels, max_points);
+                    if held {
+                        queue.aggregated = queue.points.len();
+                    }
+                    if is_due {
                         due.push(vacant.key().clone());
                     }
                     vacant.insert(queue);
                     continue;
                 }
             };
-            // A queue is aggregated whole at its flush: points already aggregated do not join
-            // points still to be (this happens only during replay), so the queue is written
-            // first and the points start a new one.
+            // The rollups hold the first points of a queue: held points do not follow points
+            // still to be aggregated (this happens only during replay), so the queue is
+            // written first and the held points start a new one.
             self.flush(vec![mixed.clone()], false);
             let mut queue = new_queue(self.epoch);
             if queue.add(uom, points, levels, max_points) {
                 due.push(mixed.clone());
             }
+            queue.aggregated = queue.points.len();
             self.queues.insert(mixed, queue);
         }
         due
+    }
+
+    /// Feeds the rollups every queued point they do not hold yet and writes the aggregates
+    /// that closes, leaving the points queued for their flush. A checkpoint's state then holds
+    /// every point received without a write of every series' file ahead of its time: an extra
+    /// pass over every file once a checkpoint (a minute), which cost more than the rollups
+    /// themselves at a million points a second (docs/performance.md).
+    fn aggregate_queued(&mut self) {
+        let Some(rollups) = &mut self.rollups else {
+            return;
+        };
+        rollups.set_feed_time(perfpipe_backend::unix_now());
+        let mut aggregates = Vec::new();
+        let mut batches = Vec::new();
+        for (key, queue) in &mut self.queues {
+            if queue.aggregated == queue.points.len() {
+                continue;
+            }
+            let points = sorted_pairs(&queue.points[queue.aggregated..]);
+            rollups.add_into(
+                &key.host,
+                &key.service,
+                &key.metric,
+                &points,
+                &mut aggregates,
+            );
+            push_aggregate_batches(&mut aggregates, &queue.uom, &mut batches);
+            queue.aggregated = queue.points.len();
+        }
+        // Aggregates are not in the write-ahead log: they hold no barrier.
+        self.write(batches, 0, 0, u64::MAX, false);
     }
 
     /// Closes the ended periods of quiet series and writes their aggregates.
@@ -1323,12 +1394,16 @@ impl Shard {
         let mut taken = 0usize;
         let mut epoch = u64::MAX;
         let mut batches = Vec::with_capacity(keys.len());
-        let mut rolled_up = Vec::with_capacity(keys.len());
+        let mut feeds = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(queue) = self.queues.remove(&key) else {
                 continue;
             };
-            rolled_up.push(queue.rolled_up);
+            feeds.push(match queue.aggregated {
+                0 => RollupFeed::Whole,
+                held if held == queue.points.len() => RollupFeed::Nothing,
+                held => RollupFeed::Tail(sorted_pairs(&queue.points[held..])),
+            });
             taken += queue.points.len();
             epoch = epoch.min(queue.epoch);
             let (batch, duplicates) =
@@ -1347,14 +1422,21 @@ impl Shard {
             let mut aggregates = Vec::new();
             let mut aggregate_batches = Vec::new();
             let mut points: Vec<(i64, f64)> = Vec::new();
-            for (batch, _) in batches.iter().zip(&rolled_up).filter(|(_, done)| !**done) {
-                batch.copy_pairs_into(&mut points);
+            for (batch, feed) in batches.iter().zip(&feeds) {
+                let points = match feed {
+                    RollupFeed::Whole => {
+                        batch.copy_pairs_into(&mut points);
+                        &points
+                    }
+                    RollupFeed::Tail(tail) => tail,
+                    RollupFeed::Nothing => continue,
+                };
                 let key = &batch.key;
                 rollups.add_into(
                     &key.host,
                     &key.service,
                     &key.metric,
-                    &points,
+                    points,
                     &mut aggregates,
                 );
                 push_aggregate_batches(&mut aggregates, &batch.uom, &mut aggregate_batches);

@@ -511,3 +511,83 @@ fn replayed_points_a_saved_rollup_state_holds_are_not_counted_twice() {
     drop(third);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_checkpoint_aggregates_queued_points_without_writing_them_and_their_flush_adds_only_the_rest() {
+    // A rollup checkpoint must hold every point received, but it feeds the rollups the queued
+    // points instead of writing every series' file ahead of its time. Here batches are written
+    // only by a stop (`max_batch_age` an hour) while checkpoints come every 100 ms: the hour's
+    // aggregates appear while its raw points are still queued, and the stop's flush feeds the
+    // rollups only the points that arrived after the checkpoint (fed twice, the first ones
+    // would pull the average their way).
+    let dir = temp_dir("rollups-checkpoint");
+    let config = config(
+        &dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"1h\"\nrollup_checkpoint = \"100ms\"\n\
+             [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
+             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
+             useweekend = true\ntimezone = \"UTC\"\n",
+            dir.join("data").display().to_string()
+        ),
+    );
+    let hour = (now() / 3600 - 3) * 3600;
+    let value = |second: i64| ((second * 7) % 23) as f64 - 5.0 + second as f64 / 4.0;
+    let post = |node: &Node, seconds: &[i64]| {
+        let body: String = seconds
+            .iter()
+            .map(|second| {
+                format!(
+                    "{}||web||http||OK||time={}\n",
+                    hour + second,
+                    value(*second)
+                )
+            })
+            .collect();
+        let answer = node.post("/api/v1/write", "text/plain", &body);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+    let suffix = if weekend(hour) { "/weekend" } else { "" };
+    let hsm = |method: &str| format!("web::http/H/{method}{suffix}::time");
+    let raw_file = dir.join("data/whisper/web/http/time.wsp");
+
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    // The first 30 seconds of the hour, then a point of the next hour, which closes it.
+    post(&node, &(0..30).collect::<Vec<_>>());
+    post(&node, &[3600]);
+    let early: Vec<f64> = (0..30).map(value).collect();
+    let (avg, max, min) = aggregates(&early);
+    assert!((aggregate_at(&node, &hsm("avg"), hour) - avg).abs() < 1e-9);
+    assert_eq!(aggregate_at(&node, &hsm("max"), hour), max);
+    assert_eq!(aggregate_at(&node, &hsm("min"), hour), min);
+    assert!(
+        !raw_file.exists(),
+        "the checkpoint wrote the raw points before their batch was due"
+    );
+
+    // Late points of the closed hour join the same queue; the stop writes it whole.
+    post(&node, &(30..40).collect::<Vec<_>>());
+    assert_eq!(node.terminate(), Some(0));
+    let raw = common::whisper_fetch(&raw_file, hour - 1, hour + 3600);
+    for second in (0..40).chain([3600]) {
+        assert_eq!(
+            raw[second as usize],
+            (hour + second, Some(value(second))),
+            "raw point at second {second}"
+        );
+    }
+
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let all: Vec<f64> = (0..40).map(value).collect();
+    let (avg, max, min) = aggregates(&all);
+    let (twice, _, _) = aggregates(&(0..30).chain(0..40).map(value).collect::<Vec<_>>());
+    let found = aggregate_at(&node, &hsm("avg"), hour);
+    assert!(
+        (found - avg).abs() < 1e-9,
+        "hour average {found}, of the 40 points {avg} (the first 30 fed twice: {twice})"
+    );
+    assert_eq!(aggregate_at(&node, &hsm("max"), hour), max);
+    assert_eq!(aggregate_at(&node, &hsm("min"), hour), min);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
