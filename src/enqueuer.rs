@@ -881,9 +881,10 @@ const ROLLUP_QUIET: i64 = 600;
 /// How far (seconds of data time) an aggregate series' catalogue row may trail its values
 /// ([`SeriesUpdate::may_lag`]). A row update costs as much as the aggregate's value itself; an
 /// hour series' row is written every sixth value, a day's, week's or month's at each one. Its
-/// `last_seen` and `last_value` are read from the last-values cache where it holds the series
-/// (the metrics listing, the stale listing and purge), and a deletion or rename makes the
-/// shard write every row again at its next update.
+/// `last_seen` and `last_value` are read from the last-values cache (the metrics listing, the
+/// stale listing and purge), so only a series the cache keeps (a `[[last_values]]` rule
+/// matches it) has a trailing row; a deletion or rename makes the shard write every row again
+/// at its next update.
 pub const AGGREGATE_ROW_LAG: i64 = 6 * 3_600;
 
 /// How soon a rollup checkpoint that could not be taken is tried again.
@@ -1495,17 +1496,16 @@ impl Shard {
                 backends_left += 1;
             }
         }
-        if let Some(last_values) = &self.settings.last_values {
-            for batch in batches.iter() {
-                last_values.record(&batch.key, &batch.points);
-            }
-        }
+        let last_values = self.settings.last_values.as_deref();
         // Sized once: a flush may hold hundreds of thousands of series (a backfill), and
         // growing by doubling moved every update made so far into fresh memory each time.
         let mut updates: Vec<SeriesUpdate> = Vec::with_capacity(batches.len());
         updates.extend(batches.iter().enumerate().filter_map(|(index, batch)| {
+            let cached = last_values.is_some_and(|cache| cache.record(&batch.key, &batch.points));
             let mut update = SeriesUpdate::from_batch(batch)?;
-            if index >= aggregates_from {
+            // The listings read an aggregate's newest value from the last-values cache, so its
+            // row may trail only where the cache keeps the series.
+            if index >= aggregates_from && cached {
                 update.may_lag = AGGREGATE_ROW_LAG;
             }
             Some(update)

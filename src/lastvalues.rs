@@ -199,17 +199,19 @@ impl LastValues {
         &self.shards[(hash % SHARDS as u64) as usize]
     }
 
-    /// Adds the points of one series (any order) and purges by its rule.
-    pub fn record(&self, key: &SeriesKey, points: &[Point]) {
+    /// Adds the points of one series (any order) and purges by its rule; returns whether the
+    /// cache keeps the series (a rule matches it), and so holds its newest value (`false`
+    /// for no points: nothing looked up).
+    pub fn record(&self, key: &SeriesKey, points: &[Point]) -> bool {
         if points.is_empty() {
-            return;
+            return false;
         }
         let mut shard = self.shard(key).lock();
         let values = match shard.get_mut(key) {
             Some(values) => values,
             None => {
                 let Some(limit) = self.rules.limit_of(key) else {
-                    return;
+                    return false;
                 };
                 shard.entry(key.clone()).or_insert(Values {
                     limit,
@@ -221,6 +223,7 @@ impl LastValues {
             values.insert(point.timestamp, point.value);
         }
         values.purge();
+        true
     }
 
     /// Forgets a host, or one series of it (after a delete).

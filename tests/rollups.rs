@@ -591,3 +591,63 @@ fn a_checkpoint_aggregates_queued_points_without_writing_them_and_their_flush_ad
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_aggregate_the_last_values_cache_does_not_keep_has_its_catalogue_row_written_each_time() {
+    // The listings read an aggregate's newest value from the last-values cache, which is why
+    // its catalogue row may trail; a series no `[[last_values]]` rule keeps has only its row.
+    let dir = temp_dir("rollups-uncached");
+    let config = config(
+        &dir,
+        "[enqueuer]\nmax_batch_age = \"100ms\"\n\
+         [[last_values]]\nmatch = \"web/http/time\"\nmaxcount = 5\n\
+         [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\"]\nuseweekend = true\ntimezone = \"UTC\"\n",
+    );
+    let node = Node::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+    ]);
+    let first_hour = (now() / 3600 - 3) * 3600;
+    let last_hour = first_hour + 2 * 3600;
+    let post = |times: std::ops::RangeInclusive<i64>| {
+        let lines: String = times
+            .step_by(60)
+            .map(|t| format!("{t}||web||http||OK||time={}ms\n", value_at(t)))
+            .collect();
+        let answer = node.post("/api/v1/write", "text/plain", &lines);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+    let hsm = |hour: i64| {
+        let suffix = if weekend(hour) { "/weekend" } else { "" };
+        format!("web::http/H/avg{suffix}::time")
+    };
+    // The first hour closed and written alone (its series new), then the next two.
+    post(first_hour..=first_hour + 3600);
+    aggregate_at(&node, &hsm(first_hour), first_hour);
+    post(first_hour + 3660..=last_hour + 3600);
+    let average = aggregate_at(&node, &hsm(last_hour), last_hour);
+
+    let service = hsm(last_hour).split("::").nth(1).unwrap().to_string();
+    let catalogue = rusqlite::Connection::open(dir.join("data/catalogue.sqlite")).unwrap();
+    let (row_last_seen, row_last_value): (i64, f64) = catalogue
+        .query_row(
+            "SELECT last_seen, last_value FROM series WHERE host = 'web' AND service = ?1",
+            [&service],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(row_last_seen, last_hour, "the row of {service}");
+    assert_eq!(row_last_value, average, "the row of {service}");
+    let metrics = node.get("/api/v1/hosts/web/metrics").json();
+    let listed = metrics["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["service"] == service.as_str())
+        .unwrap_or_else(|| panic!("{service} not listed: {metrics}"));
+    assert_eq!(listed["last_seen"], last_hour, "{listed}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
