@@ -1421,9 +1421,11 @@ impl Shard {
         if let Some(rollups) = &mut self.rollups {
             rollups.set_feed_time(perfpipe_backend::unix_now());
             let mut aggregates = Vec::new();
-            let mut aggregate_batches = Vec::new();
             let mut points: Vec<(i64, f64)> = Vec::new();
-            for (batch, feed) in batches.iter().zip(&feeds) {
+            // Aggregate batches go straight after the raw ones: gathered apart and then moved
+            // over, they grew a vector of whole batches a push at a time.
+            for (index, feed) in feeds.iter().enumerate() {
+                let batch = &batches[index];
                 let points = match feed {
                     RollupFeed::Whole => {
                         batch.copy_pairs_into(&mut points);
@@ -1440,9 +1442,11 @@ impl Shard {
                     points,
                     &mut aggregates,
                 );
-                push_aggregate_batches(&mut aggregates, &batch.uom, &mut aggregate_batches);
+                if !aggregates.is_empty() {
+                    let uom = batch.uom.clone();
+                    push_aggregate_batches(&mut aggregates, &uom, &mut batches);
+                }
             }
-            batches.extend(aggregate_batches);
         }
         self.write(batches, raw_batches, taken, epoch, shutting_down);
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);

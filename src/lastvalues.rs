@@ -8,8 +8,14 @@
 //! index (newest first), by nearest time and by time span without copying the series.
 //! Guarantees: values of a series are in strictly increasing time order (a second value for one
 //! timestamp replaces the first, as the stores do); the cache survives a restart through
-//! [`LastValues::save`] / [`LastValues::load`] (written whole to a temporary file, synced, then
-//! renamed, so a crash leaves the previous file).
+//! [`LastValues::save`] / [`LastValues::load`]. A save (every minute) appends to a journal beside
+//! the snapshot only the values recorded since the last save, each series' record with its
+//! length and CRC-32, synced; once the journal has grown as large as the snapshot, or after a
+//! start or a deletion, it writes a whole snapshot instead (a temporary file, synced, then
+//! renamed, so a crash leaves the previous one) and the journal starts again. Written whole
+//! every minute, a cache of 300,000 series of 500 values was 2.4 GB a minute. Loading reads the
+//! snapshot, then the journal of the same generation up to its first incomplete or damaged
+//! record (what a crash in the middle of an append leaves).
 
 use std::collections::VecDeque;
 
@@ -28,8 +34,14 @@ use crate::routing::fnv1a_64;
 
 /// Shards of the map, so writer threads and readers rarely meet on one mutex.
 const SHARDS: usize = 32;
-/// The file format's first bytes (and version).
-const MAGIC: &[u8; 8] = b"PPLASTV1";
+/// The snapshot's first bytes (and version), then its generation (u64).
+const MAGIC: &[u8; 8] = b"PPLASTV2";
+/// The first bytes of a snapshot of the earlier version, without a generation or journal.
+const MAGIC_V1: &[u8; 8] = b"PPLASTV1";
+/// The journal's first bytes (and version), then the generation of the snapshot it follows.
+const JOURNAL_MAGIC: &[u8; 8] = b"PPLASTJ1";
+/// A journal smaller than this is appended to whatever the snapshot's size.
+const JOURNAL_MIN_BYTES: u64 = 1 << 20;
 
 /// One `[[last_values]]` rule of the config.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -134,6 +146,8 @@ struct Values {
     limit: Limit,
     /// Oldest first.
     points: VecDeque<(i64, f64)>,
+    /// The oldest time recorded since the last save (which saves the values from it on).
+    changed_from: Option<i64>,
 }
 
 impl Values {
@@ -176,6 +190,27 @@ impl Values {
 pub struct LastValues {
     rules: Arc<LastValuesRules>,
     shards: Vec<Mutex<HashMap<SeriesKey, Values>>>,
+    /// What the files hold; locked for a whole save, so saves take turns.
+    persisted: Mutex<Persisted>,
+}
+
+/// The snapshot and journal as the last save left them.
+struct Persisted {
+    /// The snapshot's generation; the journal carries it too.
+    generation: u64,
+    snapshot_bytes: u64,
+    journal_bytes: u64,
+    /// Whether the next save writes a whole snapshot: at the first save of a process, after a
+    /// deletion (a journal cannot take values away) and after a failed save (whose changes
+    /// are no longer marked).
+    snapshot_next: bool,
+}
+
+/// Where the journal of the snapshot at `path` is.
+fn journal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".journal");
+    name.into()
 }
 
 impl std::fmt::Debug for LastValues {
@@ -189,6 +224,12 @@ impl LastValues {
         LastValues {
             rules: Arc::new(rules),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            persisted: Mutex::new(Persisted {
+                generation: 0,
+                snapshot_bytes: 0,
+                journal_bytes: 0,
+                snapshot_next: true,
+            }),
         }
     }
 
@@ -216,17 +257,21 @@ impl LastValues {
                 shard.entry(key.clone()).or_insert(Values {
                     limit,
                     points: VecDeque::new(),
+                    changed_from: None,
                 })
             }
         };
+        let mut oldest = i64::MAX;
         for point in points {
             values.insert(point.timestamp, point.value);
+            oldest = oldest.min(point.timestamp);
         }
         values.purge();
+        values.changed_from = Some(values.changed_from.map_or(oldest, |from| from.min(oldest)));
         true
     }
 
-    /// Forgets a host, or one series of it (after a delete).
+    /// Forgets a host, or one series of it (after a delete); the next save is a snapshot.
     pub fn forget(&self, host: &str, series: Option<(&str, &str)>) {
         for shard in &self.shards {
             shard.lock().retain(|key, _| {
@@ -236,6 +281,7 @@ impl LastValues {
                     })
             });
         }
+        self.persisted.lock().snapshot_next = true;
     }
 
     /// The newest value of `key` and its time, when it has any.
@@ -259,38 +305,115 @@ impl LastValues {
         self.shards.iter().map(|shard| shard.lock().len()).sum()
     }
 
-    /// Writes every series to `path` (a temporary file synced and renamed over it).
+    /// Saves the cache for [`LastValues::load`] at `path`: the values recorded since the last
+    /// save appended to the journal, or a whole snapshot (see the module doc).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut persisted = self.persisted.lock();
+        let journal = journal_path(path);
+        let snapshot_due = persisted.snapshot_next
+            || persisted.journal_bytes >= persisted.snapshot_bytes.max(JOURNAL_MIN_BYTES);
+        // Either way the changes are unmarked as they are copied: a failure leaves the next
+        // save to write them all.
+        persisted.snapshot_next = true;
+        if snapshot_due {
+            let generation = persisted.generation + 1;
+            let snapshot_bytes = self.write_snapshot(path, generation)?;
+            // The journal follows the snapshot before: read with none, and written anew.
+            match std::fs::remove_file(&journal) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+            *persisted = Persisted {
+                generation,
+                snapshot_bytes,
+                journal_bytes: 0,
+                snapshot_next: false,
+            };
+        } else {
+            let appended =
+                self.append_journal(&journal, persisted.generation, persisted.journal_bytes)?;
+            persisted.journal_bytes += appended;
+            persisted.snapshot_next = false;
+        }
+        Ok(())
+    }
+
+    /// Writes every series to `path` (a temporary file synced and renamed over it); returns
+    /// its size.
+    fn write_snapshot(&self, path: &Path, generation: u64) -> std::io::Result<u64> {
         let partial = path.with_extension("partial");
         let file = std::fs::File::create(&partial)?;
         let mut out = BufWriter::new(file);
         out.write_all(MAGIC)?;
+        out.write_all(&generation.to_le_bytes())?;
+        let mut record = Vec::new();
         for shard in &self.shards {
             // One shard at a time: writers wait for one shard's copy, not for the disk.
             let copied: Vec<(SeriesKey, Vec<(i64, f64)>)> = shard
                 .lock()
-                .iter()
-                .map(|(key, values)| (key.clone(), values.points.iter().copied().collect()))
+                .iter_mut()
+                .map(|(key, values)| {
+                    values.changed_from = None;
+                    (key.clone(), values.points.iter().copied().collect())
+                })
                 .collect();
             for (key, points) in copied {
-                for name in [&key.host, &key.service, &key.metric] {
-                    out.write_all(&(name.len() as u32).to_le_bytes())?;
-                    out.write_all(name.as_bytes())?;
-                }
-                out.write_all(&(points.len() as u32).to_le_bytes())?;
-                for (timestamp, value) in points {
-                    out.write_all(&timestamp.to_le_bytes())?;
-                    out.write_all(&value.to_le_bytes())?;
-                }
+                record.clear();
+                encode_series(&mut record, &key, &points);
+                out.write_all(&record)?;
             }
         }
         let file = out.into_inner().map_err(|error| error.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&partial, path)
+        let bytes = file.metadata()?.len();
+        std::fs::rename(&partial, path)?;
+        Ok(bytes)
     }
 
-    /// Reads what [`LastValues::save`] wrote (a missing file is an empty cache); each series
-    /// takes the limit of today's rules.
+    /// Appends to `journal` (holding `held` bytes, made when 0) a record for every series with
+    /// values recorded since the last save, holding those values; returns the bytes appended.
+    fn append_journal(&self, journal: &Path, generation: u64, held: u64) -> std::io::Result<u64> {
+        let mut options = std::fs::OpenOptions::new();
+        if held == 0 {
+            options.write(true).create(true).truncate(true);
+        } else {
+            options.append(true);
+        }
+        let mut out = BufWriter::new(options.open(journal)?);
+        let mut appended = 0;
+        if held == 0 {
+            out.write_all(JOURNAL_MAGIC)?;
+            out.write_all(&generation.to_le_bytes())?;
+            appended += 16;
+        }
+        let mut record = Vec::new();
+        for shard in &self.shards {
+            let changed: Vec<(SeriesKey, Vec<(i64, f64)>)> = shard
+                .lock()
+                .iter_mut()
+                .filter_map(|(key, values)| {
+                    let from = values.changed_from.take()?;
+                    let first = values.points.partition_point(|&(t, _)| t < from);
+                    Some((key.clone(), values.points.range(first..).copied().collect()))
+                })
+                .collect();
+            for (key, points) in changed {
+                record.clear();
+                encode_series(&mut record, &key, &points);
+                out.write_all(&(record.len() as u32).to_le_bytes())?;
+                out.write_all(&crc32fast::hash(&record).to_le_bytes())?;
+                out.write_all(&record)?;
+                appended += 8 + record.len() as u64;
+            }
+        }
+        let file = out.into_inner().map_err(|error| error.into_error())?;
+        file.sync_data()?;
+        Ok(appended)
+    }
+
+    /// Reads what [`LastValues::save`] wrote (a missing snapshot is an empty cache): the
+    /// snapshot, then the journal that follows it; each series takes the limit of today's
+    /// rules. Returns how many series the cache then holds. The next save is a snapshot.
     pub fn load(&self, path: &Path) -> std::io::Result<usize> {
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
@@ -300,50 +423,123 @@ impl LastValues {
         let mut input = BufReader::new(file);
         let mut magic = [0u8; 8];
         input.read_exact(&mut magic)?;
-        if &magic != MAGIC {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not a last-values file", path.display()),
-            ));
+        let generation = match &magic {
+            MAGIC => read_u64(&mut input)?,
+            MAGIC_V1 => 0,
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a last-values file", path.display()),
+                ))
+            }
+        };
+        while let Some((key, points)) = decode_series(&mut input)? {
+            let _ = self.record(&key, &points);
         }
-        let mut series = 0;
+        if generation > 0 {
+            self.replay_journal(&journal_path(path), generation)?;
+        }
+        let mut persisted = self.persisted.lock();
+        persisted.generation = generation;
+        persisted.snapshot_next = true;
+        Ok(self.series())
+    }
+
+    /// Records the journal's series in order, when it follows the snapshot of `generation`,
+    /// up to its first incomplete or damaged record.
+    fn replay_journal(&self, journal: &Path, generation: u64) -> std::io::Result<()> {
+        let file = match std::fs::File::open(journal) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let mut input = BufReader::new(file);
+        let mut header = [0u8; 16];
+        if input.read_exact(&mut header).is_err()
+            || &header[..8] != JOURNAL_MAGIC
+            || header[8..] != generation.to_le_bytes()
+        {
+            tracing::warn!(journal = %journal.display(), "last-values journal not of this snapshot: not read");
+            return Ok(());
+        }
+        let mut record = Vec::new();
         loop {
-            let mut names = Vec::with_capacity(3);
-            for part in 0..3 {
-                let length = match read_u32(&mut input) {
-                    Ok(length) => length,
-                    Err(error)
-                        if part == 0 && error.kind() == std::io::ErrorKind::UnexpectedEof =>
-                    {
-                        return Ok(series)
-                    }
-                    Err(error) => return Err(error),
-                };
-                let mut bytes = vec![0u8; length as usize];
-                input.read_exact(&mut bytes)?;
-                names.push(String::from_utf8(bytes).map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "a name is not UTF-8")
-                })?);
+            let mut head = [0u8; 8];
+            match input.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(error) => return Err(error),
             }
-            let count = read_u32(&mut input)? as usize;
-            let mut points = Vec::with_capacity(count.min(1 << 20));
-            for _ in 0..count {
-                let mut timestamp = [0u8; 8];
-                let mut value = [0u8; 8];
-                input.read_exact(&mut timestamp)?;
-                input.read_exact(&mut value)?;
-                points.push(Point {
-                    timestamp: i64::from_le_bytes(timestamp),
-                    value: f64::from_le_bytes(value),
-                });
-            }
-            let metric = names.pop().unwrap_or_default();
-            let service = names.pop().unwrap_or_default();
-            let host = names.pop().unwrap_or_default();
-            self.record(&SeriesKey::new(host, service, metric), &points);
-            series += 1;
+            let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+            let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+            record.resize(length, 0);
+            let complete = match input.read_exact(&mut record) {
+                Ok(()) => crc32fast::hash(&record) == crc,
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
+                Err(error) => return Err(error),
+            };
+            let decoded = if complete {
+                decode_series(&mut record.as_slice()).ok().flatten()
+            } else {
+                None
+            };
+            let Some((key, points)) = decoded else {
+                tracing::warn!(journal = %journal.display(), "last-values journal ends in a damaged record: read up to it");
+                return Ok(());
+            };
+            let _ = self.record(&key, &points);
         }
     }
+}
+
+/// One series as the snapshot and the journal hold it: its three names (length, bytes), the
+/// count of its values, then each time and value, little-endian.
+fn encode_series(out: &mut Vec<u8>, key: &SeriesKey, points: &[(i64, f64)]) {
+    for name in [&key.host, &key.service, &key.metric] {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.extend_from_slice(&(points.len() as u32).to_le_bytes());
+    for (timestamp, value) in points {
+        out.extend_from_slice(&timestamp.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// What [`encode_series`] wrote; `None` at the end of the input (before a series).
+fn decode_series(input: &mut impl Read) -> std::io::Result<Option<(SeriesKey, Vec<Point>)>> {
+    let mut names = Vec::with_capacity(3);
+    for part in 0..3 {
+        let length = match read_u32(input) {
+            Ok(length) => length,
+            Err(error) if part == 0 && error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
+            Err(error) => return Err(error),
+        };
+        let mut bytes = vec![0u8; length as usize];
+        input.read_exact(&mut bytes)?;
+        names.push(String::from_utf8(bytes).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "a name is not UTF-8")
+        })?);
+    }
+    let count = read_u32(input)? as usize;
+    let mut points = Vec::with_capacity(count.min(1 << 20));
+    for _ in 0..count {
+        let timestamp = read_u64(input)? as i64;
+        let value = f64::from_bits(read_u64(input)?);
+        points.push(Point { timestamp, value });
+    }
+    let metric = names.pop().unwrap_or_default();
+    let service = names.pop().unwrap_or_default();
+    let host = names.pop().unwrap_or_default();
+    Ok(Some((SeriesKey::new(host, service, metric), points)))
+}
+
+fn read_u64(input: &mut impl Read) -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    input.read_exact(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn read_u32(input: &mut impl Read) -> std::io::Result<u32> {
@@ -442,6 +638,150 @@ mod tests {
         assert_eq!(loaded.load(&dir.path().join("none")).unwrap(), 0);
         std::fs::write(&path, b"garbage!").unwrap();
         assert!(loaded.load(&path).is_err());
+    }
+
+    fn all_values(cache: &LastValues) -> Vec<(SeriesKey, Vec<(i64, f64)>)> {
+        let mut all: Vec<_> = cache
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .iter()
+                    .map(|(key, values)| (key.clone(), values.points.iter().copied().collect()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn loaded(path: &Path) -> LastValues {
+        let cache = LastValues::new(rules("[[last_values]]\nmatch = \"*\"\nmaxcount = 5\n"));
+        cache.load(path).unwrap();
+        cache
+    }
+
+    #[test]
+    fn saves_after_the_first_append_what_changed_and_a_load_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-values");
+        let journal = journal_path(&path);
+        let cache = LastValues::new(rules("[[last_values]]\nmatch = \"*\"\nmaxcount = 5\n"));
+        let keys: Vec<SeriesKey> = (0..20)
+            .map(|n| SeriesKey::new(format!("host {n}"), "ping", "rta"))
+            .collect();
+        for key in &keys {
+            cache.record(key, &points(0..8));
+        }
+        cache.save(&path).unwrap();
+        assert!(!journal.exists(), "the first save is a snapshot");
+        let snapshot = std::fs::read(&path).unwrap();
+
+        // A new value of two series, a late one of a third, a new series.
+        cache.record(&keys[0], &points(8..9));
+        cache.record(&keys[1], &points(8..10));
+        cache.record(
+            &keys[2],
+            &[Point {
+                timestamp: 5 * 60,
+                value: -1.0,
+            }],
+        );
+        let new = SeriesKey::new("db", "disk", "used");
+        cache.record(&new, &points(0..2));
+        cache.save(&path).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            snapshot,
+            "the snapshot stays"
+        );
+        let journal_size = std::fs::metadata(&journal).unwrap().len();
+        assert!(
+            journal_size < snapshot.len() as u64 / 4,
+            "the journal holds only the changes: {journal_size} bytes"
+        );
+        assert_eq!(all_values(&loaded(&path)), all_values(&cache));
+
+        // Nothing changed: nothing but the header is there to read.
+        cache.save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), journal_size);
+        cache.record(&keys[3], &points(9..10));
+        cache.save(&path).unwrap();
+        assert_eq!(all_values(&loaded(&path)), all_values(&cache));
+
+        // A crash in the middle of an append: read up to the last whole record.
+        let whole = std::fs::read(&journal).unwrap();
+        std::fs::write(&journal, &whole[..whole.len() - 3]).unwrap();
+        let cut = loaded(&path);
+        assert_eq!(
+            kept(&cut, &keys[3]),
+            [3, 4, 5, 6, 7],
+            "the torn record is not read"
+        );
+        assert_eq!(
+            kept(&cut, &keys[1]),
+            [5, 6, 7, 8, 9],
+            "the records before it are"
+        );
+        let mut damaged = whole.clone();
+        let last = damaged.len() - 2;
+        damaged[last] ^= 0xff;
+        std::fs::write(&journal, &damaged).unwrap();
+        assert_eq!(kept(&loaded(&path), &keys[3]), [3, 4, 5, 6, 7]);
+        std::fs::write(&journal, &whole).unwrap();
+
+        // A deletion cannot be journalled: the next save is a snapshot, without the series.
+        cache.forget("db", None);
+        cache.save(&path).unwrap();
+        assert!(!journal.exists());
+        let reloaded = loaded(&path);
+        assert_eq!(kept(&reloaded, &new), Vec::<i64>::new());
+        assert_eq!(all_values(&reloaded), all_values(&cache));
+
+        // A journal of an earlier snapshot is not read with a later one.
+        std::fs::write(&journal, &whole).unwrap();
+        assert_eq!(kept(&loaded(&path), &new), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_journal_as_large_as_the_snapshot_gives_way_to_a_snapshot_and_a_start_saves_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-values");
+        let journal = journal_path(&path);
+        let cache = LastValues::new(LastValuesRules::new(&[LastValuesRule::default()]).unwrap());
+        // 300 series of 500 values: a snapshot of about 2.4 MB, over the journal's minimum.
+        let keys: Vec<SeriesKey> = (0..300)
+            .map(|n| SeriesKey::new("web", format!("service {n}"), "time"))
+            .collect();
+        let round = |from: i64| {
+            for key in &keys {
+                cache.record(key, &points(from..from + 500));
+            }
+        };
+        round(0);
+        cache.save(&path).unwrap();
+        round(500);
+        cache.save(&path).unwrap();
+        assert!(
+            std::fs::metadata(&journal).unwrap().len() >= std::fs::metadata(&path).unwrap().len()
+        );
+        round(1000);
+        cache.save(&path).unwrap();
+        assert!(!journal.exists(), "the third save is a snapshot again");
+        assert_eq!(all_values(&loaded(&path)).len(), 300);
+
+        // After a load, the first save writes a snapshot of a later generation.
+        cache.record(&keys[0], &points(2000..2001));
+        cache.save(&path).unwrap();
+        assert!(journal.exists());
+        let restarted =
+            LastValues::new(LastValuesRules::new(&[LastValuesRule::default()]).unwrap());
+        restarted.load(&path).unwrap();
+        assert_eq!(all_values(&restarted), all_values(&cache));
+        restarted.save(&path).unwrap();
+        assert!(!journal.exists());
+        assert_eq!(all_values(&loaded(&path)).len(), 300);
     }
 
     #[test]
