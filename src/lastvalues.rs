@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
@@ -192,6 +193,10 @@ pub struct LastValues {
     shards: Vec<Mutex<HashMap<SeriesKey, Values>>>,
     /// What the files hold; locked for a whole save, so saves take turns.
     persisted: Mutex<Persisted>,
+    /// Whether the next save writes a whole snapshot: at the first save of a process, after a
+    /// deletion (a journal cannot take values away) and after a failed save (whose changes
+    /// are no longer marked). Apart from `persisted`, so a deletion never waits for a save.
+    snapshot_next: AtomicBool,
 }
 
 /// The snapshot and journal as the last save left them.
@@ -200,10 +205,6 @@ struct Persisted {
     generation: u64,
     snapshot_bytes: u64,
     journal_bytes: u64,
-    /// Whether the next save writes a whole snapshot: at the first save of a process, after a
-    /// deletion (a journal cannot take values away) and after a failed save (whose changes
-    /// are no longer marked).
-    snapshot_next: bool,
 }
 
 /// Where the journal of the snapshot at `path` is.
@@ -228,8 +229,8 @@ impl LastValues {
                 generation: 0,
                 snapshot_bytes: 0,
                 journal_bytes: 0,
-                snapshot_next: true,
             }),
+            snapshot_next: AtomicBool::new(true),
         }
     }
 
@@ -281,7 +282,7 @@ impl LastValues {
                     })
             });
         }
-        self.persisted.lock().snapshot_next = true;
+        self.snapshot_next.store(true, Ordering::Release);
     }
 
     /// The newest value of `key` and its time, when it has any.
@@ -310,32 +311,36 @@ impl LastValues {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut persisted = self.persisted.lock();
         let journal = journal_path(path);
-        let snapshot_due = persisted.snapshot_next
-            || persisted.journal_bytes >= persisted.snapshot_bytes.max(JOURNAL_MIN_BYTES);
-        // Either way the changes are unmarked as they are copied: a failure leaves the next
-        // save to write them all.
-        persisted.snapshot_next = true;
-        if snapshot_due {
+        // Taken before the changes are copied: a deletion from here on asks for the next one.
+        let forced = self.snapshot_next.swap(false, Ordering::AcqRel);
+        let saved = if forced
+            || persisted.journal_bytes >= persisted.snapshot_bytes.max(JOURNAL_MIN_BYTES)
+        {
             let generation = persisted.generation + 1;
-            let snapshot_bytes = self.write_snapshot(path, generation)?;
-            // The journal follows the snapshot before: read with none, and written anew.
-            match std::fs::remove_file(&journal) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-                _ => {}
-            }
-            *persisted = Persisted {
-                generation,
-                snapshot_bytes,
-                journal_bytes: 0,
-                snapshot_next: false,
-            };
+            self.write_snapshot(path, generation)
+                .and_then(|snapshot_bytes| {
+                    // The journal follows the snapshot before: read with none, and made anew.
+                    match std::fs::remove_file(&journal) {
+                        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                        _ => Ok(snapshot_bytes),
+                    }
+                })
+                .map(|snapshot_bytes| {
+                    *persisted = Persisted {
+                        generation,
+                        snapshot_bytes,
+                        journal_bytes: 0,
+                    }
+                })
         } else {
-            let appended =
-                self.append_journal(&journal, persisted.generation, persisted.journal_bytes)?;
-            persisted.journal_bytes += appended;
-            persisted.snapshot_next = false;
+            self.append_journal(&journal, persisted.generation, persisted.journal_bytes)
+                .map(|appended| persisted.journal_bytes += appended)
+        };
+        if saved.is_err() {
+            // The changes were unmarked as they were copied: the next save writes them all.
+            self.snapshot_next.store(true, Ordering::Release);
         }
-        Ok(())
+        saved
     }
 
     /// Writes every series to `path` (a temporary file synced and renamed over it); returns
@@ -439,9 +444,8 @@ impl LastValues {
         if generation > 0 {
             self.replay_journal(&journal_path(path), generation)?;
         }
-        let mut persisted = self.persisted.lock();
-        persisted.generation = generation;
-        persisted.snapshot_next = true;
+        self.persisted.lock().generation = generation;
+        self.snapshot_next.store(true, Ordering::Release);
         Ok(self.series())
     }
 
@@ -453,8 +457,11 @@ impl LastValues {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(error) => return Err(error),
         };
+        // A damaged length must not become an allocation: none is longer than what is left.
+        let mut left = file.metadata()?.len();
         let mut input = BufReader::new(file);
         let mut header = [0u8; 16];
+        left = left.saturating_sub(16);
         if input.read_exact(&mut header).is_err()
             || &header[..8] != JOURNAL_MAGIC
             || header[8..] != generation.to_le_bytes()
@@ -470,14 +477,18 @@ impl LastValues {
                 Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(error) => return Err(error),
             }
-            let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+            let length = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
             let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-            record.resize(length, 0);
-            let complete = match input.read_exact(&mut record) {
-                Ok(()) => crc32fast::hash(&record) == crc,
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
-                Err(error) => return Err(error),
+            left = left.saturating_sub(8);
+            let complete = length <= left && {
+                record.resize(length as usize, 0);
+                match input.read_exact(&mut record) {
+                    Ok(()) => crc32fast::hash(&record) == crc,
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
+                    Err(error) => return Err(error),
+                }
             };
+            left -= length.min(left);
             let decoded = if complete {
                 decode_series(&mut record.as_slice()).ok().flatten()
             } else {
@@ -729,6 +740,21 @@ mod tests {
         damaged[last] ^= 0xff;
         std::fs::write(&journal, &damaged).unwrap();
         assert_eq!(kept(&loaded(&path), &keys[3]), [3, 4, 5, 6, 7]);
+        // A damaged length, as large as it goes, ends the reading there.
+        let mut last_record = 16;
+        loop {
+            let length =
+                u32::from_le_bytes(whole[last_record..last_record + 4].try_into().unwrap());
+            let next = last_record + 8 + length as usize;
+            if next == whole.len() {
+                break;
+            }
+            last_record = next;
+        }
+        let mut damaged = whole.clone();
+        damaged[last_record..last_record + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&journal, &damaged).unwrap();
+        assert_eq!(kept(&loaded(&path), &keys[3]), [3, 4, 5, 6, 7]);
         std::fs::write(&journal, &whole).unwrap();
 
         // A deletion cannot be journalled: the next save is a snapshot, without the series.
@@ -742,6 +768,21 @@ mod tests {
         // A journal of an earlier snapshot is not read with a later one.
         std::fs::write(&journal, &whole).unwrap();
         assert_eq!(kept(&loaded(&path), &new), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_snapshot_of_the_earlier_version_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-values");
+        let key = SeriesKey::new("web", "ping", "rta");
+        let mut file = MAGIC_V1.to_vec();
+        encode_series(&mut file, &key, &[(60, 1.0), (120, 2.0)]);
+        std::fs::write(&path, &file).unwrap();
+        let cache = loaded(&path);
+        assert_eq!(kept(&cache, &key), [1, 2]);
+        cache.save(&path).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..8], MAGIC);
+        assert_eq!(kept(&loaded(&path), &key), [1, 2]);
     }
 
     #[test]
