@@ -310,6 +310,23 @@ fn aggregates(values: &[f64]) -> (f64, f64, f64) {
     )
 }
 
+/// The config of a node in `dir` whose rollup checkpoints come every 100 ms (log segments
+/// sealed every 200 ms), with avg, max and min of every series, weekends apart, and batches
+/// written after `max_batch_age`.
+fn checkpointing_config(dir: &std::path::Path, max_batch_age: &str) -> std::path::PathBuf {
+    config(
+        dir,
+        &format!(
+            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"{max_batch_age}\"\n\
+             rollup_checkpoint = \"100ms\"\n\
+             [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
+             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
+             useweekend = true\ntimezone = \"UTC\"\n",
+            dir.join("data").display().to_string()
+        ),
+    )
+}
+
 #[test]
 fn aggregates_survive_kill_9_at_any_moment() {
     // Rollup state lives in memory; it is saved at each write-ahead log checkpoint (here every
@@ -318,16 +335,7 @@ fn aggregates_survive_kill_9_at_any_moment() {
     // that hour's aggregates equal to those of the points it acknowledged: none lost (state
     // gone with the process), none counted twice (replayed into a state that had them).
     let dir = temp_dir("rollups-kill");
-    let config = config(
-        &dir,
-        &format!(
-            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"100ms\"\nrollup_checkpoint = \"100ms\"\n\
-             [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
-             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
-             useweekend = true\ntimezone = \"UTC\"\n",
-            dir.join("data").display().to_string()
-        ),
-    );
+    let config = checkpointing_config(&dir, "100ms");
     let hour = (now() / 3600 - 3) * 3600;
     let metrics = ["time", "size", "code"];
     let value = move |second: i64, metric: usize| {
@@ -521,16 +529,7 @@ fn a_checkpoint_aggregates_queued_points_without_writing_them_and_their_flush_ad
     // rollups only the points that arrived after the checkpoint (fed twice, the first ones
     // would pull the average their way).
     let dir = temp_dir("rollups-checkpoint");
-    let config = config(
-        &dir,
-        &format!(
-            "data_dir = {:?}\n[enqueuer]\nmax_batch_age = \"1h\"\nrollup_checkpoint = \"100ms\"\n\
-             [wal]\nsegment_age = \"200ms\"\n[whisper]\nretentions = \"1s:6h\"\n\
-             [[rollups]]\nmatch = \"*\"\nmethods = [\"avg\", \"max\", \"min\"]\n\
-             useweekend = true\ntimezone = \"UTC\"\n",
-            dir.join("data").display().to_string()
-        ),
-    );
+    let config = checkpointing_config(&dir, "1h");
     let hour = (now() / 3600 - 3) * 3600;
     let value = |second: i64| ((second * 7) % 23) as f64 - 5.0 + second as f64 / 4.0;
     let post = |node: &Node, seconds: &[i64]| {
