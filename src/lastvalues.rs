@@ -353,16 +353,7 @@ impl LastValues {
         out.write_all(&generation.to_le_bytes())?;
         let mut record = Vec::new();
         for shard in &self.shards {
-            // One shard at a time: writers wait for one shard's copy, not for the disk.
-            let copied: Vec<(SeriesKey, Vec<(i64, f64)>)> = shard
-                .lock()
-                .iter_mut()
-                .map(|(key, values)| {
-                    values.changed_from = None;
-                    (key.clone(), values.points.iter().copied().collect())
-                })
-                .collect();
-            for (key, points) in copied {
+            for (key, points) in take_for_save(shard, true) {
                 record.clear();
                 encode_series(&mut record, &key, &points);
                 out.write_all(&record)?;
@@ -393,16 +384,7 @@ impl LastValues {
         }
         let mut record = Vec::new();
         for shard in &self.shards {
-            let changed: Vec<(SeriesKey, Vec<(i64, f64)>)> = shard
-                .lock()
-                .iter_mut()
-                .filter_map(|(key, values)| {
-                    let from = values.changed_from.take()?;
-                    let first = values.points.partition_point(|&(t, _)| t < from);
-                    Some((key.clone(), values.points.range(first..).copied().collect()))
-                })
-                .collect();
-            for (key, points) in changed {
+            for (key, points) in take_for_save(shard, false) {
                 record.clear();
                 encode_series(&mut record, &key, &points);
                 out.write_all(&(record.len() as u32).to_le_bytes())?;
@@ -501,6 +483,29 @@ impl LastValues {
             let _ = self.record(&key, &points);
         }
     }
+}
+
+/// Copies what a save writes of one shard's series, under its lock only while copying (writers
+/// wait for one shard's copy, not for the disk), and unmarks their changes: every series whole
+/// for a snapshot, else those with changes, from their oldest changed time on.
+fn take_for_save(
+    shard: &Mutex<HashMap<SeriesKey, Values>>,
+    whole: bool,
+) -> Vec<(SeriesKey, Vec<(i64, f64)>)> {
+    shard
+        .lock()
+        .iter_mut()
+        .filter_map(|(key, values)| {
+            let changed_from = values.changed_from.take();
+            let first = if whole {
+                0
+            } else {
+                let from = changed_from?;
+                values.points.partition_point(|&(t, _)| t < from)
+            };
+            Some((key.clone(), values.points.range(first..).copied().collect()))
+        })
+        .collect()
 }
 
 /// One series as the snapshot and the journal hold it: its three names (length, bytes), the
