@@ -30,9 +30,11 @@ use perfpipe_backend::{
     Backend, BackendError, RangeQuery, SeriesBatch, SeriesKey, SeriesRange, SeriesRename,
     WriteReport,
 };
-use perfpipe_sqlite::aggregates::{AggregateStore, AggregateStoreError, AggregateWrite};
+use perfpipe_sqlite::aggregates::{
+    AggregateMethod, AggregateRow, AggregateStore, AggregateStoreError, AggregateWrite,
+};
 
-use crate::rollup::{Level, RollupRules};
+use crate::rollup::{Level, Method, RollupRules};
 
 /// Seconds between the slots an aggregate series is read in: every time zone's hours and
 /// midnights fall on a multiple of 15 minutes, so each slot holds one period's value at its
@@ -55,6 +57,65 @@ pub fn aggregate_retention(rules: &RollupRules, key: &SeriesKey) -> Option<i64> 
     };
     let seconds = (i64::from(kept) + 1) * period;
     Some((seconds + AGGREGATE_STEP - 1) / AGGREGATE_STEP * AGGREGATE_STEP)
+}
+
+/// The store's group and method of an aggregate series' service: `http/H/avg` is the method
+/// `avg` of the group `http/H`, `http/H/max/weekend` the method `max` of `http/H/weekend` (host
+/// and metric are the group's); `None` for any other service. A group's service never is an
+/// aggregate's: its last part is a level or `weekend`, not a method.
+pub fn group_of(service: &str) -> Option<(String, AggregateMethod)> {
+    let aggregate = crate::rollup::parse_aggregate_service(service)?;
+    let weekend = if aggregate.weekend { "/weekend" } else { "" };
+    let group = format!("{}/{}{weekend}", aggregate.base, aggregate.level.code());
+    Some((group, store_method(aggregate.method)))
+}
+
+fn store_method(method: Method) -> AggregateMethod {
+    match method {
+        Method::Avg => AggregateMethod::Avg,
+        Method::Max => AggregateMethod::Max,
+        Method::Min => AggregateMethod::Min,
+    }
+}
+
+/// `key`'s group (as a key) and method in the store, `None` when it is not an aggregate's name.
+fn group_key(key: &SeriesKey) -> Option<(SeriesKey, AggregateMethod)> {
+    let (service, method) = group_of(&key.service)?;
+    Some((
+        SeriesKey::new(key.host.as_str(), service, key.metric.as_str()),
+        method,
+    ))
+}
+
+/// The rows of one group that a write brings, merged from its methods' batches.
+struct GroupRows {
+    group: SeriesKey,
+    keep_seconds: i64,
+    /// Sorted by time, one per time.
+    rows: Vec<AggregateRow>,
+}
+
+impl GroupRows {
+    /// Adds a method's points (sorted by time, one per time) to the rows.
+    fn add(&mut self, method: AggregateMethod, points: &[perfpipe_backend::Point]) {
+        let column = method.index();
+        for point in points {
+            match self
+                .rows
+                .binary_search_by_key(&point.timestamp, |row| row.timestamp)
+            {
+                Ok(at) => self.rows[at].values[column] = Some(point.value),
+                Err(at) => {
+                    let mut row = AggregateRow {
+                        timestamp: point.timestamp,
+                        values: [None; 3],
+                    };
+                    row.values[column] = Some(point.value);
+                    self.rows.insert(at, row);
+                }
+            }
+        }
+    }
 }
 
 /// A file backend whose aggregate series live in the aggregate store.
@@ -111,11 +172,11 @@ impl WithAggregateStore {
         if let Some(retention) = self.retention_of(key) {
             return Ok(Some(retention));
         }
-        if crate::rollup::parse_aggregate_service(&key.service).is_none() {
+        let Some((group, _)) = group_key(key) else {
             return Ok(None);
-        }
+        };
         self.store
-            .retention_of(key)
+            .retention_of(&group)
             .map_err(|error| self.store_failed(error))
     }
 
@@ -138,26 +199,52 @@ impl Backend for WithAggregateStore {
     }
 
     fn write(&mut self, batches: &[SeriesBatch]) -> Result<WriteReport, BackendError> {
-        let mut aggregates = Vec::new();
+        let mut groups: Vec<GroupRows> = Vec::new();
+        let mut aggregate_values = 0;
         let mut raw = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
-            match self.retention_of(&batch.key) {
-                Some(keep_seconds) => aggregates.push(AggregateWrite {
-                    key: &batch.key,
-                    points: &batch.points,
-                    keep_seconds,
-                }),
-                None => raw.push(index),
+            let Some(keep_seconds) = self.retention_of(&batch.key) else {
+                raw.push(index);
+                continue;
+            };
+            aggregate_values += batch.points.len() as u64;
+            if !self.writes_aggregates {
+                continue;
             }
+            let (group, method) = group_key(&batch.key).expect("an aggregate's name");
+            // The enqueuer puts the aggregates of one base series side by side: its group is
+            // among the last few (a dozen at most: four levels, two variants); one further
+            // back, if ever, is only written twice.
+            let recent = groups.len().saturating_sub(8);
+            let at = match groups[recent..].iter().position(|rows| rows.group == group) {
+                Some(at) => recent + at,
+                None => {
+                    groups.push(GroupRows {
+                        group,
+                        keep_seconds,
+                        rows: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[at].add(method, &batch.points);
         }
         // Aggregates first: a full disk fails the call before the wrapped backend wrote
         // anything, so that the retry writes nothing twice.
-        let aggregates_written = if self.writes_aggregates && !aggregates.is_empty() {
-            self.store
-                .write(&aggregates, (self.clock)())
-                .map_err(|error| self.store_failed(error))?
+        let aggregates_written = if groups.is_empty() {
+            aggregate_values
         } else {
-            aggregates.iter().map(|a| a.points.len() as u64).sum()
+            let writes: Vec<AggregateWrite<'_>> = groups
+                .iter()
+                .map(|rows| AggregateWrite {
+                    group: &rows.group,
+                    rows: &rows.rows,
+                    keep_seconds: rows.keep_seconds,
+                })
+                .collect();
+            self.store
+                .write(&writes, (self.clock)())
+                .map_err(|error| self.store_failed(error))?
         };
         let mut report = if raw.is_empty() {
             WriteReport::default()
@@ -206,9 +293,10 @@ impl Backend for WithAggregateStore {
             let until = range.end.min(now);
             perfpipe_whisper::format::fetch_interval(from, until, AGGREGATE_STEP)
         };
+        let (group, method) = group_key(key).expect("held_retention_of: an aggregate's name");
         let stored = self
             .store
-            .read(key, from_interval, until_interval)
+            .read(&group, method, from_interval, until_interval)
             .map_err(|error| self.store_failed(error))?;
         // The file an earlier version wrote for the aggregate, if it is still there: its
         // values fill the slots the store has none for.
@@ -265,9 +353,21 @@ impl Backend for WithAggregateStore {
         host: &str,
         series: Option<(&str, &str)>,
     ) -> Result<u64, BackendError> {
+        // The store holds aggregates only: a base series' own deletion leaves it untouched.
+        let only = match series {
+            None => None,
+            Some((service, metric)) => match group_of(service) {
+                Some((group, method)) => Some((group, metric, method)),
+                None => return self.inner.delete_held(host, series),
+            },
+        };
         let deleted = self
             .store
-            .delete(host, series)
+            .delete(
+                host,
+                only.as_ref()
+                    .map(|(group, metric, method)| (group.as_str(), *metric, *method)),
+            )
             .map_err(|error| self.store_failed(error))?;
         Ok(deleted + self.inner.delete_held(host, series)?)
     }
@@ -280,9 +380,18 @@ impl Backend for WithAggregateStore {
         if self.held_retention_of(from)?.is_none() {
             return self.inner.rename_series(from, to);
         }
+        let (from_group, method) = group_key(from).expect("held_retention_of: an aggregate's name");
+        let to_group = match group_key(to) {
+            Some((to_group, to_method)) if to_method == method => to_group,
+            _ => {
+                return Ok(SeriesRename::Unsupported(format!(
+                    "{to} is not the same aggregate of another series"
+                )))
+            }
+        };
         let points = self
             .store
-            .rename(from, to)
+            .rename(&from_group, &to_group, method)
             .map_err(|error| self.store_failed(error))?;
         Ok(if points == 0 {
             SeriesRename::NothingHeld
@@ -346,7 +455,7 @@ mod tests {
         .with_clock(move || now);
         WithAggregateStore::new(
             Box::new(whisper),
-            AggregateStore::new(&dir.join("aggregates.sqlite")),
+            AggregateStore::new(&dir.join("aggregates.sqlite"), group_of),
             rules(),
             writes,
         )

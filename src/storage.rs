@@ -62,7 +62,10 @@ fn open_backend_writing(
     let rules = crate::rollup::RollupRules::new(config.rollups.clone())?;
     Ok(Box::new(crate::aggregate_store::WithAggregateStore::new(
         backend,
-        perfpipe_sqlite::aggregates::AggregateStore::new(&config.aggregates_path()),
+        perfpipe_sqlite::aggregates::AggregateStore::new(
+            &config.aggregates_path(),
+            crate::aggregate_store::group_of,
+        ),
         std::sync::Arc::new(rules),
         writes_aggregates,
     )))

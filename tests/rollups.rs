@@ -104,14 +104,7 @@ fn closed_hours_are_aggregated_into_their_own_series() {
     assert!(!whisper.join(format!("http%2FH%2Favg{encoded}")).exists());
     assert!(whisper.join("http/time.wsp").exists());
     let store = rusqlite::Connection::open(dir.join("data/aggregates.sqlite")).unwrap();
-    let rows: i64 = store
-        .query_row(
-            "SELECT count(*) FROM aggregate_points JOIN aggregate_series ON id = series \
-             WHERE host = 'web' AND service = ?1 AND metric = 'time'",
-            [format!("http/H/avg{suffix}")],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let rows = stored_values(&store, "web", &format!("http/H{suffix}"), "avg");
     assert!(rows >= 1, "{rows} hour values of http/H/avg{suffix} stored");
     let asked_from = now() - 30 * 3600;
     let answer = node
@@ -252,18 +245,12 @@ fn aggregates_follow_a_rename_and_go_with_a_delete() {
     );
     assert_eq!(deleted.status, 200, "{}", deleted.body);
     let store = rusqlite::Connection::open(dir.join("data/aggregates.sqlite")).unwrap();
-    let rows = |service: &str| -> i64 {
-        store
-            .query_row(
-                "SELECT count(*) FROM aggregate_points JOIN aggregate_series ON id = series \
-                 WHERE host = 'new' AND service = ?1",
-                [service],
-                |row| row.get(0),
-            )
-            .unwrap()
-    };
-    assert_eq!(rows(&max), 0);
-    assert!(rows(&avg) >= 1);
+    let group = format!("http/H{suffix}");
+    assert_eq!(stored_values(&store, "new", &group, "max"), 0);
+    assert!(
+        stored_values(&store, "new", &group, "avg") >= 1,
+        "the delete of one method leaves the others"
+    );
 
     // A renamed service takes its aggregates with it.
     let renamed = node.request(
@@ -278,8 +265,23 @@ fn aggregates_follow_a_rename_and_go_with_a_delete() {
         aggregate_at(&node, &format!("new::{moved}::time"), hour),
         before
     );
-    assert_eq!(rows(&avg), 0);
-    assert!(rows(&moved) >= 1);
+    assert_eq!(stored_values(&store, "new", &group, "avg"), 0);
+    assert!(stored_values(&store, "new", &format!("https/H{suffix}"), "avg") >= 1);
+}
+
+/// How many values of `method` the aggregate store holds for `host`'s group `service` (an
+/// aggregate's service without its method: `http/H`).
+fn stored_values(store: &rusqlite::Connection, host: &str, service: &str, method: &str) -> i64 {
+    store
+        .query_row(
+            &format!(
+                "SELECT count(value_{method}) FROM aggregate_rows JOIN aggregate_groups \
+                 ON id = grp WHERE host = ?1 AND service = ?2"
+            ),
+            [host, service],
+            |row| row.get(0),
+        )
+        .unwrap()
 }
 
 /// Posts one body to `address`; the answer's status, or `None` when the node is gone.
