@@ -87,6 +87,14 @@ fn group_key(key: &SeriesKey) -> Option<(SeriesKey, AggregateMethod)> {
     ))
 }
 
+/// An aggregate series as the store holds it.
+struct Held {
+    /// Seconds its values are kept, as [`aggregate_retention`] says.
+    retention: i64,
+    group: SeriesKey,
+    method: AggregateMethod,
+}
+
 /// The rows of one group that a write brings, merged from its methods' batches.
 struct GroupRows {
     group: SeriesKey,
@@ -154,30 +162,45 @@ impl WithAggregateStore {
         self
     }
 
-    fn retention_of(&mut self, key: &SeriesKey) -> Option<i64> {
+    /// `key` as an aggregate of the rules: its retention, its group and method in the store;
+    /// `None` for any other series.
+    fn aggregate_of(&mut self, key: &SeriesKey) -> Option<Held> {
         // Most series are not aggregates, and their names say so at once.
-        crate::rollup::parse_aggregate_service(&key.service)?;
-        if let Some(&retention) = self.retention.get(key) {
-            return retention;
-        }
-        let retention = aggregate_retention(&self.rules, key);
-        self.retention.insert(key.clone(), retention);
-        retention
+        let (group, method) = group_key(key)?;
+        let retention = match self.retention.get(key) {
+            Some(&retention) => retention,
+            None => {
+                let retention = aggregate_retention(&self.rules, key);
+                self.retention.insert(key.clone(), retention);
+                retention
+            }
+        };
+        Some(Held {
+            retention: retention?,
+            group,
+            method,
+        })
     }
 
-    /// [`Self::retention_of`] for reads and renames, which also find an aggregate the rules no
+    /// [`Self::aggregate_of`] for reads and renames, which also find an aggregate the rules no
     /// longer cover: one renamed to a host or service outside every `[[rollups]]` match keeps
     /// its values here, with the retention they were written with.
-    fn held_retention_of(&mut self, key: &SeriesKey) -> Result<Option<i64>, BackendError> {
-        if let Some(retention) = self.retention_of(key) {
-            return Ok(Some(retention));
+    fn held(&mut self, key: &SeriesKey) -> Result<Option<Held>, BackendError> {
+        if let Some(held) = self.aggregate_of(key) {
+            return Ok(Some(held));
         }
-        let Some((group, _)) = group_key(key) else {
+        let Some((group, method)) = group_key(key) else {
             return Ok(None);
         };
-        self.store
+        let retention = self
+            .store
             .retention_of(&group)
-            .map_err(|error| self.store_failed(error))
+            .map_err(|error| self.store_failed(error))?;
+        Ok(retention.map(|retention| Held {
+            retention,
+            group,
+            method,
+        }))
     }
 
     fn store_failed(&self, error: AggregateStoreError) -> BackendError {
@@ -203,7 +226,12 @@ impl Backend for WithAggregateStore {
         let mut aggregate_values = 0;
         let mut raw = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
-            let Some(keep_seconds) = self.retention_of(&batch.key) else {
+            let Some(Held {
+                retention: keep_seconds,
+                group,
+                method,
+            }) = self.aggregate_of(&batch.key)
+            else {
                 raw.push(index);
                 continue;
             };
@@ -211,7 +239,6 @@ impl Backend for WithAggregateStore {
             if !self.writes_aggregates {
                 continue;
             }
-            let (group, method) = group_key(&batch.key).expect("an aggregate's name");
             // The enqueuer puts the aggregates of one base series side by side: its group is
             // among the last few (a dozen at most: four levels, two variants); one further
             // back, if ever, is only written twice.
@@ -260,7 +287,7 @@ impl Backend for WithAggregateStore {
     }
 
     fn read(&mut self, key: &SeriesKey, range: &RangeQuery) -> Result<SeriesRange, BackendError> {
-        if self.held_retention_of(key)?.is_none() {
+        if self.held(key)?.is_none() {
             return self.inner.read(key, range);
         }
         let now = (self.clock)();
@@ -276,7 +303,12 @@ impl Backend for WithAggregateStore {
         range: &RangeQuery,
         now: i64,
     ) -> Result<SeriesRange, BackendError> {
-        let Some(retention) = self.held_retention_of(key)? else {
+        let Some(Held {
+            retention,
+            group,
+            method,
+        }) = self.held(key)?
+        else {
             return self.inner.read_as_of(key, range, now);
         };
         if range.start > range.end {
@@ -293,7 +325,6 @@ impl Backend for WithAggregateStore {
             let until = range.end.min(now);
             perfpipe_whisper::format::fetch_interval(from, until, AGGREGATE_STEP)
         };
-        let (group, method) = group_key(key).expect("held_retention_of: an aggregate's name");
         let stored = self
             .store
             .read(&group, method, from_interval, until_interval)
@@ -377,10 +408,14 @@ impl Backend for WithAggregateStore {
         from: &SeriesKey,
         to: &SeriesKey,
     ) -> Result<SeriesRename, BackendError> {
-        if self.held_retention_of(from)?.is_none() {
+        let Some(Held {
+            group: from_group,
+            method,
+            ..
+        }) = self.held(from)?
+        else {
             return self.inner.rename_series(from, to);
-        }
-        let (from_group, method) = group_key(from).expect("held_retention_of: an aggregate's name");
+        };
         let to_group = match group_key(to) {
             Some((to_group, to_method)) if to_method == method => to_group,
             _ => {

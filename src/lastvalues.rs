@@ -214,6 +214,16 @@ fn journal_path(path: &Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// Syncs the directory holding `path`, so that a file made or renamed there keeps its name
+/// through a power loss.
+fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(directory)?.sync_all()
+}
+
 impl std::fmt::Debug for LastValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LastValues").finish_non_exhaustive()
@@ -363,6 +373,9 @@ impl LastValues {
         file.sync_all()?;
         let bytes = file.metadata()?.len();
         std::fs::rename(&partial, path)?;
+        // The rename made durable before the journal of the old generation goes: else a power
+        // loss could leave the old snapshot beside a journal of the new one, which it ignores.
+        sync_directory_of(path)?;
         Ok(bytes)
     }
 
@@ -395,6 +408,10 @@ impl LastValues {
         }
         let file = out.into_inner().map_err(|error| error.into_error())?;
         file.sync_data()?;
+        if held == 0 {
+            // A new file's name is in its directory, which its own sync does not write.
+            sync_directory_of(journal)?;
+        }
         Ok(appended)
     }
 

@@ -297,10 +297,13 @@ fn convert_layout(
                     [method.index() as i64],
                 )?;
             }
-            transaction.execute_batch(&format!("DROP TABLE {old_values}"))?;
         }
         transaction
             .execute_batch("DROP TABLE aggregate_conversion; DROP TABLE aggregate_series")?;
+    }
+    // Values without their series' names (never seen) could not be given a group.
+    if let Some(old_values) = old_values {
+        transaction.execute_batch(&format!("DROP TABLE {old_values}"))?;
     }
     transaction.pragma_update(None, "user_version", LAYOUT_VERSION)
 }
