@@ -1256,13 +1256,17 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_store_of_the_first_layout_is_converted_and_its_values_age_out_once_written_again() {
+    /// A store made by `sql` (an earlier layout), in a new temporary directory.
+    fn earlier_store(sql: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aggregates.sqlite");
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_store_of_the_first_layout_is_converted_and_its_values_age_out_once_written_again() {
+        let (_dir, path) = earlier_store(
                 "CREATE TABLE aggregate_series (
                      id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
                      metric TEXT NOT NULL, UNIQUE (host, service, metric));
@@ -1271,9 +1275,7 @@ mod tests {
                      PRIMARY KEY (series, stamp)) WITHOUT ROWID;
                  INSERT INTO aggregate_series VALUES (7, 'web', 'http/H/avg', 'time');
                  INSERT INTO aggregate_values VALUES (7, 3600, 1.0), (7, 7200, 2.0), (7, 10800, 3.0);",
-            )
-            .unwrap();
-        }
+        );
         let group = SeriesKey::new("web", "http/H", "time");
         let mut reader = store(&path);
         assert_eq!(
@@ -1294,12 +1296,8 @@ mod tests {
 
     #[test]
     fn a_store_of_a_row_per_value_is_converted_to_a_row_per_group_and_period() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("aggregates.sqlite");
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE aggregate_series (
+        let (_dir, path) = earlier_store(
+            "CREATE TABLE aggregate_series (
                      id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
                      metric TEXT NOT NULL, keep_seconds INTEGER, UNIQUE (host, service, metric));
                  CREATE INDEX aggregate_series_by_keep ON aggregate_series (keep_seconds);
@@ -1317,9 +1315,7 @@ mod tests {
                      (3600, 1, 1.5), (3600, 2, 0.5), (7200, 1, 2.5), (0, 3, 9.0), (3600, 4, 1.0);
                  INSERT INTO aggregate_pruned VALUES (7200, 0), (691200, -86400);
                  PRAGMA user_version = 2;",
-            )
-            .unwrap();
-        }
+        );
         let mut converted = store(&path);
         let hourly = SeriesKey::new("web", "http/H", "time");
         let daily = SeriesKey::new("web", "http/D", "time");
