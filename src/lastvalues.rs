@@ -843,14 +843,14 @@ mod tests {
         for key in &keys {
             cache.record(key, &points(3..4));
         }
-        copy_for_save(shard, false, |key, points| {
+        copy_for_save(shard, false, |key, copied| {
             if std::mem::take(&mut first) {
                 let in_shard: Vec<SeriesKey> = shard.lock().keys().cloned().collect();
                 for key in &in_shard {
-                    cache.record(key, &points_at(4));
+                    cache.record(key, &points(4..5));
                 }
             }
-            written.push((key.clone(), points.to_vec()));
+            written.push((key.clone(), copied.to_vec()));
             Ok(())
         })
         .unwrap();
@@ -879,10 +879,6 @@ mod tests {
         cache.snapshot_next.store(true, Ordering::Release);
         cache.save(&path).unwrap();
         assert_eq!(all_values(&loaded(&path)), all_values(&cache));
-    }
-
-    fn points_at(t: i64) -> Vec<Point> {
-        points(t..t + 1)
     }
 
     #[test]

@@ -1267,14 +1267,14 @@ mod tests {
     #[test]
     fn a_store_of_the_first_layout_is_converted_and_its_values_age_out_once_written_again() {
         let (_dir, path) = earlier_store(
-                "CREATE TABLE aggregate_series (
-                     id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
-                     metric TEXT NOT NULL, UNIQUE (host, service, metric));
-                 CREATE TABLE aggregate_values (
-                     series INTEGER NOT NULL, stamp INTEGER NOT NULL, value REAL NOT NULL,
-                     PRIMARY KEY (series, stamp)) WITHOUT ROWID;
-                 INSERT INTO aggregate_series VALUES (7, 'web', 'http/H/avg', 'time');
-                 INSERT INTO aggregate_values VALUES (7, 3600, 1.0), (7, 7200, 2.0), (7, 10800, 3.0);",
+            "CREATE TABLE aggregate_series (
+                 id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
+                 metric TEXT NOT NULL, UNIQUE (host, service, metric));
+             CREATE TABLE aggregate_values (
+                 series INTEGER NOT NULL, stamp INTEGER NOT NULL, value REAL NOT NULL,
+                 PRIMARY KEY (series, stamp)) WITHOUT ROWID;
+             INSERT INTO aggregate_series VALUES (7, 'web', 'http/H/avg', 'time');
+             INSERT INTO aggregate_values VALUES (7, 3600, 1.0), (7, 7200, 2.0), (7, 10800, 3.0);",
         );
         let group = SeriesKey::new("web", "http/H", "time");
         let mut reader = store(&path);
@@ -1298,23 +1298,23 @@ mod tests {
     fn a_store_of_a_row_per_value_is_converted_to_a_row_per_group_and_period() {
         let (_dir, path) = earlier_store(
             "CREATE TABLE aggregate_series (
-                     id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
-                     metric TEXT NOT NULL, keep_seconds INTEGER, UNIQUE (host, service, metric));
-                 CREATE INDEX aggregate_series_by_keep ON aggregate_series (keep_seconds);
-                 CREATE TABLE aggregate_points (
-                     stamp INTEGER NOT NULL, series INTEGER NOT NULL, value REAL NOT NULL,
-                     PRIMARY KEY (stamp, series)) WITHOUT ROWID;
-                 CREATE TABLE aggregate_pruned (
-                     keep_seconds INTEGER PRIMARY KEY, through INTEGER NOT NULL);
-                 INSERT INTO aggregate_series VALUES
-                     (1, 'web', 'http/H/avg', 'time', 7200),
-                     (2, 'web', 'http/H/min', 'time', 7200),
-                     (3, 'web', 'http/D/avg', 'time', 691200),
-                     (4, 'web', 'not an aggregate', 'time', 7200);
-                 INSERT INTO aggregate_points VALUES
-                     (3600, 1, 1.5), (3600, 2, 0.5), (7200, 1, 2.5), (0, 3, 9.0), (3600, 4, 1.0);
-                 INSERT INTO aggregate_pruned VALUES (7200, 0), (691200, -86400);
-                 PRAGMA user_version = 2;",
+                 id INTEGER PRIMARY KEY, host TEXT NOT NULL, service TEXT NOT NULL,
+                 metric TEXT NOT NULL, keep_seconds INTEGER, UNIQUE (host, service, metric));
+             CREATE INDEX aggregate_series_by_keep ON aggregate_series (keep_seconds);
+             CREATE TABLE aggregate_points (
+                 stamp INTEGER NOT NULL, series INTEGER NOT NULL, value REAL NOT NULL,
+                 PRIMARY KEY (stamp, series)) WITHOUT ROWID;
+             CREATE TABLE aggregate_pruned (
+                 keep_seconds INTEGER PRIMARY KEY, through INTEGER NOT NULL);
+             INSERT INTO aggregate_series VALUES
+                 (1, 'web', 'http/H/avg', 'time', 7200),
+                 (2, 'web', 'http/H/min', 'time', 7200),
+                 (3, 'web', 'http/D/avg', 'time', 691200),
+                 (4, 'web', 'not an aggregate', 'time', 7200);
+             INSERT INTO aggregate_points VALUES
+                 (3600, 1, 1.5), (3600, 2, 0.5), (7200, 1, 2.5), (0, 3, 9.0), (3600, 4, 1.0);
+             INSERT INTO aggregate_pruned VALUES (7200, 0), (691200, -86400);
+             PRAGMA user_version = 2;",
         );
         let mut converted = store(&path);
         let hourly = SeriesKey::new("web", "http/H", "time");
