@@ -31,13 +31,14 @@
 //! and written in one file update (a backfill's cost per point). `--round-by-round` posts a
 //! round and waits until it is written before the next, so each round is its own flush, as
 //! checks arriving in real time are (pair it with a short `--max-batch-age`; compare node CPU
-//! per point, since the waits are in the wall time). `--max-open-files` sets
+//! per point, since the waits are in the wall time). `--rate POINTS` offers that many points a
+//! second instead of posting as fast as the node answers. `--max-open-files` sets
 //! `whisper.max_open_files`.
 //!
 //! Run: `cargo bench --bench load_driver -- [--hosts 10000 --services 10 --metrics 3
 //! --rounds 4 --round-step 60 --batch 1000 --clients 4 --shards 2 --max-batch-points 1000
 //! --max-batch-age 5s --retentions 60s:1d,1h:7d --wal 10ms|off --rollups --round-by-round
-//! --max-open-files 65536 --perf FILE]`; `--perf FILE` records
+//! --rate 0 --max-open-files 65536 --perf FILE]`; `--perf FILE` records
 //! the node with `perf record -e cpu-clock -g` (one recording, from the first post of the
 //! phases `--perf-phase` names until their points are written). Files take disk space: the
 //! default workload (300,000 series) writes about 6 GB under the temp dir.
@@ -116,6 +117,13 @@ struct Args {
     /// `--max-batch-age` (each round waits that long); compare node CPU, not points/s.
     #[arg(long)]
     round_by_round: bool,
+    /// Offer this many points a second (0: post as fast as the node answers). Body `i` of a
+    /// phase (or round) is posted no sooner than `i × points per body / rate` after its
+    /// start; a client that falls behind posts at once. The node's CPU per point at a fixed
+    /// offered load compares two configurations without the feedback of a saturated node
+    /// (whose queue, and so its memory, grows the more the slower it writes).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// wal.sync_interval of the node (a duration with unit), or `off` for `wal.enabled =
     /// false`: the write-ahead log's cost is this run against one with `off`.
     #[arg(long, default_value = "10ms")]
@@ -174,7 +182,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  parameters: --hosts {} --services {} --metrics {} --rounds {} --round-step {} \
          --batch {} --clients {} --shards {} --max-batch-points {} --max-batch-age {} \
-         --max-queued-points {} --retentions {} --wal {}{}",
+         --max-queued-points {} --retentions {} --wal {} --rate {}{}",
         args.hosts,
         args.services,
         args.metrics,
@@ -188,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         args.max_queued_points,
         args.retentions,
         args.wal,
+        args.rate,
         if args.rollups { " --rollups" } else { "" }
     );
     println!(
@@ -662,6 +671,11 @@ fn post_all(
 ) -> anyhow::Result<Posted> {
     let next = AtomicUsize::new(0);
     let url = format!("{base}/api/v1/write");
+    // Bodies hold `batch` results of `metrics` points each (the last of a round may hold
+    // fewer, and is then offered a little early).
+    let body_interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64((args.batch * args.metrics) as f64 / args.rate as f64));
+    let start = Instant::now();
     let totals = Mutex::new(Posted::default());
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.clients)
@@ -673,6 +687,10 @@ fn post_all(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(body) = bodies.get(i) else { break };
+                        if let Some(interval) = body_interval {
+                            let due = start + interval.mul_f64(i as f64);
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        }
                         let mut attempts = 0;
                         loop {
                             ensure!(Instant::now() < deadline, "timed out posting");
