@@ -7,8 +7,9 @@
 //! (little-endian), each payload one request's points ([`encode`]). One committer thread
 //! appends, syncing at most once per `sync_interval`: a request after a quiet spell is synced
 //! at once, and the requests that arrive within the interval after a sync share the next write
-//! and `fdatasync` (group commit); [`Wal::append`] answers each only after its sync. A segment
-//! is sealed when it passes `segment_size` or is older than `segment_age`, and deleted once
+//! and `fdatasync` (group commit); [`Wal::append`] answers each only after its sync, and the
+//! synced pages are then dropped from the page cache (the log is read only by a replay). A
+//! segment is sealed when it passes `segment_size` or is older than `segment_age`, and deleted once
 //! the reaper thread's [`Settle`] says its points are safe elsewhere. For the node's log that
 //! is the enqueuer's barrier ([`crate::enqueuer::Barrier`]): every point in it is in every
 //! backend. The write path hands points to the enqueuer *before* logging them, so by the time
@@ -246,7 +247,7 @@ impl Active {
     /// memory from the kernel, the whole log's size of it, where dropped pages are taken again
     /// at the next append while still warm. On a virtual machine that hands free memory back to
     /// its host, a fresh page costs a fault in the host too: measured at the node's sustained
-    /// load, the committer's copies into the page cache took 4 times the CPU while segments
+    /// load, the committer's copies into the page cache took 5 times the CPU while segments
     /// waited a minute (docs/performance.md). The kernel leaves the partial last page (and any
     /// page not yet written back) alone, so the range starts at the page of the last call.
     /// Only advice: a refusal changes nothing but the cache, and is not an error.
