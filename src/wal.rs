@@ -233,8 +233,6 @@ struct Active {
     file: File,
     path: PathBuf,
     len: u64,
-    /// Bytes from the start that the page cache was told to drop ([`Active::drop_synced_pages`]).
-    uncached: u64,
     opened: Instant,
     records: u64,
 }
@@ -248,16 +246,16 @@ impl Active {
     /// at the next append while still warm. On a virtual machine that hands free memory back to
     /// its host, a fresh page costs a fault in the host too: measured at the node's sustained
     /// load, the committer's copies into the page cache took 5 times the CPU while segments
-    /// waited a minute (docs/performance.md). The kernel leaves the partial last page (and any
-    /// page not yet written back) alone, so the range starts at the page of the last call.
-    /// Only advice: a refusal changes nothing but the cache, and is not an error.
-    fn drop_synced_pages(&mut self) {
-        const PAGE: u64 = 4096;
-        let from = self.uncached - self.uncached % PAGE;
+    /// waited a minute (docs/performance.md). `synced_from` is where the append just synced
+    /// began; the kernel leaves a partial last page (and any page not yet written back) alone,
+    /// so the range starts at the page holding it, which the previous call left. Only advice: a
+    /// refusal changes nothing but the cache, and is not an error.
+    fn drop_synced_pages(&self, synced_from: u64) {
+        let page = rustix::param::page_size() as u64;
+        let from = synced_from - synced_from % page;
         if let Some(len) = std::num::NonZeroU64::new(self.len - from) {
             let _ = rustix::fs::fadvise(&self.file, from, Some(len), rustix::fs::Advice::DontNeed);
         }
-        self.uncached = self.len;
     }
 }
 
@@ -354,8 +352,9 @@ impl Committer {
             }
             return Err(failure);
         }
+        let synced_from = active.len;
         active.len += bytes.len() as u64;
-        active.drop_synced_pages();
+        active.drop_synced_pages(synced_from);
         active.records += records;
         self.counters.records.fetch_add(records, Ordering::Relaxed);
         self.counters
@@ -395,7 +394,6 @@ impl Committer {
             file,
             path,
             len: MAGIC.len() as u64,
-            uncached: 0,
             opened: Instant::now(),
             records: 0,
         })
@@ -1091,6 +1089,7 @@ mod tests {
     async fn synced_records_leave_the_page_cache_and_replay_all_the_same() {
         // In the build's target directory: /tmp may be a tmpfs, whose pages are the file.
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
         let dir = tempfile::tempdir_in(&target).unwrap();
         let (wal, _) = start(dir.path(), 64 << 20);
         let many: Vec<SeriesPoints> = (0..200).flat_map(|_| sample()).collect();
@@ -1107,7 +1106,8 @@ mod tests {
         assert!(size > 2 << 20, "segment of {size} bytes");
         // At most the partial last page stays cached (fincore counts whole pages).
         let cached = cached_bytes(&segments[0].1);
-        assert!(cached <= 4096, "{cached} of {size} bytes still cached");
+        let page = rustix::param::page_size() as u64;
+        assert!(cached <= page, "{cached} of {size} bytes still cached");
         let (_, replayed) = start(dir.path(), 64 << 20);
         assert_eq!(replayed.len() * record.len(), appended);
         // Compared encoded: the sample holds a NaN.
