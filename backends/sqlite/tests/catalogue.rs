@@ -75,6 +75,57 @@ fn upserts_move_first_back_and_last_forward() {
     assert_eq!(other.series(&rta).unwrap(), Some(info));
 }
 
+/// A connection records a series new to it by inserting its row, and when the row is there
+/// already (made by another connection or an earlier process, or deleted since) by updating
+/// it: never a second row, and its id is remembered for the next flush either way.
+#[test]
+fn a_series_made_by_another_connection_is_updated_and_revived_not_doubled() {
+    let (_dir, path) = temp_db("made-elsewhere");
+    let mut earlier = Catalogue::open(&path).unwrap();
+    let (rta, loss) = (key("web-01", "PING", "rta"), key("web-01", "PING", "pl"));
+    earlier
+        .record(&[
+            update(rta.clone(), 1000, 1300, 0.5),
+            update(loss.clone(), 1000, 1300, 0.0),
+        ])
+        .unwrap();
+    assert!(earlier.delete_series(&loss, 1350).unwrap());
+
+    let mut later = Catalogue::open(&path).unwrap();
+    let fresh = key("web-02", "PING", "rta");
+    later
+        .record(&[
+            update(rta.clone(), 700, 900, 9.0),
+            update(fresh.clone(), 1400, 1400, 3.0),
+            update(loss.clone(), 1400, 1400, 10.0),
+        ])
+        .unwrap();
+    later
+        .record(&[update(rta.clone(), 1400, 1600, 0.7)])
+        .unwrap();
+
+    let all = earlier.all().unwrap();
+    let seen: Vec<(String, i64, i64, Option<f64>)> = all
+        .iter()
+        .map(|info| {
+            (
+                info.key.to_string(),
+                info.first_seen,
+                info.last_seen,
+                info.last_value,
+            )
+        })
+        .collect();
+    assert_eq!(all.len(), 3, "one row per series: {seen:?}");
+    let info = |key: &SeriesKey| {
+        let info = earlier.series(key).unwrap().unwrap();
+        (info.first_seen, info.last_seen, info.last_value)
+    };
+    assert_eq!(info(&rta), (700, 1600, Some(0.7)));
+    assert_eq!(info(&fresh), (1400, 1400, Some(3.0)));
+    assert_eq!(info(&loss), (1000, 1400, Some(10.0)), "revived");
+}
+
 #[test]
 fn listing_search_and_delete() {
     let (_dir, path) = temp_db("listing");
