@@ -49,8 +49,12 @@ CREATE TABLE series (
     crit        TEXT,
     UNIQUE (host, service, metric)
 );
-CREATE INDEX series_by_metric ON series (metric);
 ";
+
+/// An index on `metric` that catalogues made before 2026-12-04 carry: no query uses it (search
+/// scans), and every new row paid for it (2.0 µs an insert without, 2.5 with). Dropped when a
+/// connection finds it; the schema version stays, as older code never needed it either.
+const UNUSED_METRIC_INDEX: &str = "series_by_metric";
 
 /// From version 1: the thresholds.
 const MIGRATE_1_TO_2: &str = "
@@ -324,6 +328,18 @@ impl Catalogue {
                     .context(|| at("write schema version"))?;
             }
             transaction.commit().context(|| at("commit the schema"))?;
+        }
+        let unused_index: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [UNUSED_METRIC_INDEX],
+                |row| row.get(0),
+            )
+            .context(|| at("look for the unused index"))?;
+        if unused_index > 0 {
+            connection
+                .execute_batch(&format!("DROP INDEX IF EXISTS {UNUSED_METRIC_INDEX}"))
+                .context(|| at("drop the unused index"))?;
         }
         Ok(Catalogue {
             connection,

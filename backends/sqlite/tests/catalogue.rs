@@ -278,7 +278,7 @@ fn thresholds_round_trip_as_nagios_text() {
 }
 
 #[test]
-fn a_version_1_database_gains_the_thresholds() {
+fn a_version_1_database_gains_the_thresholds_and_loses_the_unused_index() {
     let (_dir, path) = temp_db("migrate");
     {
         let raw = rusqlite::Connection::open(&path).unwrap();
@@ -313,6 +313,18 @@ fn a_version_1_database_gains_the_thresholds() {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
     assert_eq!(version, 2);
+    let indexes: Vec<String> = raw
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'series'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        ["sqlite_autoindex_series_1"],
+        "the names' index kept, the unused one on the metric dropped"
+    );
 }
 
 /// A connection remembers the row id of each series it records; rows renamed away by another
