@@ -90,14 +90,26 @@ pub enum SubmitError {
 /// any front end (`POST /api/v1/write`, the Graphite listeners, the InfluxDB write endpoints)
 /// may acknowledge them.
 pub async fn submit(node: &Arc<Node>, series: Vec<SeriesPoints>) -> Result<(), SubmitError> {
-    let mut local = Vec::new();
     let mut remote: HashMap<usize, Vec<SeriesPoints>> = HashMap::new();
-    for series in series {
-        match node.cluster.owner(&series.key.host) {
-            None => local.push(series),
-            Some(owner) => remote.entry(owner).or_default().push(series),
+    // A body's series are this node's own when it is alone (or when every host is its own):
+    // they go on in the vector they came in. Pushed one by one into a new one, a body of 3,000
+    // series grew it a dozen times, the last copies half a megabyte each into memory the
+    // kernel had to zero first (2% of the node's CPU at 1,000,000 points/s).
+    let local = if series
+        .iter()
+        .all(|series| node.cluster.owner(&series.key.host).is_none())
+    {
+        series
+    } else {
+        let mut local = Vec::with_capacity(series.len());
+        for series in series {
+            match node.cluster.owner(&series.key.host) {
+                None => local.push(series),
+                Some(owner) => remote.entry(owner).or_default().push(series),
+            }
         }
-    }
+        local
+    };
     let logged = match take_and_log(node, local, false) {
         Ok(logged) => logged,
         Err(refusal) => return Err(SubmitError::Refused(refusal)),
