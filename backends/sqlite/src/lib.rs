@@ -225,6 +225,47 @@ macro_rules! insert_series {
     };
 }
 
+/// `?1` to `?10` of the statements that write a whole row (the update by id, the insert, the
+/// upsert, [`insert_series!`]): an update's fields, its type and thresholds as text.
+struct RowFields<'u> {
+    update: &'u SeriesUpdate<'u>,
+    names: [&'u str; 3],
+    ds_type: &'static str,
+    warn: Option<String>,
+    crit: Option<String>,
+}
+
+impl<'u> RowFields<'u> {
+    fn of(update: &'u SeriesUpdate<'u>) -> RowFields<'u> {
+        RowFields {
+            update,
+            names: [
+                update.key.host.as_str(),
+                update.key.service.as_str(),
+                update.key.metric.as_str(),
+            ],
+            ds_type: ds_type_name(update.ds_type),
+            warn: update.warn.as_ref().map(format_range),
+            crit: update.crit.as_ref().map(format_range),
+        }
+    }
+
+    fn params(&self) -> [&dyn rusqlite::ToSql; 10] {
+        [
+            &self.names[0],
+            &self.names[1],
+            &self.names[2],
+            &self.update.uom,
+            &self.ds_type,
+            &self.update.first_seen,
+            &self.update.last_seen,
+            &self.update.last_value,
+            &self.warn,
+            &self.crit,
+        ]
+    }
+}
+
 /// A connection to the catalogue database.
 pub struct Catalogue {
     connection: Connection,
@@ -437,22 +478,13 @@ impl Catalogue {
                 {
                     continue;
                 }
-                let warn = update.warn.as_ref().map(format_range);
-                let crit = update.crit.as_ref().map(format_range);
+                let fields = RowFields::of(update);
+                let with_id = fields
+                    .params()
+                    .into_iter()
+                    .chain([&row.id as &dyn rusqlite::ToSql]);
                 let updated = update_by_id
-                    .execute(params![
-                        key.host.as_str(),
-                        key.service.as_str(),
-                        key.metric.as_str(),
-                        update.uom,
-                        ds_type_name(update.ds_type),
-                        update.first_seen,
-                        update.last_seen,
-                        update.last_value,
-                        warn,
-                        crit,
-                        row.id,
-                    ])
+                    .execute(rusqlite::params_from_iter(with_id))
                     .context(|| format!("{path}: record {key}"))?;
                 if updated == 1 {
                     row.written_through = row.written_through.max(update.last_seen);
@@ -463,29 +495,16 @@ impl Catalogue {
             }
             for (update, hash) in unknown {
                 let key = &update.key;
-                let warn = update.warn.as_ref().map(format_range);
-                let crit = update.crit.as_ref().map(format_range);
-                let ds_type = ds_type_name(update.ds_type);
-                let fields = params![
-                    key.host.as_str(),
-                    key.service.as_str(),
-                    key.metric.as_str(),
-                    update.uom,
-                    ds_type,
-                    update.first_seen,
-                    update.last_seen,
-                    update.last_value,
-                    warn,
-                    crit,
-                ];
+                let fields = RowFields::of(update);
+                let fields = fields.params();
                 let inserted = insert
-                    .execute(fields)
+                    .execute(&fields[..])
                     .context(|| format!("{path}: record {key}"))?;
                 let id: i64 = if inserted == 1 {
                     transaction.last_insert_rowid()
                 } else {
                     upsert
-                        .query_row(fields, |row| row.get(0))
+                        .query_row(&fields[..], |row| row.get(0))
                         .context(|| format!("{path}: record {key}"))?
                 };
                 row_ids.insert(
