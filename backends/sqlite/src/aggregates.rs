@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS aggregate_pruned (
 const FIND_GROUP: &str = "SELECT id, keep_seconds, methods FROM aggregate_groups
      WHERE host = ?1 AND service = ?2 AND metric = ?3";
 
-/// The distinct times of the table in `[?2, ?3)`, one index seek each, as the CTE `stamps`.
+/// The distinct times of the table from `?2` up to the first at or past `?3`, one index seek
+/// each, as the CTE `stamps` (the select after it bounds them at `?3`, open or closed).
 const STAMPS_WITHIN: &str = "WITH RECURSIVE stamps(stamp) AS (
     SELECT min(stamp) FROM aggregate_rows WHERE stamp >= ?2
     UNION ALL
@@ -618,14 +619,15 @@ impl AggregateStore {
         }
     }
 
-    /// The distinct times of the table in `[from, until)`.
-    fn stamps_within(connection: &Connection, from: i64, until: i64) -> rusqlite::Result<Vec<i64>> {
+    /// Every distinct time of the table, `i64::MAX` included (a half-open range up to it would
+    /// leave a row stamped there out of a rename's or a delete's walk).
+    fn every_stamp(connection: &Connection) -> rusqlite::Result<Vec<i64>> {
         connection
             .prepare_cached(&format!(
-                "{STAMPS_WITHIN} SELECT stamp FROM stamps WHERE stamp < ?3"
+                "{STAMPS_WITHIN} SELECT stamp FROM stamps WHERE stamp <= ?3"
             ))?
             // ?1 is not used (the CTE's times are ?2 and ?3).
-            .query_map(params![0, from, until], |row| row.get(0))?
+            .query_map(params![0, i64::MIN, i64::MAX], |row| row.get(0))?
             .collect()
     }
 
@@ -717,7 +719,7 @@ impl AggregateStore {
             }
             let target_id = target.id;
             let mut moved = 0;
-            for stamp in Self::stamps_within(&transaction, i64::MIN, i64::MAX)? {
+            for stamp in Self::every_stamp(&transaction)? {
                 // `WHERE` before `ON CONFLICT`: SQLite's rule for an upsert from a select.
                 moved += transaction
                     .prepare_cached(&format!(
@@ -791,7 +793,7 @@ impl AggregateStore {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let stamps = Self::stamps_within(&transaction, i64::MIN, i64::MAX)?;
+            let stamps = Self::every_stamp(&transaction)?;
             match only {
                 Some((_, _, method)) => {
                     let column = method.column();
@@ -1135,6 +1137,26 @@ mod tests {
         );
         assert_eq!(read(&mut first, &other, Avg), points(&[(3_600, 9.0)]));
         assert_eq!(rows_in(&path), 3);
+    }
+
+    #[test]
+    fn values_at_the_ends_of_time_are_renamed_and_deleted_with_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aggregates.sqlite");
+        let mut store = store(&path);
+        let hourly = SeriesKey::new("web", "http/H", "time");
+        let renamed = SeriesKey::new("web-01", "http/H", "time");
+        let ends = [(i64::MIN, 1.0), (0, 2.0), (i64::MAX, 3.0)];
+        write(&mut store, &hourly, Avg, &ends, i64::MAX, i64::MIN);
+        assert_eq!(rows_in(&path), 3);
+        assert_eq!(store.rename(&hourly, &renamed, Avg).unwrap(), 3);
+        assert_eq!(
+            rows_in(&path),
+            3,
+            "every row moved, none left under the old group"
+        );
+        assert_eq!(store.delete("web-01", None).unwrap(), 3);
+        assert_eq!(rows_in(&path), 0);
     }
 
     #[test]
