@@ -27,14 +27,14 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use perfpipe_backend::{
-    Backend, BackendError, RangeQuery, SeriesBatch, SeriesKey, SeriesRange, SeriesRename,
+    Backend, BackendError, Name, RangeQuery, SeriesBatch, SeriesKey, SeriesRange, SeriesRename,
     WriteReport,
 };
 use perfpipe_sqlite::aggregates::{
     AggregateMethod, AggregateRow, AggregateStore, AggregateStoreError, AggregateWrite,
 };
 
-use crate::rollup::{Level, Method, RollupRules};
+use crate::rollup::{AggregateService, Level, Method, RollupRules};
 
 /// Seconds between the slots an aggregate series is read in: every time zone's hours and
 /// midnights fall on a multiple of 15 minutes, so each slot holds one period's value at its
@@ -65,9 +65,45 @@ pub fn aggregate_retention(rules: &RollupRules, key: &SeriesKey) -> Option<i64> 
 /// aggregate's: its last part is a level or `weekend`, not a method.
 pub fn group_of(service: &str) -> Option<(String, AggregateMethod)> {
     let aggregate = crate::rollup::parse_aggregate_service(service)?;
+    Some((
+        group_service(&aggregate).into(),
+        store_method(aggregate.method),
+    ))
+}
+
+/// The parts of an aggregate's group service after its base: `/H`, or `/H/weekend`.
+fn group_suffix(aggregate: &AggregateService<'_>) -> [&'static str; 3] {
     let weekend = if aggregate.weekend { "/weekend" } else { "" };
-    let group = format!("{}/{}{weekend}", aggregate.base, aggregate.level.code());
-    Some((group, store_method(aggregate.method)))
+    ["/", aggregate.level.code(), weekend]
+}
+
+/// The service of `aggregate`'s group, built in place (inline up to 24 bytes: a flush makes
+/// one for each group it writes).
+fn group_service(aggregate: &AggregateService<'_>) -> Name {
+    let suffix = group_suffix(aggregate);
+    let mut service = Name::with_capacity(aggregate.base.len() + 10);
+    service.push_str(aggregate.base);
+    for part in suffix {
+        service.push_str(part);
+    }
+    service
+}
+
+/// Whether `group` is the group of the aggregate series `key`, whose service says `aggregate`.
+fn is_group_of(group: &SeriesKey, key: &SeriesKey, aggregate: &AggregateService<'_>) -> bool {
+    if group.host != key.host || group.metric != key.metric {
+        return false;
+    }
+    let Some(mut rest) = group.service.strip_prefix(aggregate.base) else {
+        return false;
+    };
+    for part in group_suffix(aggregate) {
+        match rest.strip_prefix(part) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 fn store_method(method: Method) -> AggregateMethod {
@@ -80,11 +116,13 @@ fn store_method(method: Method) -> AggregateMethod {
 
 /// `key`'s group (as a key) and method in the store, `None` when it is not an aggregate's name.
 fn group_key(key: &SeriesKey) -> Option<(SeriesKey, AggregateMethod)> {
-    let (service, method) = group_of(&key.service)?;
-    Some((
-        SeriesKey::new(key.host.as_str(), service, key.metric.as_str()),
-        method,
-    ))
+    let aggregate = crate::rollup::parse_aggregate_service(&key.service)?;
+    let group = SeriesKey {
+        host: key.host.clone(),
+        service: group_service(&aggregate),
+        metric: key.metric.clone(),
+    };
+    Some((group, store_method(aggregate.method)))
 }
 
 /// An aggregate series as the store holds it.
@@ -228,6 +266,18 @@ impl Backend for WithAggregateStore {
         let mut aggregate_values = 0;
         let mut raw = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
+            // The enqueuer puts the methods of one group side by side: the second and third are
+            // told by their names, without building the group's key or looking up its retention.
+            if let Some(aggregate) = crate::rollup::parse_aggregate_service(&batch.key.service) {
+                if let Some(rows) = groups
+                    .last_mut()
+                    .filter(|rows| is_group_of(&rows.group, &batch.key, &aggregate))
+                {
+                    aggregate_values += batch.points.len() as u64;
+                    rows.add(store_method(aggregate.method), &batch.points);
+                    continue;
+                }
+            }
             let Some(Held {
                 retention: keep_seconds,
                 group,
@@ -648,6 +698,57 @@ mod tests {
         let deleted = store.delete_held("web-01", Some(("http/H/avg", "time")));
         assert_eq!(deleted.unwrap(), 30);
         assert_eq!(values(&mut second, &renamed), 0);
+    }
+
+    #[test]
+    fn methods_side_by_side_land_each_in_its_own_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_717_408_800 + 10 * 3_600;
+        // Neighbours in a flush that differ from the one before in one part of the group only:
+        // the level, the weekend variant, the metric, the host, a base that is a prefix of the
+        // other's, a base holding a level's name; and a service outside the rules between.
+        let keys = [
+            ("web", "http/H/avg", "time"),
+            ("web", "http/H/max", "time"),
+            ("web", "http/H/min/weekend", "time"),
+            ("web", "http/H/max/weekend", "time"),
+            ("web", "http/D/max", "time"),
+            ("web", "http/D/min", "time"),
+            ("web", "http/D/min", "size"),
+            ("web2", "http/D/avg", "size"),
+            ("web2", "htt/D/avg", "size"),
+            ("web2", "htt/H/D/avg", "size"),
+            ("db", "htt/H/D/max", "size"),
+            ("web2", "htt/H/D/min", "size"),
+        ]
+        .map(|(host, service, metric)| SeriesKey::new(host, service, metric));
+        let batches: Vec<SeriesBatch> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let values: Vec<(i64, f64)> = (0..5)
+                    .map(|n| (1_717_408_800 + n * 3_600, (index * 100 + n as usize) as f64))
+                    .collect();
+                SeriesBatch::new(key.clone(), "ms", &values)
+            })
+            .collect();
+        let mut files = whisper_with_aggregate_files(&dir.path().join("files"), now);
+        let mut store = wrapped(dir.path(), "whisper", now, true);
+        assert_eq!(
+            store.write(&batches).unwrap().written,
+            files.write(&batches).unwrap().written
+        );
+        let range = RangeQuery {
+            start: now - 20 * 3_600,
+            end: now,
+            step: None,
+            consolidation: Consolidation::Average,
+        };
+        for key in &keys {
+            let want = files.read_as_of(key, &range, now).unwrap();
+            assert!(want.values.iter().any(Option::is_some), "{key}");
+            assert_eq!(store.read_as_of(key, &range, now).unwrap(), want, "{key}");
+        }
     }
 
     #[test]

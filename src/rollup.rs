@@ -86,6 +86,7 @@ use chrono::{
     DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, Offset, TimeDelta, TimeZone, Weekday,
 };
 use chrono_tz::Tz;
+use perfpipe_backend::Name;
 use serde::{Deserialize, Serialize};
 
 mod state;
@@ -184,9 +185,15 @@ impl fmt::Display for Method {
 
 /// The service of an aggregate series: `service1/H/avg`, or `service1/H/avg/weekend` for the
 /// weekend aggregates. Host and metric are those of the source series.
-pub fn aggregate_service(service: &str, level: Level, method: Method, weekend: bool) -> String {
+pub fn aggregate_service(service: &str, level: Level, method: Method, weekend: bool) -> Name {
+    // Built in place: a name of up to 24 bytes stays inline, and every aggregate value emitted
+    // makes one.
     let suffix = if weekend { "/weekend" } else { "" };
-    format!("{service}/{}/{}{suffix}", level.code(), method.name())
+    let mut name = Name::with_capacity(service.len() + 6 + suffix.len());
+    for part in [service, "/", level.code(), "/", method.name(), suffix] {
+        name.push_str(part);
+    }
+    name
 }
 
 /// What an aggregate series' service says about it.
@@ -786,9 +793,9 @@ fn calendar_period_of(level: Level, tz: Tz, t: i64) -> Option<Period> {
 /// One aggregate value, stamped with the start of its period (epoch seconds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregatePoint {
-    pub host: String,
-    pub service: String,
-    pub metric: String,
+    pub host: Name,
+    pub service: Name,
+    pub metric: Name,
     pub timestamp: i64,
     pub value: f64,
 }
@@ -1098,9 +1105,9 @@ impl SeriesState {
             }
             for &method in &emitter.rule.methods {
                 emitter.out.push(AggregatePoint {
-                    host: emitter.host.to_owned(),
+                    host: emitter.host.into(),
                     service: aggregate_service(emitter.service, level, method, variant == 1),
-                    metric: emitter.metric.to_owned(),
+                    metric: emitter.metric.into(),
                     timestamp: start,
                     value: accumulator.value(method),
                 });
@@ -1977,9 +1984,9 @@ mod tests {
         for point in emitted.iter().flatten() {
             last.insert(
                 (
-                    point.host.clone(),
-                    point.service.clone(),
-                    point.metric.clone(),
+                    point.host.to_string(),
+                    point.service.to_string(),
+                    point.metric.to_string(),
                     point.timestamp,
                 ),
                 point.value,
@@ -2208,7 +2215,7 @@ mod tests {
             .add("host1", "service1", "serviceitem1", &[(saturday, 8.0)])
             .into_iter()
             .chain(rollups.close_due(i64::MAX))
-            .map(|p| (p.service, p.timestamp))
+            .map(|p| (p.service.into(), p.timestamp))
             .collect();
         all.sort();
         let expected_services = [
@@ -2251,7 +2258,7 @@ mod tests {
         emitted.extend(rollups.close_due(i64::MAX));
         emitted
             .into_iter()
-            .map(|p| ((p.service, p.timestamp), p.value))
+            .map(|p| ((p.service.into(), p.timestamp), p.value))
             .collect()
     }
 
