@@ -6,7 +6,8 @@
 //! methods of a group side by side) into a store that knows the groups already, a new hour at
 //! each iteration: the wrapper's naming and grouping and the store's rows.
 //!
-//! Run: `cargo bench --bench aggregate_path` (figures in docs/performance.md, "Rollups").
+//! Run: `cargo bench --bench aggregate_path` (figures in docs/performance.md, "Aggregate values
+//! named inline, and the first day once more").
 
 use std::sync::Arc;
 
