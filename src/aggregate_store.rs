@@ -114,15 +114,15 @@ fn store_method(method: Method) -> AggregateMethod {
     }
 }
 
-/// `key`'s group (as a key) and method in the store, `None` when it is not an aggregate's name.
-fn group_key(key: &SeriesKey) -> Option<(SeriesKey, AggregateMethod)> {
-    let aggregate = crate::rollup::parse_aggregate_service(&key.service)?;
+/// The group (as a key) and method in the store of the aggregate series `key`, whose service
+/// says `aggregate`.
+fn group_key(key: &SeriesKey, aggregate: &AggregateService<'_>) -> (SeriesKey, AggregateMethod) {
     let group = SeriesKey {
         host: key.host.clone(),
-        service: group_service(&aggregate),
+        service: group_service(aggregate),
         metric: key.metric.clone(),
     };
-    Some((group, store_method(aggregate.method)))
+    (group, store_method(aggregate.method))
 }
 
 /// An aggregate series as the store holds it.
@@ -202,11 +202,10 @@ impl WithAggregateStore {
         self
     }
 
-    /// `key` as an aggregate of the rules: its retention, its group and method in the store;
-    /// `None` for any other series.
-    fn aggregate_of(&mut self, key: &SeriesKey) -> Option<Held> {
-        // Most series are not aggregates, and their names say so at once.
-        let (group, method) = group_key(key)?;
+    /// `key`, whose service says `aggregate`, as an aggregate of the rules: its retention, its
+    /// group and method in the store; `None` when no rule covers its base series.
+    fn aggregate_of(&mut self, key: &SeriesKey, aggregate: &AggregateService<'_>) -> Option<Held> {
+        let (group, method) = group_key(key, aggregate);
         let retention = match self.retention.get(&group) {
             Some(&retention) => retention,
             None => {
@@ -226,12 +225,13 @@ impl WithAggregateStore {
     /// longer cover: one renamed to a host or service outside every `[[rollups]]` match keeps
     /// its values here, with the retention they were written with.
     fn held(&mut self, key: &SeriesKey) -> Result<Option<Held>, BackendError> {
-        if let Some(held) = self.aggregate_of(key) {
-            return Ok(Some(held));
-        }
-        let Some((group, method)) = group_key(key) else {
+        let Some(aggregate) = crate::rollup::parse_aggregate_service(&key.service) else {
             return Ok(None);
         };
+        if let Some(held) = self.aggregate_of(key, &aggregate) {
+            return Ok(Some(held));
+        }
+        let (group, method) = group_key(key, &aggregate);
         let retention = self
             .store
             .retention_of(&group)
@@ -266,23 +266,25 @@ impl Backend for WithAggregateStore {
         let mut aggregate_values = 0;
         let mut raw = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
+            let Some(aggregate) = crate::rollup::parse_aggregate_service(&batch.key.service) else {
+                raw.push(index);
+                continue;
+            };
             // The enqueuer puts the methods of one group side by side: the second and third are
             // told by their names, without building the group's key or looking up its retention.
-            if let Some(aggregate) = crate::rollup::parse_aggregate_service(&batch.key.service) {
-                if let Some(rows) = groups
-                    .last_mut()
-                    .filter(|rows| is_group_of(&rows.group, &batch.key, &aggregate))
-                {
-                    aggregate_values += batch.points.len() as u64;
-                    rows.add(store_method(aggregate.method), &batch.points);
-                    continue;
-                }
+            if let Some(rows) = groups
+                .last_mut()
+                .filter(|rows| is_group_of(&rows.group, &batch.key, &aggregate))
+            {
+                aggregate_values += batch.points.len() as u64;
+                rows.add(store_method(aggregate.method), &batch.points);
+                continue;
             }
             let Some(Held {
                 retention: keep_seconds,
                 group,
                 method,
-            }) = self.aggregate_of(&batch.key)
+            }) = self.aggregate_of(&batch.key, &aggregate)
             else {
                 raw.push(index);
                 continue;
@@ -468,7 +470,9 @@ impl Backend for WithAggregateStore {
         else {
             return self.inner.rename_series(from, to);
         };
-        let to_group = match group_key(to) {
+        let to_group = match crate::rollup::parse_aggregate_service(&to.service)
+            .map(|aggregate| group_key(to, &aggregate))
+        {
             Some((to_group, to_method)) if to_method == method => to_group,
             _ => {
                 return Ok(SeriesRename::Unsupported(format!(
