@@ -206,19 +206,24 @@ impl WithAggregateStore {
     /// group and method in the store; `None` when no rule covers its base series.
     fn aggregate_of(&mut self, key: &SeriesKey, aggregate: &AggregateService<'_>) -> Option<Held> {
         let (group, method) = group_key(key, aggregate);
-        let retention = match self.retention.get(&group) {
+        Some(Held {
+            retention: self.retention_under_rules(&group, key)?,
+            group,
+            method,
+        })
+    }
+
+    /// The retention the rules give the aggregate series `key` of `group`, looked up once per
+    /// group; `None` when no rule covers its base series.
+    fn retention_under_rules(&mut self, group: &SeriesKey, key: &SeriesKey) -> Option<i64> {
+        match self.retention.get(group) {
             Some(&retention) => retention,
             None => {
                 let retention = aggregate_retention(&self.rules, key);
                 self.retention.insert(group.clone(), retention);
                 retention
             }
-        };
-        Some(Held {
-            retention: retention?,
-            group,
-            method,
-        })
+        }
     }
 
     /// [`Self::aggregate_of`] for reads and renames, which also find an aggregate the rules no
@@ -228,14 +233,14 @@ impl WithAggregateStore {
         let Some(aggregate) = crate::rollup::parse_aggregate_service(&key.service) else {
             return Ok(None);
         };
-        if let Some(held) = self.aggregate_of(key, &aggregate) {
-            return Ok(Some(held));
-        }
         let (group, method) = group_key(key, &aggregate);
-        let retention = self
-            .store
-            .retention_of(&group)
-            .map_err(|error| self.store_failed(error))?;
+        let retention = match self.retention_under_rules(&group, key) {
+            Some(retention) => Some(retention),
+            None => self
+                .store
+                .retention_of(&group)
+                .map_err(|error| self.store_failed(error))?,
+        };
         Ok(retention.map(|retention| Held {
             retention,
             group,
