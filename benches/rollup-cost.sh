@@ -12,6 +12,14 @@
 # exactly the same rounds. Prints each run's update line, then the node CPU per posted point of the
 # update phase per run, the ratio per pair, the ratio of the medians and the median of the
 # pairwise ratios (the target of issue 7 is at most 1.10).
+#
+# The figures of docs/performance.md use 60 s rounds at the issue's load, e.g. a whole first
+# day (every aggregate series made in the update phase):
+#
+#   benches/rollup-cost.sh 6 --hosts 2000 --rounds 1320 --round-step 60 --clients 16 --rate 1000000
+#
+# The driver refuses rounds older than 23 hours, so that set (22 hours of rounds ending at its
+# start) must finish within the hour: about 4 minutes a pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-6}
