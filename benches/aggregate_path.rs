@@ -49,6 +49,17 @@ fn fed_rollups() -> Rollups {
     rollups
 }
 
+/// The point that closes the hour for each series, added to `rollups`: the aggregate values
+/// emitted, three a series.
+fn close_hour(rollups: &mut Rollups) -> Vec<AggregatePoint> {
+    let mut out = Vec::new();
+    for n in 0..SERIES {
+        let (host, service, metric) = names(n);
+        rollups.add_into(&host, &service, &metric, &[(HOUR + 3_630, 1.0)], &mut out);
+    }
+    out
+}
+
 /// What the enqueuer makes of one series' aggregate values: a batch per aggregate series.
 fn batches_of(points: &[AggregatePoint], stamp: i64) -> Vec<SeriesBatch> {
     points
@@ -72,11 +83,7 @@ fn aggregate_path(c: &mut Criterion) {
         b.iter_batched(
             fed_rollups,
             |mut rollups| {
-                let mut out = Vec::new();
-                for n in 0..SERIES {
-                    let (host, service, metric) = names(n);
-                    rollups.add_into(&host, &service, &metric, &[(HOUR + 3_630, 1.0)], &mut out);
-                }
+                let out = close_hour(&mut rollups);
                 assert_eq!(out.len(), 3 * SERIES);
                 out
             },
@@ -84,15 +91,7 @@ fn aggregate_path(c: &mut Criterion) {
         )
     });
 
-    let emitted = {
-        let mut rollups = fed_rollups();
-        let mut out = Vec::new();
-        for n in 0..SERIES {
-            let (host, service, metric) = names(n);
-            rollups.add_into(&host, &service, &metric, &[(HOUR + 3_630, 1.0)], &mut out);
-        }
-        out
-    };
+    let emitted = close_hour(&mut fed_rollups());
     let dir = tempfile::tempdir().expect("a temp dir");
     let whisper = perfpipe_whisper::WhisperBackend::new(perfpipe_whisper::WhisperConfig::new(
         dir.path().join("whisper"),
